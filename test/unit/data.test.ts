@@ -1,0 +1,125 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import sharp from 'sharp';
+import { IdxDataset, parseIdx } from '../../train/data/idx.ts';
+import { Stl10Dataset, stl10ToHwc } from '../../train/data/stl10.ts';
+import { FolderDataset } from '../../train/data/folder.ts';
+import { openDataset } from '../../train/data/open.ts';
+import { BatchLoader } from '../../train/data/loader.ts';
+import { decodeRgb, defaultPreprocess, normalizePatches, toRgb } from '../../serve/format/preprocess.ts';
+
+function idxBytes(dims: number[], data: Uint8Array, type = 0x08): Buffer {
+  const head = Buffer.alloc(4 + 4 * dims.length);
+  head[2] = type;
+  head[3] = dims.length;
+  dims.forEach((d, i) => head.writeUInt32BE(d, 4 + 4 * i));
+  return Buffer.concat([head, Buffer.from(data)]);
+}
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'ijepa-data-'));
+
+test('IDX: plain and gzipped files, MNIST-style directories, clear errors', async () => {
+  const dir = tmp();
+  const pixels = Uint8Array.from({ length: 3 * 28 * 28 }, (_, i) => i % 251);
+  writeFileSync(join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(idxBytes([3, 28, 28], pixels)));
+  writeFileSync(join(dir, 'train-labels-idx1-ubyte'), idxBytes([3], Uint8Array.from([2, 0, 1])));
+  const ds = IdxDataset.fromDir(dir, 'train');
+  assert.equal(ds.size, 3);
+  assert.equal(ds.label(0), 2);
+  assert.deepEqual(ds.classes, ['0', '1', '2']);
+  const img = await ds.read(1);
+  assert.equal(img.kind, 'raw');
+  assert.deepEqual(Array.from((img as { data: Uint8Array }).data.subarray(0, 3)), [Array.from(pixels)[784] , pixels[785], pixels[786]]);
+  assert.throws(() => parseIdx(idxBytes([2], Uint8Array.from([1]))), /truncated/);
+  assert.throws(() => parseIdx(Buffer.from('hello world')), /bad magic/);
+  assert.throws(() => parseIdx(idxBytes([1], Uint8Array.from([0, 0, 0, 0]), 0x0d)), /not supported/);
+  assert.throws(() => IdxDataset.fromDir(dir, 'test'), /t10k-images/);
+  assert.ok(openDataset(dir) instanceof IdxDataset);
+});
+
+test('STL-10: column-major planar bytes become row-major RGB, labels are 1-based', async () => {
+  const dir = tmp();
+  const n = 2;
+  const bytes = new Uint8Array(n * 96 * 96 * 3);
+  // Image 1: pixel (row y, col x) of channel c = (c*50 + y + 2x) mod 256, stored column-major.
+  for (let c = 0; c < 3; c++) for (let x = 0; x < 96; x++) for (let y = 0; y < 96; y++) {
+    bytes[96 * 96 * 3 + c * 9216 + x * 96 + y] = (c * 50 + y + 2 * x) % 256;
+  }
+  writeFileSync(join(dir, 'train_X.bin'), bytes);
+  writeFileSync(join(dir, 'train_y.bin'), Uint8Array.from([1, 10]));
+  const ds = new Stl10Dataset(dir, 'train');
+  assert.equal(ds.size, 2);
+  assert.equal(ds.label(1), 9);
+  assert.equal(ds.classes![9], 'truck');
+  const img = (await ds.read(1)) as { data: Uint8Array; width: number };
+  const at = (y: number, x: number, c: number) => img.data[(y * 96 + x) * 3 + c];
+  assert.equal(at(0, 1, 0), 2);
+  assert.equal(at(5, 0, 1), 55);
+  assert.equal(at(3, 7, 2), (100 + 3 + 14) % 256);
+  assert.equal(stl10ToHwc(bytes.subarray(0, 27648)).length, 27648);
+  writeFileSync(join(dir, 'test_X.bin'), new Uint8Array(100));
+  assert.throws(() => new Stl10Dataset(dir, 'test'), /whole number/);
+  assert.ok(openDataset(dir) instanceof Stl10Dataset);
+  await ds.close();
+});
+
+test('image folders: sub-folders are classes; a corrupt image is skipped and counted', async () => {
+  const dir = tmp();
+  for (const [cls, colour] of [['cats', '#ff0000'], ['dogs', '#0000ff']] as const) {
+    mkdirSync(join(dir, cls));
+    for (let i = 0; i < 3; i++) {
+      const png = await sharp({ create: { width: 20 + i, height: 12, channels: 4, background: colour } }).png().toBuffer();
+      writeFileSync(join(dir, cls, `${i}.png`), png);
+    }
+  }
+  writeFileSync(join(dir, 'dogs', 'broken.jpg'), Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]));
+  const ds = new FolderDataset(dir);
+  assert.deepEqual(ds.classes, ['cats', 'dogs']);
+  assert.equal(ds.size, 7);
+  assert.equal(ds.label(0), 0);
+  const skipped: string[] = [];
+  const loader = new BatchLoader(ds, {
+    batch: 3, seed: 1, preprocess: defaultPreprocess(8), patch: 4,
+    augment: { cropScale: [0.5, 1], cropRatio: [0.75, 1.33], hflip: true },
+    onSkip: (what) => skipped.push(what),
+  });
+  assert.equal(loader.batchesPerEpoch, 2);
+  const batches = [await loader.next(), await loader.next(), await loader.next()];
+  for (const b of batches) assert.equal(b.patches.length, 3 * 4 * 48);
+  assert.ok(skipped.some((s) => s.endsWith('broken.jpg')));
+  assert.ok(loader.skippedTotal >= 1);
+});
+
+test('the loader is reproducible and resumes mid-stream', async () => {
+  const dir = tmp();
+  writeFileSync(join(dir, 'train-images-idx3-ubyte'), idxBytes([10, 8, 8], Uint8Array.from({ length: 640 }, (_, i) => (i * 7) % 256)));
+  const ds = openDataset(dir);
+  const opts = { batch: 3, seed: 5, preprocess: defaultPreprocess(8), patch: 4, augment: { cropScale: [0.5, 1] as [number, number], cropRatio: [0.75, 1.33] as [number, number], hflip: true } };
+  const a = new BatchLoader(ds, opts);
+  const seq = [];
+  for (let i = 0; i < 5; i++) seq.push(await a.next());
+  const b = new BatchLoader(ds, opts, seq[1].end);
+  assert.deepEqual((await b.next()).patches, seq[2].patches);
+  assert.deepEqual((await b.next()).patches, seq[3].patches);
+  assert.equal(seq[3].end.epoch, 1, '3 batches of 3 per 10-image epoch, then a new epoch');
+});
+
+test('preprocessing: grayscale replicated, alpha flattened, patch layout (row, col, channel)', async () => {
+  const p = { size: 4, mean: [0, 0, 0] as [number, number, number], std: [1, 1, 1] as [number, number, number], resize: 'squash' as const };
+  const gray = await toRgb({ kind: 'raw', data: new Uint8Array(16).fill(51), width: 4, height: 4, channels: 1 }, p);
+  assert.deepEqual(Array.from(gray.subarray(0, 6)), [51, 51, 51, 51, 51, 51]);
+  const transparent = await sharp({ create: { width: 4, height: 4, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } }).png().toBuffer();
+  const flat = await decodeRgb({ kind: 'encoded', data: transparent });
+  assert.deepEqual(Array.from(flat.data.subarray(0, 3)), [255, 255, 255]);
+  const rgb = Uint8Array.from({ length: 48 }, (_, i) => i);
+  const out = new Float32Array(48);
+  normalizePatches(rgb, p, 2, out);
+  // Patch (0,1) starts at pixel (0,2): bytes 6,7,8.
+  assert.ok(Math.abs(out[12] - 6 / 255) < 1e-7);
+  // Second row inside patch (0,0) is pixel (1,0): bytes 12..14.
+  assert.ok(Math.abs(out[6] - 12 / 255) < 1e-7);
+});

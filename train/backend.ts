@@ -1,0 +1,254 @@
+/**
+ * TF.js backend selection, plus the kernels the wasm backend lacks or runs slowly.
+ *
+ * Workarounds for @tensorflow/tfjs-backend-wasm (each has a test against the cpu backend):
+ * - Transpose: the wasm kernel moves ~12M elements/s on rank ≥ 4; a JS loop over the heap is ~20× faster.
+ * - UnsortedSegmentSum (the gradient of gather) has no wasm kernel; registered here in JS.
+ * - gather with batchDims=1 and GatherNd's missing gradient are avoided by flattened gathers (ops-tfjs.ts).
+ * - BatchMatMul with transpose flags leaves XNNPACK: the linear backward transposes explicitly (ops-tfjs.ts).
+ * - oneHot(…, 'float32') is wrong on wasm: nothing here uses it.
+ * - Identity copies its input; the engine clones every tensor it saves for the backward pass, so
+ *   this doubled memory traffic. Registered here as a shared reference, as the cpu backend does.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+// tfjs-core ships gradients only as ES modules Node cannot load; the union bundle registers them.
+import '@tensorflow/tfjs';
+import { registerFusedKernels, registerMatMulGradient } from './kernels.ts';
+
+export type BackendName = 'wasm' | 'cpu' | 'tensorflow';
+
+interface HeapBackend {
+  makeOutput(shape: number[], dtype: tf.DataType, memoryOffset?: number): tf.TensorInfo;
+  typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
+  dataIdMap: { get(id: tf.DataId): { id: number; memoryOffset: number }; delete(id: tf.DataId): void };
+  wasm: {
+    cwrap(name: string, ret: null, args: string[]): (...a: unknown[]) => void;
+    tfjs: { disposeData(id: number): void };
+  };
+}
+
+function stridesOf(shape: number[]): number[] {
+  const s = new Array<number>(shape.length).fill(1);
+  for (let i = shape.length - 2; i >= 0; i--) s[i] = s[i + 1] * shape[i + 1];
+  return s;
+}
+
+type Buf = { [i: number]: number; length: number };
+
+/** Drops size-1 axes and merges input axes that stay adjacent in the output. */
+export function simplifyPermutation(shape: number[], perm: number[]): { shape: number[]; perm: number[] } {
+  const keep = perm.filter((p) => shape[p] !== 1);
+  const groups: number[][] = [];
+  for (const p of keep) {
+    const last = groups[groups.length - 1];
+    if (last && last[last.length - 1] + 1 === p) last.push(p);
+    else groups.push([p]);
+  }
+  const order = [...groups].sort((a, b) => a[0] - b[0]);
+  const newShape = order.map((g) => g.reduce((n, p) => n * shape[p], 1));
+  return { shape: newShape, perm: groups.map((g) => order.indexOf(g)) };
+}
+
+/** out = transpose(src, perm). Fast paths: a kept last axis (row copies) and batched 2-D transposes (tiled). */
+export function transposeInto(src: Buf, shape0: number[], perm0: number[], dst: Buf): void {
+  const { shape, perm } = simplifyPermutation(shape0, perm0);
+  const rank = shape.length;
+  if (rank <= 1) {
+    for (let i = 0; i < dst.length; i++) dst[i] = src[i];
+    return;
+  }
+  if (rank === 2 || (rank === 3 && perm[0] === 0 && perm[1] === 2 && perm[2] === 1)) {
+    const [batch, rows, cols] = rank === 2 ? [1, shape[0], shape[1]] : shape;
+    const T = 16;
+    for (let b = 0; b < batch; b++) {
+      const base = b * rows * cols;
+      for (let r0 = 0; r0 < rows; r0 += T) {
+        const r1 = Math.min(rows, r0 + T);
+        for (let c0 = 0; c0 < cols; c0 += T) {
+          const c1 = Math.min(cols, c0 + T);
+          for (let c = c0; c < c1; c++) {
+            const o = base + c * rows;
+            for (let r = r0; r < r1; r++) dst[o + r] = src[base + r * cols + c];
+          }
+        }
+      }
+    }
+    return;
+  }
+  const inStrides = stridesOf(shape);
+  const outShape = perm.map((p) => shape[p]);
+  const stride = perm.map((p) => inStrides[p]);
+  const inner = outShape[rank - 1];
+  const innerStride = stride[rank - 1];
+  const outer = dst.length / inner;
+  const counter = new Array<number>(rank - 1).fill(0);
+  let base = 0;
+  let o = 0;
+  for (let n = 0; n < outer; n++) {
+    if (innerStride === 1) for (let i = 0; i < inner; i++) dst[o++] = src[base + i];
+    else for (let i = 0, s = base; i < inner; i++, s += innerStride) dst[o++] = src[s];
+    for (let a = rank - 2; a >= 0; a--) {
+      counter[a]++;
+      base += stride[a];
+      if (counter[a] < outShape[a]) break;
+      base -= stride[a] * outShape[a];
+      counter[a] = 0;
+    }
+  }
+}
+
+/** transposeInto compiled separately for float32, the hot case. */
+const transposeF32: (src: Float32Array, shape: number[], perm: number[], dst: Float32Array) => void = new Function(
+  'simplifyPermutation', 'stridesOf', `return ${transposeInto.toString()}`,
+)(simplifyPermutation, stridesOf);
+
+/**
+ * Batched matmul as one XNNPACK (batch-1) call per matrix pair on views into the operands: the
+ * stock kernel runs batch > 1 on a ~1.5 GFLOP/s loop. Views are registered with the wasm side at
+ * an offset into the parent's memory and unregistered without freeing it.
+ */
+function batchedMatMul(stock: tf.KernelFunc, be: HeapBackend): tf.KernelFunc {
+  const call = be.wasm.cwrap('BatchMatMul', null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number']);
+  const view = (base: number, shape: number[]) => {
+    const info = be.makeOutput(shape, 'float32', base);
+    return { info, id: be.dataIdMap.get(info.dataId).id };
+  };
+  const release = (v: { info: tf.TensorInfo; id: number }) => {
+    be.wasm.tfjs.disposeData(v.id);
+    be.dataIdMap.delete(v.info.dataId);
+  };
+  return (args) => {
+    const a = args.inputs.a as tf.TensorInfo;
+    const b = args.inputs.b as tf.TensorInfo;
+    const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+    const lead = a.shape.slice(0, -2);
+    const batch = lead.reduce((x, y) => x * y, 1);
+    if (batch <= 1 || transposeA || transposeB || a.shape.length !== b.shape.length || !tf.util.arraysEqual(lead, b.shape.slice(0, -2)) || a.dtype !== 'float32') {
+      return stock(args);
+    }
+    const [m, k] = a.shape.slice(-2);
+    const n = b.shape[b.shape.length - 1];
+    const out = be.makeOutput([...lead, m, n], 'float32');
+    const aBase = be.dataIdMap.get(a.dataId).memoryOffset;
+    const bBase = be.dataIdMap.get(b.dataId).memoryOffset;
+    const oBase = be.dataIdMap.get(out.dataId).memoryOffset;
+    const aShape = new Uint8Array(new Int32Array([1, m, k]).buffer);
+    const bShape = new Uint8Array(new Int32Array([1, k, n]).buffer);
+    for (let i = 0; i < batch; i++) {
+      const va = view(aBase + 4 * i * m * k, [1, m, k]);
+      const vb = view(bBase + 4 * i * k * n, [1, k, n]);
+      const vo = view(oBase + 4 * i * m * n, [1, m, n]);
+      call(va.id, aShape, 3, vb.id, bShape, 3, 0, 0, vo.id);
+      release(va);
+      release(vb);
+      release(vo);
+    }
+    return out;
+  };
+}
+
+let wasmKernelsRegistered = false;
+
+function registerWasmKernels(): void {
+  if (wasmKernelsRegistered) return;
+  wasmKernelsRegistered = true;
+  const transpose: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const be = backend as unknown as HeapBackend;
+    const x = inputs.x as tf.TensorInfo;
+    const perm = (attrs as unknown as { perm: number[] }).perm;
+    const out = be.makeOutput(perm.map((p) => x.shape[p]), x.dtype);
+    // makeOutput can grow the heap, which detaches earlier views: take views after it.
+    const src = be.typedArrayFromHeap(x);
+    const dst = be.typedArrayFromHeap(out);
+    // Separate call sites per element type keep each one monomorphic for the JIT.
+    if (src instanceof Float32Array) transposeF32(src, x.shape, perm, dst as Float32Array);
+    else transposeInto(src, x.shape, perm, dst);
+    return out;
+  };
+  const segmentSum: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+    const be = backend as unknown as HeapBackend;
+    const x = inputs.x as tf.TensorInfo;
+    const ids = inputs.segmentIds as tf.TensorInfo;
+    const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
+    const rows = ids.shape.reduce((a, b) => a * b, 1);
+    const rowShape = x.shape.slice(ids.shape.length);
+    const width = rowShape.reduce((a, b) => a * b, 1);
+    const out = be.makeOutput([numSegments, ...rowShape], x.dtype);
+    const dst = be.typedArrayFromHeap(out);
+    const src = be.typedArrayFromHeap(x);
+    const seg = be.typedArrayFromHeap(ids);
+    dst.fill(0);
+    for (let r = 0; r < rows; r++) {
+      const s = seg[r];
+      if (s < 0 || s >= numSegments) continue;
+      const so = r * width;
+      const d = s * width;
+      for (let j = 0; j < width; j++) dst[d + j] += src[so + j];
+    }
+    return out;
+  };
+  const identity: tf.KernelFunc = ({ inputs, backend }) => {
+    const x = inputs.x as tf.TensorInfo;
+    (backend as unknown as { incRef(id: tf.DataId): void }).incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+  };
+  const stockMatMul = tf.getKernel('BatchMatMul', 'wasm')!.kernelFunc;
+  for (const [kernelName, kernelFunc] of [
+    ['BatchMatMul', batchedMatMul(stockMatMul, tf.backend() as unknown as HeapBackend)],
+    ['Identity', identity],
+    ['Transpose', transpose],
+    ['UnsortedSegmentSum', segmentSum],
+  ] as const) {
+    if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
+    tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
+  }
+}
+
+let active: BackendName | null = null;
+
+/**
+ * Activates a backend. `tensorflow` needs @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node,
+ * which the user installs where their native library can be downloaded.
+ */
+export async function useBackend(name: BackendName, threads = 1): Promise<void> {
+  if (active === name && tf.getBackend() === name) return;
+  if (name === 'wasm') {
+    const wasm = await import('@tensorflow/tfjs-backend-wasm');
+    wasm.setThreadsCount(threads);
+    const before = {
+      exc: process.listeners('uncaughtException'),
+      rej: process.listeners('unhandledRejection'),
+    };
+    if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend failed to initialise');
+    // After initialisation: the wasm kernels' setup must still run for the ones we replace,
+    // since other wasm kernels call them directly.
+    registerWasmKernels();
+    // The emscripten module installs process-wide handlers that rethrow with its whole source; drop them.
+    for (const l of process.listeners('uncaughtException')) if (!before.exc.includes(l)) process.removeListener('uncaughtException', l);
+    for (const l of process.listeners('unhandledRejection')) if (!before.rej.includes(l)) process.removeListener('unhandledRejection', l);
+  } else if (name === 'cpu') {
+    await import('@tensorflow/tfjs-backend-cpu');
+    if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend failed to initialise');
+  } else {
+    const errors: string[] = [];
+    for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+      try {
+        await import(pkg);
+        break;
+      } catch (e) {
+        errors.push(`${pkg}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
+    if (errors.length === 2 || !(await tf.setBackend('tensorflow'))) {
+      throw new Error(
+        `--backend tensorflow needs @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node installed (npm install one of them where it can download libtensorflow).\n  ${errors.join('\n  ')}`,
+      );
+    }
+  }
+  await tf.ready();
+  // PROD silences the expected "overriding gradient" warnings and skips debug checks.
+  tf.env().set('PROD', true);
+  registerFusedKernels();
+  registerMatMulGradient();
+  active = name;
+}

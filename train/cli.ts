@@ -1,0 +1,89 @@
+/** `ijepa` command line. Each command imports its implementation lazily, so `--help` stays fast. */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { presetNames, type PresetName } from './model/presets.ts';
+import type { ConfigOverrides } from './config.ts';
+
+function int(name: string, min = 1) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, got '${v}'`);
+    return n;
+  };
+}
+
+function positive(name: string) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive number, got '${v}'`);
+    return n;
+  };
+}
+
+export function buildCli(): Command {
+  const program = new Command('ijepa')
+    .description('I-JEPA: learn image features without labels, and serve them')
+    .showHelpAfterError()
+    .configureOutput({ outputError: (s, write) => write(s) });
+
+  program
+    .command('train')
+    .description('pre-train an encoder with I-JEPA; writes checkpoints, config and metrics to --out')
+    .requiredOption('--data <path>', 'image folder, STL-10 binary directory, or IDX file/directory')
+    .requiredOption('--out <dir>', 'run directory (e.g. runs/my-run)')
+    .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
+    .option('--config <file>', 'JSON file overriding any config field (see train/config.ts)')
+    .option('--epochs <n>', 'epochs (sets the schedule length)', positive('--epochs'))
+    .option('--batch <n>', 'images per micro-batch', int('--batch'))
+    .option('--accum <k>', 'micro-batches per optimizer step (gradient accumulation)', int('--accum'))
+    .option('--lr <x>', 'peak learning rate', positive('--lr'))
+    .option('--seed <n>', 'random seed', int('--seed', 0))
+    .option('--max-steps <n>', 'stop after n optimizer steps (the schedule is compressed to fit)', int('--max-steps'))
+    .option('--time-budget <minutes>', 'wall-clock budget; the schedule is fitted to it after a few timed steps', positive('--time-budget'))
+    .option('--chunk <n>', 'images per forward/backward pass inside a micro-batch (memory only)', int('--chunk'))
+    .addOption(new Option('--loss <kind>', 'prediction loss').choices(['mse', 'smooth-l1']))
+    .option('--sigreg <lambda>', 'weight of the SIGReg regulariser (off by default)', (v) => Number(v))
+    .addOption(new Option('--backend <name>', 'TF.js backend').choices(['wasm', 'cpu', 'tensorflow']).default('wasm'))
+    .option('--threads <n>', 'wasm threads', int('--threads'), 1)
+    .option('--resume', 'continue the checkpoint in --out', false)
+    .option('--plain', 'log lines instead of a progress bar (default when stderr is not a TTY)')
+    .action(async (opts) => {
+      const { resolveConfig, readConfigFile } = await import('./config.ts');
+      const { train } = await import('./loop.ts');
+      const flags: ConfigOverrides = {
+        epochs: opts.epochs, batch: opts.batch, accum: opts.accum, seed: opts.seed, maxSteps: opts.maxSteps,
+        timeBudgetMin: opts.timeBudget, chunk: opts.chunk, loss: opts.loss,
+        optim: opts.lr !== undefined ? { lr: opts.lr } : undefined,
+        sigreg: opts.sigreg !== undefined ? { weight: opts.sigreg } : undefined,
+      };
+      for (const k of Object.keys(flags) as (keyof ConfigOverrides)[]) if (flags[k] === undefined) delete flags[k];
+      const config = resolveConfig(opts.preset as PresetName, opts.config ? readConfigFile(opts.config) : undefined, flags);
+      const summary = await train({
+        data: opts.data, out: opts.out, config, resume: opts.resume, backend: opts.backend, threads: opts.threads,
+        plain: opts.plain ?? !process.stderr.isTTY,
+      });
+      console.log(JSON.stringify(summary, null, 2));
+    });
+
+  program
+    .command('info')
+    .description('print a preset\'s architecture and parameter counts')
+    .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
+    .action(async (opts) => {
+      const { presets, gridOf } = await import('./model/presets.ts');
+      const { encoderSpecs, predictorSpecs, countParams } = await import('./model/vit.ts');
+      const m = presets[opts.preset as PresetName];
+      const g = gridOf(m);
+      console.log(JSON.stringify({ preset: opts.preset, ...m, grid: `${g.rows}x${g.cols}`, encoderParams: countParams(encoderSpecs(m)), predictorParams: countParams(predictorSpecs(m)) }, null, 2));
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildCli().parseAsync(argv);
+  } catch (e) {
+    console.error(process.env.IJEPA_DEBUG ? (e as Error).stack : `ijepa: ${(e as Error).message}`);
+    process.exitCode = 1;
+  }
+}

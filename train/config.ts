@@ -1,0 +1,123 @@
+/**
+ * Training configuration: preset + optional JSON file + CLI flags → one validated config.
+ * Parsed once at the boundary; the rest of the trainer gets typed slices of it.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { modelConfigSchema, presets, presetNames, type PresetName } from './model/presets.ts';
+import { defaultMaskConfig } from './masks.ts';
+import { IMAGENET_MEAN, IMAGENET_STD } from '../serve/format/preprocess.ts';
+
+const range = z.tuple([z.number(), z.number()]).refine(([a, b]) => a <= b, 'range must be [low, high]');
+const fraction = z.tuple([z.number().gt(0).lte(1), z.number().gt(0).lte(1)]).refine(([a, b]) => a <= b, 'range must be [low, high]');
+
+export const trainConfigSchema = z
+  .object({
+    preset: z.enum(presetNames as [PresetName, ...PresetName[]]),
+    model: modelConfigSchema,
+    masks: z
+      .object({
+        numTargets: z.number().int().min(1),
+        targetScale: fraction,
+        targetAspect: range,
+        contextScale: fraction,
+        contextAspect: range,
+        minKeep: z.number().int().min(1),
+      })
+      .strict(),
+    optim: z
+      .object({
+        lr: z.number().positive(),
+        startLr: z.number().nonnegative(),
+        finalLr: z.number().nonnegative(),
+        warmupEpochs: z.number().nonnegative(),
+        weightDecay: z.tuple([z.number().nonnegative(), z.number().nonnegative()]),
+        ema: z.tuple([z.number().min(0).max(1), z.number().min(0).max(1)]),
+        beta1: z.number().min(0).lt(1),
+        beta2: z.number().min(0).lt(1),
+      })
+      .strict(),
+    loss: z.enum(['mse', 'smooth-l1']),
+    sigreg: z.object({ weight: z.number().nonnegative(), projections: z.number().int().positive() }).strict(),
+    batch: z.number().int().positive(),
+    accum: z.number().int().positive(),
+    /** Images per forward/backward inside a batch (memory); the result does not depend on it. */
+    chunk: z.number().int().positive(),
+    epochs: z.number().positive(),
+    maxSteps: z.number().int().positive().optional(),
+    timeBudgetMin: z.number().positive().optional(),
+    seed: z.number().int().nonnegative(),
+    augment: z
+      .object({ cropScale: fraction.nullable(), cropRatio: range, hflip: z.boolean() })
+      .strict(),
+    normalize: z.object({ mean: z.tuple([z.number(), z.number(), z.number()]), std: z.tuple([z.number(), z.number(), z.number()]) }).strict(),
+    logEvery: z.number().int().positive(),
+    diagEvery: z.number().int().positive(),
+    checkpointEvery: z.number().int().positive(),
+  })
+  .strict();
+
+export type TrainConfig = z.infer<typeof trainConfigSchema>;
+
+export function defaultConfig(preset: PresetName): TrainConfig {
+  return {
+    preset,
+    model: { ...presets[preset] },
+    masks: { ...defaultMaskConfig },
+    optim: { lr: 1e-3, startLr: 2e-4, finalLr: 1e-6, warmupEpochs: 15, weightDecay: [0.04, 0.4], ema: [0.996, 1.0], beta1: 0.9, beta2: 0.999 },
+    loss: 'mse',
+    sigreg: { weight: 0, projections: 64 },
+    batch: 128,
+    accum: 1,
+    chunk: 32,
+    epochs: 100,
+    seed: 0,
+    augment: { cropScale: [0.3, 1.0], cropRatio: [0.75, 4 / 3], hflip: false },
+    normalize: { mean: IMAGENET_MEAN, std: IMAGENET_STD },
+    logEvery: 10,
+    diagEvery: 50,
+    checkpointEvery: 100,
+  };
+}
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
+export type ConfigOverrides = DeepPartial<TrainConfig>;
+
+function merge<T>(base: T, over: unknown): T {
+  if (over === undefined) return base;
+  if (typeof base !== 'object' || base === null || Array.isArray(base) || typeof over !== 'object' || over === null || Array.isArray(over)) return over as T;
+  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(over)) out[k] = merge(out[k], v);
+  return out as T;
+}
+
+function formatIssues(e: z.ZodError): string {
+  return e.issues.map((i) => `  ${i.path.join('.') || '(root)'}: ${i.message}`).join('\n');
+}
+
+/** Reads a JSON config file; any field of TrainConfig may appear (unknown fields are errors). */
+export function readConfigFile(path: string): ConfigOverrides {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new Error(`config file ${path}: ${(e as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`config file ${path}: expected a JSON object`);
+  return raw as ConfigOverrides;
+}
+
+/** preset defaults ← file ← flags, validated as a whole. */
+export function resolveConfig(preset: PresetName, ...layers: (ConfigOverrides | undefined)[]): TrainConfig {
+  let c: unknown = defaultConfig(preset);
+  for (const l of layers) c = merge(c, l);
+  const parsed = trainConfigSchema.safeParse(c);
+  if (!parsed.success) throw new Error(`invalid training config:\n${formatIssues(parsed.error)}`);
+  return parsed.data;
+}
+
+export function parseConfig(raw: unknown, where: string): TrainConfig {
+  const parsed = trainConfigSchema.safeParse(raw);
+  if (!parsed.success) throw new Error(`${where}: invalid training config:\n${formatIssues(parsed.error)}`);
+  return parsed.data;
+}

@@ -1,0 +1,145 @@
+/**
+ * Seeded, resumable batches of normalised patches. The order of epoch e is a permutation drawn
+ * from (seed, e); augmentation of an item from (seed, e, item). A position {epoch, cursor} is all
+ * a checkpoint needs to continue the exact same stream. Corrupt images are skipped with a warning
+ * and counted; the batch is filled from the following items.
+ */
+import type { Dataset } from './dataset.ts';
+import { decodeRgb, normalizePatches, resizeRgb, type Crop, type Preprocess } from '../../serve/format/preprocess.ts';
+import { Rng } from '../rng.ts';
+
+export interface Augment {
+  /** Random-resized-crop area fraction range, or null for none. */
+  cropScale: [number, number] | null;
+  cropRatio: [number, number];
+  hflip: boolean;
+}
+
+export interface LoaderOptions {
+  batch: number;
+  seed: number;
+  preprocess: Preprocess;
+  patch: number;
+  augment: Augment;
+  onSkip?: (what: string, err: Error) => void;
+}
+
+export interface Position {
+  epoch: number;
+  cursor: number;
+}
+
+export interface Batch {
+  /** [batch, N, p·p·3] */
+  patches: Float32Array;
+  batch: number;
+  /** Stream position after this batch. */
+  end: Position;
+  skipped: number;
+}
+
+/** torchvision RandomResizedCrop's box sampling, seeded. */
+export function sampleCrop(rng: Rng, width: number, height: number, scale: [number, number], ratio: [number, number]): Crop {
+  const area = width * height;
+  const logR = [Math.log(ratio[0]), Math.log(ratio[1])];
+  for (let i = 0; i < 10; i++) {
+    const target = area * rng.uniform(scale[0], scale[1]);
+    const ar = Math.exp(rng.uniform(logR[0], logR[1]));
+    const w = Math.round(Math.sqrt(target * ar));
+    const h = Math.round(Math.sqrt(target / ar));
+    if (w > 0 && h > 0 && w <= width && h <= height) {
+      return { left: rng.int(width - w + 1), top: rng.int(height - h + 1), width: w, height: h };
+    }
+  }
+  const s = Math.min(width, height);
+  return { left: Math.floor((width - s) / 2), top: Math.floor((height - s) / 2), width: s, height: s };
+}
+
+function flipHwc(rgb: Uint8Array, size: number): Uint8Array {
+  const out = new Uint8Array(rgb.length);
+  for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) {
+    const s = 3 * (y * size + x);
+    const d = 3 * (y * size + size - 1 - x);
+    out[d] = rgb[s];
+    out[d + 1] = rgb[s + 1];
+    out[d + 2] = rgb[s + 2];
+  }
+  return out;
+}
+
+export class BatchLoader {
+  private order: Int32Array | null = null;
+  private orderEpoch = -1;
+  private pending: Promise<Batch> | null = null;
+  private pos: Position;
+  skippedTotal = 0;
+
+  constructor(private readonly ds: Dataset, private readonly o: LoaderOptions, start: Position = { epoch: 0, cursor: 0 }) {
+    if (ds.size < o.batch) throw new RangeError(`dataset has ${ds.size} images, fewer than one batch of ${o.batch}`);
+    this.pos = { ...start };
+  }
+
+  get batchesPerEpoch(): number {
+    return Math.floor(this.ds.size / this.o.batch);
+  }
+
+  private permutation(epoch: number): Int32Array {
+    if (this.orderEpoch !== epoch) {
+      this.order = Rng.for(this.o.seed, 'order', epoch).permutation(this.ds.size);
+      this.orderEpoch = epoch;
+    }
+    return this.order!;
+  }
+
+  private async item(epoch: number, index: number): Promise<Uint8Array> {
+    const { preprocess: p, augment: a } = this.o;
+    const img = await decodeRgb(await this.ds.read(index));
+    const rng = Rng.for(this.o.seed, 'augment', epoch, index);
+    const crop = a.cropScale ? sampleCrop(rng, img.width, img.height, a.cropScale, a.cropRatio) : undefined;
+    let rgb = await resizeRgb(img, p, crop);
+    if (a.hflip && rng.next() < 0.5) rgb = flipHwc(rgb, p.size);
+    return rgb;
+  }
+
+  private async load(start: Position): Promise<Batch> {
+    const { batch, preprocess, patch } = this.o;
+    let { epoch, cursor } = start;
+    const per = (preprocess.size / patch) ** 2 * patch * patch * 3;
+    const patches = new Float32Array(batch * per);
+    let filled = 0;
+    let skipped = 0;
+    while (filled < batch) {
+      const order = this.permutation(epoch);
+      if (order.length - cursor < batch - filled) {
+        // Too few items left in this epoch: drop the partial batch, start the next epoch.
+        epoch++;
+        cursor = 0;
+        filled = 0;
+        continue;
+      }
+      const want = batch - filled;
+      const idx = Array.from(order.subarray(cursor, cursor + want));
+      cursor += want;
+      const results = await Promise.allSettled(idx.map((i) => this.item(epoch, i)));
+      results.forEach((r, k) => {
+        if (r.status === 'fulfilled') normalizePatches(r.value, preprocess, patch, patches, (filled++) * per);
+        else {
+          skipped++;
+          this.o.onSkip?.(this.ds.describe(idx[k]), r.reason as Error);
+        }
+      });
+    }
+    this.skippedTotal += skipped;
+    return { patches, batch, end: { epoch, cursor }, skipped };
+  }
+
+  /** The next batch; the one after it is already decoding while the caller trains. */
+  async next(): Promise<Batch> {
+    const current = this.pending ?? this.load(this.pos);
+    const b = await current;
+    this.pos = b.end;
+    this.pending = this.load(this.pos);
+    this.pending.catch(() => {}); // surfaced by the next call
+    return b;
+  }
+}

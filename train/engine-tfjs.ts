@@ -1,0 +1,217 @@
+/**
+ * The TF.js training engine: one I-JEPA forward/backward on a micro-batch.
+ * Weights live in ParamStores (the source of truth, shared with the optimizer and checkpoints);
+ * this engine mirrors them into TF.js variables after every optimizer step.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { permuteMasks, sliceMasks, type MaskBatch } from './masks.ts';
+import type { ModelConfig } from './model/presets.ts';
+import { TfOps } from './model/ops-tfjs.ts';
+import { encode, predict, targets } from './model/vit.ts';
+import type { ParamStore } from './params.ts';
+import { predictionLoss, sigreg, type LossKind } from './loss.ts';
+import { Rng } from './rng.ts';
+
+export interface MicroBatch {
+  /** [B, N, p·p·C] normalised patches. */
+  patches: Float32Array;
+  batch: number;
+  masks: MaskBatch;
+}
+
+export interface StepResult {
+  loss: number;
+  /** Prediction loss alone (equals `loss` without SIGReg). */
+  predLoss: number;
+  sigreg: number;
+}
+
+export interface ProbeResult {
+  /** Target-encoder tokens [B·N, D] before the target layer norm. */
+  tokens: Float32Array;
+  /** Pooled target-encoder features [B, D]. */
+  pooled: Float32Array;
+  zeroLoss: number;
+}
+
+export interface EngineOptions {
+  loss: LossKind;
+  sigregWeight: number;
+  sigregProjections: number;
+  seed: number;
+  /** Images per forward/backward pass inside a micro-batch (memory bound); default: all. */
+  chunk?: number;
+}
+
+/** Key mask over [context repeated per target block, target tokens]: [M·B, L + T]. */
+export function predictorKeyMask(m: MaskBatch): Float32Array {
+  const width = m.ctxLen + m.tgtLen;
+  const out = new Float32Array(m.numTargets * m.batch * width);
+  for (let t = 0; t < m.numTargets; t++) {
+    for (let b = 0; b < m.batch; b++) {
+      const row = (t * m.batch + b) * width;
+      out.set(m.ctxMask.subarray(b * m.ctxLen, (b + 1) * m.ctxLen), row);
+      out.fill(1, row + m.ctxLen, row + width);
+    }
+  }
+  return out;
+}
+
+/** The micro-batch with its images reordered: image i of the result is image order[i] of mb. */
+export function permuteBatch(mb: MicroBatch, order: number[], per: number): MicroBatch {
+  const patches = new Float32Array(mb.patches.length);
+  order.forEach((src, i) => patches.set(mb.patches.subarray(src * per, (src + 1) * per), i * per));
+  return { patches, batch: mb.batch, masks: permuteMasks(mb.masks, order) };
+}
+
+export class TfjsEngine {
+  private readonly vars = new Map<string, tf.Variable>();
+  private readonly targetWeights = new Map<string, tf.Tensor>();
+  private readonly constants = new Map<string, tf.Tensor>();
+  private readonly onlineOps: TfOps;
+  private readonly targetOps: TfOps;
+  private readonly patchDim: number;
+  private readonly numPatches: number;
+
+  constructor(
+    private readonly model: ModelConfig,
+    private readonly online: ParamStore,
+    private readonly target: ParamStore,
+    private readonly opts: EngineOptions,
+  ) {
+    for (const s of online.specs) this.vars.set(s.name, tf.variable(tf.tensor(online.view(s.name), s.shape), true, `v/${s.name}`));
+    this.onlineOps = new TfOps((n) => this.vars.get(n)!, this.constants);
+    this.targetOps = new TfOps((n) => this.targetWeights.get(n)!, this.constants);
+    this.syncTarget();
+    this.patchDim = model.patchSize * model.patchSize * model.channels;
+    this.numPatches = (model.imageSize / model.patchSize) ** 2;
+  }
+
+  /** Copies the online ParamStore into the variables (after an optimizer step or a resume). */
+  syncOnline(): void {
+    for (const s of this.online.specs) {
+      const t = tf.tensor(this.online.view(s.name), s.shape);
+      this.vars.get(s.name)!.assign(t);
+      t.dispose();
+    }
+  }
+
+  /** Copies the target ParamStore into tensors (after an EMA update or a resume). */
+  syncTarget(): void {
+    for (const s of this.target.specs) {
+      this.targetWeights.get(s.name)?.dispose();
+      this.targetWeights.set(s.name, tf.tensor(this.target.view(s.name), s.shape));
+    }
+  }
+
+  private inputs(mb: MicroBatch) {
+    const m = mb.masks;
+    return {
+      patches: tf.tensor3d(mb.patches, [mb.batch, this.numPatches, this.patchDim]),
+      ctxIdx: tf.tensor2d(m.ctxIdx, [m.batch, m.ctxLen], 'int32'),
+      ctxMask: tf.tensor2d(m.ctxMask, [m.batch, m.ctxLen]),
+      tgtIdx: tf.tensor2d(m.tgtIdx, [m.numTargets * m.batch, m.tgtLen], 'int32'),
+      keyMask: tf.tensor2d(predictorKeyMask(m), [m.numTargets * m.batch, m.ctxLen + m.tgtLen]),
+    };
+  }
+
+  /**
+   * Loss and gradients for one micro-batch. Gradients of the online parameters are *added* into
+   * `gradAccum` (flat, ParamStore order), scaled by `gradScale`. The micro-batch runs in chunks of
+   * `chunk` images (memory: the wasm heap is capped at 2-4 GB); every chunk has the same number of
+   * target elements per image, so chunk means weighted by size equal the whole-batch mean.
+   */
+  forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step: number): StepResult {
+    const chunk = this.opts.chunk ?? mb.batch;
+    const total = { loss: 0, predLoss: 0, sigreg: 0 };
+    const per = this.numPatches * this.patchDim;
+    // Chunks of images with similar context lengths pad less. The loss is a mean over images with
+    // equal target counts, so regrouping them changes nothing but the padding.
+    const order = [...Array(mb.batch).keys()].sort((a, b) => mb.masks.ctxCount[a] - mb.masks.ctxCount[b]);
+    const sorted = permuteBatch(mb, order, per);
+    for (let from = 0; from < mb.batch; from += chunk) {
+      const to = Math.min(mb.batch, from + chunk);
+      const weight = (to - from) / mb.batch;
+      const part = this.chunkStep(
+        { patches: sorted.patches.subarray(from * per, to * per), batch: to - from, masks: sliceMasks(sorted.masks, from, to) },
+        gradAccum, gradScale * weight, step,
+      );
+      total.loss += weight * part.loss;
+      total.predLoss += weight * part.predLoss;
+      total.sigreg += weight * part.sigreg;
+    }
+    return total;
+  }
+
+  private chunkStep(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step: number): StepResult {
+    const m = mb.masks;
+    const x = this.inputs(mb);
+    // Step 1: targets from the EMA encoder on the full image, outside the gradient tape.
+    const tgt = tf.tidy(() => targets(this.targetOps, this.model, encode(this.targetOps, this.model, x.patches), x.tgtIdx, m.numTargets));
+    const { loss, predLoss, sig, grads } = tf.tidy(() => {
+      let parts: { pred: tf.Scalar; sig: tf.Scalar } | null = null;
+      const { value, grads } = tf.variableGrads(() => {
+        // Step 2: context encoder on the kept patches; step 3: predictor at the target positions.
+        const context = encode(this.onlineOps, this.model, x.patches, { idx: x.ctxIdx, mask: x.ctxMask });
+        const pred = predict(this.onlineOps, this.model, {
+          context, ctxIdx: x.ctxIdx, keyMask: x.keyMask, tgtIdx: x.tgtIdx, numTargets: m.numTargets, tgtLen: m.tgtLen,
+        });
+        const pl = predictionLoss(pred, tgt, this.opts.loss);
+        let sigTerm = tf.scalar(0);
+        if (this.opts.sigregWeight > 0) {
+          const w = tf.expandDims(x.ctxMask, 2);
+          const pooled = tf.div(tf.sum(tf.mul(context, w), 1), tf.sum(w, 1)) as tf.Tensor2D;
+          sigTerm = sigreg(pooled, this.directions(step));
+        }
+        parts = { pred: tf.keep(pl), sig: tf.keep(sigTerm) };
+        return tf.add(pl, tf.mul(sigTerm, this.opts.sigregWeight)) as tf.Scalar;
+      }, [...this.vars.values()]);
+      const p = parts as unknown as { pred: tf.Scalar; sig: tf.Scalar };
+      return { loss: value, predLoss: p.pred, sig: p.sig, grads };
+    });
+    for (const s of this.online.specs) {
+      const data = grads[`v/${s.name}`].dataSync() as Float32Array;
+      const off = this.online.offsets.get(s.name)!;
+      for (let i = 0; i < data.length; i++) gradAccum[off + i] += gradScale * data[i];
+    }
+    const out = { loss: loss.dataSync()[0], predLoss: predLoss.dataSync()[0], sigreg: sig.dataSync()[0] };
+    tf.dispose([loss, predLoss, sig, tgt, ...Object.values(x), ...Object.values(grads)]);
+    return out;
+  }
+
+  /** Random unit directions [D, P] for SIGReg, fresh each optimizer step. */
+  private directions(step: number): tf.Tensor2D {
+    const d = this.model.dim;
+    const p = this.opts.sigregProjections;
+    const rng = Rng.for(this.opts.seed, 'sigreg', step);
+    const a = new Float32Array(d * p);
+    for (let j = 0; j < p; j++) {
+      let norm = 0;
+      for (let i = 0; i < d; i++) norm += (a[i * p + j] = rng.normal()) ** 2;
+      for (let i = 0; i < d; i++) a[i * p + j] /= Math.sqrt(norm);
+    }
+    return tf.tensor2d(a, [d, p]);
+  }
+
+  /** Target-encoder features for diagnostics, plus the zero-predictor loss on this batch's targets. */
+  probe(mb: MicroBatch): ProbeResult {
+    const m = mb.masks;
+    const [tokens, pooled, zero] = tf.tidy(() => {
+      const x = this.inputs(mb);  // disposed with the tidy scope
+      const h = encode(this.targetOps, this.model, x.patches);
+      const tgt = targets(this.targetOps, this.model, h, x.tgtIdx, m.numTargets);
+      return [h, tf.mean(h, 1), predictionLoss(tf.zerosLike(tgt), tgt, this.opts.loss)];
+    });
+    const out = {
+      tokens: tokens.dataSync() as Float32Array,
+      pooled: pooled.dataSync() as Float32Array,
+      zeroLoss: zero.dataSync()[0],
+    };
+    tf.dispose([tokens, pooled, zero]);
+    return out;
+  }
+
+  dispose(): void {
+    tf.dispose([...this.vars.values(), ...this.targetWeights.values(), ...this.constants.values()]);
+  }
+}

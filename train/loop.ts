@@ -1,0 +1,257 @@
+/**
+ * The training run: data → masks → engine step(s) → AdamW → EMA, with schedules per optimizer
+ * step, gradient accumulation, diagnostics, atomic checkpoints and exact resume.
+ */
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import cliProgress from 'cli-progress';
+import type { TrainConfig } from './config.ts';
+import { parseConfig } from './config.ts';
+import { useBackend, type BackendName } from './backend.ts';
+import { openDataset } from './data/open.ts';
+import { BatchLoader, type Position } from './data/loader.ts';
+import { sampleMasks, validateMaskConfig } from './masks.ts';
+import { gridOf } from './model/presets.ts';
+import { encoderSpecs, predictorSpecs } from './model/vit.ts';
+import { ParamStore } from './params.ts';
+import { AdamW } from './optim/adamw.ts';
+import { emaGap, emaUpdate } from './ema.ts';
+import { planByBudget, planByEpochs, scheduleAt, type Plan } from './schedule.ts';
+import { TfjsEngine } from './engine-tfjs.ts';
+import { readCheckpoint, writeCheckpoint } from './checkpoint.ts';
+import { collapseWarning, normalizedFeatureStd, rankMe, type Diagnostics } from './diagnostics.ts';
+import { Rng } from './rng.ts';
+import type { Preprocess } from '../serve/format/preprocess.ts';
+
+export interface RunOptions {
+  data: string;
+  out: string;
+  config: TrainConfig;
+  resume: boolean;
+  backend: BackendName;
+  threads: number;
+  /** Print progress as plain lines (non-TTY) instead of a bar. */
+  plain?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface RunSummary {
+  steps: number;
+  imagesSeen: number;
+  elapsedSec: number;
+  finalLoss: number;
+  diagnostics?: Diagnostics;
+  stoppedBy: 'steps' | 'budget' | 'signal';
+}
+
+export const CHECKPOINT_FILE = 'checkpoint.bin';
+export const METRICS_FILE = 'metrics.jsonl';
+export const CONFIG_FILE = 'config.json';
+
+interface State {
+  step: number;
+  position: Position;
+  plan: Plan | null;
+  imagesSeen: number;
+  elapsedSec: number;
+  skipped: number;
+}
+
+export function preprocessOf(c: TrainConfig): Preprocess {
+  return { size: c.model.imageSize, mean: c.normalize.mean, std: c.normalize.std, resize: 'squash' };
+}
+
+/** Token rows (first images of the batch) that RankMe is computed over. */
+const RANKME_ROWS = 1024;
+
+/** Budget-based plans are fixed after this many timed optimizer steps (the first one is not timed). */
+const TIMING_STEPS = 3;
+
+export async function train(o: RunOptions): Promise<RunSummary> {
+  const log = o.log ?? ((s: string) => console.error(s));
+  const out = resolve(o.out);
+  mkdirSync(out, { recursive: true });
+  const ckptPath = join(out, CHECKPOINT_FILE);
+  const metricsPath = join(out, METRICS_FILE);
+  let cfg = o.config;
+
+  let state: State = { step: 0, position: { epoch: 0, cursor: 0 }, plan: null, imagesSeen: 0, elapsedSec: 0, skipped: 0 };
+  let restored: ReturnType<typeof readCheckpoint> | null = null;
+  if (o.resume) {
+    if (!existsSync(ckptPath)) throw new Error(`--resume: no checkpoint in ${out}`);
+    restored = readCheckpoint(ckptPath);
+    // The run's own config wins on resume: the weights and schedule were made with it.
+    cfg = parseConfig(restored.meta.config, ckptPath);
+    state = restored.meta.state as State;
+    log(`resuming ${out} at step ${state.step} (epoch ${state.position.epoch}, item ${state.position.cursor})`);
+  } else if (existsSync(ckptPath)) {
+    throw new Error(`${out} already holds a checkpoint: pass --resume to continue it, or choose another --out`);
+  }
+  writeFileSync(join(out, CONFIG_FILE), JSON.stringify({ ...cfg, data: o.data }, null, 2));
+
+  const grid = gridOf(cfg.model);
+  validateMaskConfig(cfg.masks, grid);
+  await useBackend(o.backend, o.threads);
+
+  const dataset = openDataset(o.data);
+  const loader = new BatchLoader(
+    dataset,
+    {
+      batch: cfg.batch,
+      seed: cfg.seed,
+      preprocess: preprocessOf(cfg),
+      patch: cfg.model.patchSize,
+      augment: cfg.augment,
+      onSkip: (what, err) => log(`warning: skipped unreadable image ${what}: ${err.message.split('\n')[0]}`),
+    },
+    state.position,
+  );
+  const epochPlan = planByEpochs(loader.batchesPerEpoch, cfg.accum, cfg.epochs, cfg.optim.warmupEpochs, cfg.maxSteps);
+  let plan: Plan | null = state.plan ?? (cfg.timeBudgetMin ? null : epochPlan);
+
+  const encSpecs = encoderSpecs(cfg.model);
+  const specs = [...encSpecs, ...predictorSpecs(cfg.model)];
+  const online = restored ? new ParamStore(specs, restored.arrays.get('online')) : ParamStore.init(specs, cfg.seed, 'init');
+  const encSize = new ParamStore(encSpecs).size;
+  const target = restored ? new ParamStore(encSpecs, restored.arrays.get('target')) : new ParamStore(encSpecs, online.data.slice(0, encSize));
+  const optimizer = new AdamW(online.size, online.decayMask(), { beta1: cfg.optim.beta1, beta2: cfg.optim.beta2, eps: 1e-8 });
+  if (restored) {
+    optimizer.m.set(restored.arrays.get('adam.m')!);
+    optimizer.v.set(restored.arrays.get('adam.v')!);
+    optimizer.t = state.step;
+    // Metrics logged after the checkpoint belong to the lost tail of the run: drop them.
+    if (existsSync(metricsPath)) {
+      const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= state.step);
+      writeFileSync(metricsPath, kept.map((l) => l + '\n').join(''));
+    }
+  } else writeFileSync(metricsPath, '');
+
+  const engine = new TfjsEngine(cfg.model, online, target, {
+    loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk,
+  });
+  const grad = new Float32Array(online.size);
+
+  const save = () =>
+    writeCheckpoint(ckptPath, { config: cfg, data: o.data, state: { ...state, plan }, model: cfg.model }, [
+      ['online', online.data],
+      ['target', target.data],
+      ['adam.m', optimizer.m],
+      ['adam.v', optimizer.v],
+    ]);
+
+  let stopSignal = false;
+  const onSignal = () => {
+    if (stopSignal) process.exit(130);
+    stopSignal = true;
+    log('\nstopping after this step (checkpointing); press Ctrl-C again to abort');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const budgetSec = cfg.timeBudgetMin ? cfg.timeBudgetMin * 60 : Infinity;
+  const bar = o.plain ? null : new cliProgress.SingleBar(
+    { format: 'train |{bar}| {value}/{total} steps | loss {loss} | lr {lr} | mom {mom} | {ips} img/s | ETA {eta_formatted}', hideCursor: true, etaBuffer: 20 },
+    cliProgress.Presets.shades_classic,
+  );
+  bar?.start(plan?.totalSteps ?? epochPlan.totalSteps, state.step, { loss: '-', lr: '-', mom: '-', ips: '-' });
+
+  let lastLoss = NaN;
+  let lastDiag: Diagnostics | undefined;
+  let stoppedBy: RunSummary['stoppedBy'] = 'steps';
+  const timed: number[] = [];
+  let windowStart = performance.now();
+  let windowImages = 0;
+  const startedAt = performance.now() - state.elapsedSec * 1000;
+  const imagesPerStep = cfg.batch * cfg.accum;
+
+  try {
+    for (;;) {
+      const elapsed = (performance.now() - startedAt) / 1000;
+      if (plan && state.step >= plan.totalSteps) break;
+      if (elapsed >= budgetSec) { stoppedBy = 'budget'; break; }
+      if (stopSignal) { stoppedBy = 'signal'; break; }
+
+      const t0 = performance.now();
+      grad.fill(0);
+      let loss = 0;
+      let lastBatch: { patches: Float32Array; batch: number; masks: ReturnType<typeof sampleMasks> } | null = null;
+      for (let k = 0; k < cfg.accum; k++) {
+        const b = await loader.next();
+        const masks = sampleMasks(Rng.for(cfg.seed, 'masks', state.step, k), grid, b.batch, cfg.masks);
+        lastBatch = { patches: b.patches, batch: b.batch, masks };
+        const r = engine.forwardBackward(lastBatch, grad, 1 / cfg.accum, state.step);
+        if (!Number.isFinite(r.loss)) throw new Error(`loss became ${r.loss} at step ${state.step}; the last checkpoint is intact`);
+        loss += r.loss / cfg.accum;
+        state.position = b.end;
+        state.skipped += b.skipped;
+      }
+      const activePlan = plan ?? epochPlan;
+      const s = scheduleAt(state.step, {
+        ...activePlan, startLr: cfg.optim.startLr, peakLr: cfg.optim.lr, finalLr: cfg.optim.finalLr,
+        weightDecay: cfg.optim.weightDecay, emaMomentum: cfg.optim.ema,
+      });
+      optimizer.step(online.data, grad, s.lr, s.weightDecay);
+      emaUpdate(target.data, online.data.subarray(0, encSize), s.momentum);
+      engine.syncOnline();
+      engine.syncTarget();
+      state.step++;
+      state.imagesSeen += imagesPerStep;
+      lastLoss = loss;
+      windowImages += imagesPerStep;
+
+      if (!plan) {
+        // Time-budget runs: measure a few steps, then fix a schedule that ends with the budget.
+        if (state.step > 1) timed.push((performance.now() - t0) / 1000);
+        if (timed.length >= TIMING_STEPS) {
+          const perStep = timed.sort((a, b) => a - b)[Math.floor(timed.length / 2)];
+          plan = planByBudget(epochPlan, budgetSec - (performance.now() - startedAt) / 1000 + state.step * perStep, perStep);
+          bar?.setTotal(plan.totalSteps);
+          log(`\ntime budget ${cfg.timeBudgetMin} min at ${perStep.toFixed(2)} s/step → ${plan.totalSteps} steps (warmup ${plan.warmupSteps})`);
+        }
+      }
+
+      const record: Record<string, unknown> = {
+        step: state.step, loss, lr: s.lr, wd: s.weightDecay, momentum: s.momentum,
+        epoch: state.position.epoch, images: state.imagesSeen, elapsed: (performance.now() - startedAt) / 1000,
+      };
+      if (state.step % cfg.diagEvery === 0 || state.step === 1) {
+        const p = engine.probe(lastBatch!);
+        const d = cfg.model.dim;
+        lastDiag = {
+          featStd: normalizedFeatureStd(p.tokens, p.tokens.length / d, d),
+          featStdHealthy: 1 / Math.sqrt(d),
+          rankMe: rankMe(p.tokens, Math.min(RANKME_ROWS, p.tokens.length / d), d),
+          emaGap: emaGap(online.data.subarray(0, encSize), target.data),
+          zeroLoss: p.zeroLoss,
+        };
+        Object.assign(record, lastDiag);
+        const warn = collapseWarning(lastDiag, d);
+        if (warn) log(`\n!!! step ${state.step}: ${warn}`);
+      }
+      if (state.step % cfg.logEvery === 0 || 'featStd' in record) {
+        const now = performance.now();
+        record.imgPerSec = windowImages / ((now - windowStart) / 1000);
+        windowStart = now;
+        windowImages = 0;
+        appendFileSync(metricsPath, JSON.stringify(record) + '\n');
+        if (o.plain) {
+          log(`step ${state.step}/${plan?.totalSteps ?? '?'} loss ${loss.toFixed(4)} lr ${s.lr.toExponential(2)} mom ${s.momentum.toFixed(4)} ${(record.imgPerSec as number).toFixed(1)} img/s` +
+            (lastDiag && 'featStd' in record ? ` | featStd ${lastDiag.featStd.toFixed(4)} (healthy ${lastDiag.featStdHealthy.toFixed(4)}) rankMe ${lastDiag.rankMe.toFixed(1)} emaGap ${lastDiag.emaGap.toExponential(2)} zeroLoss ${lastDiag.zeroLoss.toFixed(4)}` : ''));
+        }
+        bar?.update(state.step, { loss: loss.toFixed(4), lr: s.lr.toExponential(2), mom: s.momentum.toFixed(4), ips: (record.imgPerSec as number).toFixed(1) });
+      } else bar?.update(state.step);
+      state.elapsedSec = (performance.now() - startedAt) / 1000;
+      if (state.step % cfg.checkpointEvery === 0) save();
+    }
+    state.elapsedSec = (performance.now() - startedAt) / 1000;
+    save();
+  } finally {
+    bar?.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    engine.dispose();
+    await dataset.close?.();
+  }
+  if (loader.skippedTotal || state.skipped) log(`skipped ${state.skipped} unreadable images in total`);
+  return { steps: state.step, imagesSeen: state.imagesSeen, elapsedSec: state.elapsedSec, finalLoss: lastLoss, diagnostics: lastDiag, stoppedBy };
+}

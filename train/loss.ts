@@ -1,0 +1,40 @@
+/**
+ * The I-JEPA objective and the optional SIGReg regulariser, in TF.js.
+ * Both are means: the loss scale must not depend on how many target patches a batch happened to sample.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+export type LossKind = 'mse' | 'smooth-l1';
+
+/** Mean over every predicted element of the squared error, or of smooth-L1 with β = 1. */
+export function predictionLoss(pred: tf.Tensor, target: tf.Tensor, kind: LossKind): tf.Scalar {
+  const diff = tf.sub(pred, target);
+  if (kind === 'mse') return tf.mean(tf.square(diff));
+  const a = tf.abs(diff);
+  return tf.mean(tf.where(tf.less(a, 1), tf.mul(0.5, tf.square(diff)), tf.sub(a, 0.5)));
+}
+
+/** Knots on t ≥ 0 for the Epps–Pulley integral; the integrand is even in t. */
+const KNOTS = 17;
+const T_MAX = 4;
+
+/**
+ * SIGReg-style regulariser: project features x [n, D] on the columns of `directions` [D, P]
+ * (unit vectors), and measure each 1-D projection against N(0, 1) with the Epps–Pulley statistic
+ * n·∫ |φ̂(t) − e^{−t²/2}|² e^{−t²/2} dt, averaged over projections.
+ */
+export function sigreg(x: tf.Tensor2D, directions: tf.Tensor2D): tf.Scalar {
+  const n = x.shape[0];
+  const proj = tf.matMul(x, directions); // [n, P]
+  const ts = Array.from({ length: KNOTS }, (_, i) => (T_MAX * i) / (KNOTS - 1));
+  const dt = T_MAX / (KNOTS - 1);
+  const t = tf.tensor(ts, [KNOTS, 1, 1]);
+  const tx = tf.mul(t, tf.expandDims(proj, 0)); // [K, n, P]
+  const re = tf.mean(tf.cos(tx), 1); // [K, P]
+  const im = tf.mean(tf.sin(tx), 1);
+  const gauss = tf.tensor(ts.map((v) => Math.exp(-0.5 * v * v)), [KNOTS, 1]);
+  const err = tf.add(tf.square(tf.sub(re, gauss)), tf.square(im)); // [K, P]
+  const w = ts.map((v, i) => Math.exp(-0.5 * v * v) * dt * (i === 0 || i === KNOTS - 1 ? 1 : 2)); // trapezoid, both signs of t
+  const integral = tf.sum(tf.mul(err, tf.tensor(w, [KNOTS, 1])), 0); // [P]
+  return tf.mul(tf.mean(integral), n);
+}

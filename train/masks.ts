@@ -1,0 +1,180 @@
+/**
+ * Multi-block masking (I-JEPA): M target blocks share one size per batch; one context block
+ * per image, with every target patch removed from it.
+ *
+ * Differences from the reference sampler, on purpose:
+ * - a block's top-left corner ranges over [0, H - h] inclusive, so blocks reach the last row/column;
+ * - a context left with fewer than `minKeep` patches falls back to "everything but the targets"
+ *   after a bounded number of re-placements (the reference loops forever on small grids);
+ * - contexts of different lengths are padded to the longest with a key mask, not truncated to the
+ *   shortest in raster order (which drops context and biases it towards the top rows).
+ */
+import { Rng } from './rng.ts';
+
+export interface MaskConfig {
+  numTargets: number;
+  targetScale: [number, number];
+  targetAspect: [number, number];
+  contextScale: [number, number];
+  contextAspect: [number, number];
+  minKeep: number;
+}
+
+export const defaultMaskConfig: MaskConfig = {
+  numTargets: 4,
+  targetScale: [0.15, 0.2],
+  targetAspect: [0.75, 1.5],
+  contextScale: [0.85, 1.0],
+  contextAspect: [1, 1],
+  minKeep: 4,
+};
+
+export interface Grid {
+  rows: number;
+  cols: number;
+}
+
+export interface MaskBatch {
+  batch: number;
+  /** Longest context in the batch; shorter ones are padded up to it. */
+  ctxLen: number;
+  /** [batch, ctxLen] patch indices (raster order within the grid); padding repeats a real index. */
+  ctxIdx: Int32Array;
+  /** [batch, ctxLen] 1 for a real context token, 0 for padding. */
+  ctxMask: Float32Array;
+  /** Real context tokens per image. */
+  ctxCount: Int32Array;
+  numTargets: number;
+  /** Patches per target block (identical for every block in the batch). */
+  tgtLen: number;
+  /** [numTargets, batch, tgtLen] patch indices. */
+  tgtIdx: Int32Array;
+}
+
+export interface BlockSize {
+  h: number;
+  w: number;
+}
+
+/** Block height/width for a fraction `scale` of the grid at aspect ratio h/w = `aspect`. */
+export function blockSize(grid: Grid, scale: number, aspect: number): BlockSize {
+  const area = scale * grid.rows * grid.cols;
+  const h = Math.round(Math.sqrt(area * aspect));
+  const w = Math.round(Math.sqrt(area / aspect));
+  return { h: Math.min(grid.rows, Math.max(1, h)), w: Math.min(grid.cols, Math.max(1, w)) };
+}
+
+/** Patch indices of an h×w block whose top-left corner is uniform over every valid position. */
+export function placeBlock(rng: Rng, grid: Grid, size: BlockSize): number[] {
+  const top = rng.int(grid.rows - size.h + 1);
+  const left = rng.int(grid.cols - size.w + 1);
+  const out: number[] = [];
+  for (let r = top; r < top + size.h; r++) for (let c = left; c < left + size.w; c++) out.push(r * grid.cols + c);
+  return out;
+}
+
+/** Largest block area the target scale range can produce on this grid. */
+function maxBlockArea(grid: Grid, scale: [number, number], aspect: [number, number]): number {
+  let worst = 0;
+  for (const s of scale) for (const a of aspect) {
+    const b = blockSize(grid, s, a);
+    worst = Math.max(worst, b.h * b.w);
+  }
+  return worst;
+}
+
+/** Throws when the configuration cannot guarantee `minKeep` context patches on this grid. */
+export function validateMaskConfig(c: MaskConfig, grid: Grid): void {
+  const n = grid.rows * grid.cols;
+  const left = n - c.numTargets * maxBlockArea(grid, c.targetScale, c.targetAspect);
+  if (left < c.minKeep) {
+    throw new RangeError(
+      `masking: ${c.numTargets} target blocks of up to ${c.targetScale[1]} of a ${grid.rows}x${grid.cols} grid ` +
+        `can leave ${left} context patches, fewer than minKeep=${c.minKeep}`,
+    );
+  }
+}
+
+const MAX_CONTEXT_TRIES = 20;
+
+export function sampleMasks(rng: Rng, grid: Grid, batch: number, c: MaskConfig): MaskBatch {
+  const n = grid.rows * grid.cols;
+  const tgtSize = blockSize(grid, rng.uniform(...c.targetScale), rng.uniform(...c.targetAspect));
+  const ctxSize = blockSize(grid, rng.uniform(...c.contextScale), rng.uniform(...c.contextAspect));
+  const tgtLen = tgtSize.h * tgtSize.w;
+  const tgtIdx = new Int32Array(c.numTargets * batch * tgtLen);
+  const contexts: number[][] = [];
+  const inTarget = new Uint8Array(n);
+
+  for (let b = 0; b < batch; b++) {
+    inTarget.fill(0);
+    for (let m = 0; m < c.numTargets; m++) {
+      const block = placeBlock(rng, grid, tgtSize);
+      tgtIdx.set(block, (m * batch + b) * tgtLen);
+      for (const p of block) inTarget[p] = 1;
+    }
+    let ctx: number[] = [];
+    for (let t = 0; t < MAX_CONTEXT_TRIES && ctx.length < c.minKeep; t++) {
+      ctx = placeBlock(rng, grid, ctxSize).filter((p) => !inTarget[p]);
+    }
+    if (ctx.length < c.minKeep) {
+      ctx = [];
+      for (let p = 0; p < n; p++) if (!inTarget[p]) ctx.push(p);
+    }
+    contexts.push(ctx.sort((a, b2) => a - b2));
+  }
+
+  const ctxLen = Math.max(...contexts.map((x) => x.length));
+  const ctxIdx = new Int32Array(batch * ctxLen);
+  const ctxMask = new Float32Array(batch * ctxLen);
+  const ctxCount = new Int32Array(batch);
+  contexts.forEach((ctx, b) => {
+    ctxCount[b] = ctx.length;
+    for (let i = 0; i < ctxLen; i++) {
+      const real = i < ctx.length;
+      ctxIdx[b * ctxLen + i] = real ? ctx[i] : ctx[0];
+      ctxMask[b * ctxLen + i] = real ? 1 : 0;
+    }
+  });
+  return { batch, ctxLen, ctxIdx, ctxMask, ctxCount, numTargets: c.numTargets, tgtLen, tgtIdx };
+}
+
+/** Images [from, to) of a mask batch, with the context re-padded to the longest kept one. */
+export function sliceMasks(m: MaskBatch, from: number, to: number): MaskBatch {
+  const batch = to - from;
+  const ctxCount = m.ctxCount.slice(from, to);
+  const ctxLen = Math.max(...ctxCount);
+  const ctxIdx = new Int32Array(batch * ctxLen);
+  const ctxMask = new Float32Array(batch * ctxLen);
+  for (let b = 0; b < batch; b++) {
+    const src = (from + b) * m.ctxLen;
+    for (let i = 0; i < ctxLen; i++) {
+      const real = i < ctxCount[b];
+      ctxIdx[b * ctxLen + i] = m.ctxIdx[src + (real ? i : 0)];
+      ctxMask[b * ctxLen + i] = real ? 1 : 0;
+    }
+  }
+  const tgtIdx = new Int32Array(m.numTargets * batch * m.tgtLen);
+  for (let t = 0; t < m.numTargets; t++) {
+    tgtIdx.set(m.tgtIdx.subarray((t * m.batch + from) * m.tgtLen, (t * m.batch + to) * m.tgtLen), t * batch * m.tgtLen);
+  }
+  return { batch, ctxLen, ctxIdx, ctxMask, ctxCount, numTargets: m.numTargets, tgtLen: m.tgtLen, tgtIdx };
+}
+
+/** The same masks with images reordered: image i of the result is image order[i] of m. */
+export function permuteMasks(m: MaskBatch, order: number[]): MaskBatch {
+  const ctxIdx = new Int32Array(m.ctxIdx.length);
+  const ctxMask = new Float32Array(m.ctxMask.length);
+  const ctxCount = new Int32Array(m.batch);
+  const tgtIdx = new Int32Array(m.tgtIdx.length);
+  order.forEach((src, i) => {
+    ctxIdx.set(m.ctxIdx.subarray(src * m.ctxLen, (src + 1) * m.ctxLen), i * m.ctxLen);
+    ctxMask.set(m.ctxMask.subarray(src * m.ctxLen, (src + 1) * m.ctxLen), i * m.ctxLen);
+    ctxCount[i] = m.ctxCount[src];
+    for (let t = 0; t < m.numTargets; t++) {
+      const from = (t * m.batch + src) * m.tgtLen;
+      tgtIdx.set(m.tgtIdx.subarray(from, from + m.tgtLen), (t * m.batch + i) * m.tgtLen);
+    }
+  });
+  return { ...m, ctxIdx, ctxMask, ctxCount, tgtIdx };
+}

@@ -1,0 +1,39 @@
+/**
+ * The operations the ViT is written in. One model definition (vit.ts) runs on any implementation:
+ * TF.js tensors for training (ops-tfjs.ts), ONNX nodes for export.
+ *
+ * Shapes follow ONNX conventions so both implementations agree: in `reshape`, 0 copies the input
+ * dimension and -1 is inferred; broadcasting is numpy-style.
+ */
+export interface Ops<T> {
+  /** A trainable parameter, by name (see vit.ts `paramSpecs`). */
+  param(name: string): T;
+  /** A fixed tensor (positional embeddings), cached by key. */
+  constant(key: string, data: Float32Array, shape: number[]): T;
+
+  /** x [..., in] · W [in, out] + b [out]. */
+  linear(x: T, weight: string, bias: string): T;
+  /** Normalise the last axis; affine parameters are optional (the target normalisation has none). */
+  layerNorm(x: T, eps: number, gamma?: string, beta?: string): T;
+  /** Exact GELU: 0.5·x·(1 + erf(x/√2)). */
+  gelu(x: T): T;
+  softmax(x: T): T;
+  add(a: T, b: T): T;
+  scale(x: T, s: number): T;
+  addScalar(x: T, s: number): T;
+  /** Batched matrix product over leading axes, [..., m, k] · [..., k, n]. */
+  matmul(a: T, b: T): T;
+  reshape(x: T, shape: number[]): T;
+  transpose(x: T, perm: number[]): T;
+  concat(xs: T[], axis: number): T;
+  /** Tokens [start, start+len) of x [B, N, D]. */
+  sliceTokens(x: T, start: number, len: number): T;
+  /** Repeats x along axis 0, times-major: [B, ...] → [times·B, ...]. */
+  repeatBatch(x: T, times: number): T;
+  /** x [B, N, D], idx [B, K] (int) → [B, K, D]: per-image token selection. */
+  gatherTokens(x: T, idx: T): T;
+  /** table [N, D], idx [...] (int) → [..., D]. */
+  gatherRows(table: T, idx: T): T;
+  /** Images [B, C, H, W] → patches [B, (H/p)(W/p), p·p·C] in raster order, (row, col, channel) inside a patch. */
+  patchify(images: T, patch: number): T;
+}

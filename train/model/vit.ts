@@ -1,0 +1,157 @@
+/**
+ * The I-JEPA networks, written once over `Ops<T>`: the ViT encoder (context and EMA target share
+ * it) and the narrow predictor. Tensor shapes in comments: B batch, N patches in the grid,
+ * L context tokens, M target blocks, T tokens per target block, D encoder width, P predictor width.
+ */
+import type { Ops } from './ops.ts';
+import type { ModelConfig } from './presets.ts';
+import { gridOf } from './presets.ts';
+import { sincos2d } from './posembed.ts';
+
+export type Init = { kind: 'trunc'; std: number } | { kind: 'zeros' } | { kind: 'ones' };
+
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+  init: Init;
+  /** Biases, norms and other 1-D tensors get no weight decay. */
+  decay: boolean;
+}
+
+const STD = 0.02;
+
+function linearSpecs(prefix: string, inDim: number, outDim: number, std = STD): ParamSpec[] {
+  return [
+    { name: `${prefix}.w`, shape: [inDim, outDim], init: { kind: 'trunc', std }, decay: true },
+    { name: `${prefix}.b`, shape: [outDim], init: { kind: 'zeros' }, decay: false },
+  ];
+}
+
+function normSpecs(prefix: string, dim: number): ParamSpec[] {
+  return [
+    { name: `${prefix}.g`, shape: [dim], init: { kind: 'ones' }, decay: false },
+    { name: `${prefix}.b`, shape: [dim], init: { kind: 'zeros' }, decay: false },
+  ];
+}
+
+function blockSpecs(prefix: string, dim: number, mlpRatio: number, layer: number): ParamSpec[] {
+  // The reference rescales the residual-branch outputs by 1/sqrt(2·layer) at init.
+  const residualStd = STD / Math.sqrt(2 * (layer + 1));
+  const hidden = Math.round(dim * mlpRatio);
+  return [
+    ...normSpecs(`${prefix}.norm1`, dim),
+    ...linearSpecs(`${prefix}.attn.q`, dim, dim),
+    ...linearSpecs(`${prefix}.attn.k`, dim, dim),
+    ...linearSpecs(`${prefix}.attn.v`, dim, dim),
+    ...linearSpecs(`${prefix}.attn.proj`, dim, dim, residualStd),
+    ...normSpecs(`${prefix}.norm2`, dim),
+    ...linearSpecs(`${prefix}.mlp.fc1`, dim, hidden),
+    ...linearSpecs(`${prefix}.mlp.fc2`, hidden, dim, residualStd),
+  ];
+}
+
+export function encoderSpecs(m: ModelConfig): ParamSpec[] {
+  const patchDim = m.patchSize * m.patchSize * m.channels;
+  const specs = [...linearSpecs('encoder.patch', patchDim, m.dim)];
+  for (let i = 0; i < m.depth; i++) specs.push(...blockSpecs(`encoder.blocks.${i}`, m.dim, m.mlpRatio, i));
+  specs.push(...normSpecs('encoder.norm', m.dim));
+  return specs;
+}
+
+export function predictorSpecs(m: ModelConfig): ParamSpec[] {
+  const specs = [
+    ...linearSpecs('predictor.embed', m.dim, m.predDim),
+    { name: 'predictor.maskToken', shape: [1, 1, m.predDim], init: { kind: 'trunc', std: STD }, decay: false } satisfies ParamSpec,
+  ];
+  for (let i = 0; i < m.predDepth; i++) specs.push(...blockSpecs(`predictor.blocks.${i}`, m.predDim, m.mlpRatio, i));
+  specs.push(...normSpecs('predictor.norm', m.predDim), ...linearSpecs('predictor.proj', m.predDim, m.dim));
+  return specs;
+}
+
+export function countParams(specs: ParamSpec[]): number {
+  return specs.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
+}
+
+/** Additive attention bias from a key mask [B, L] (1 = real token): 0 for real keys, -1e9 for padding. */
+function keyBias<T>(ops: Ops<T>, keyMask: T): T {
+  return ops.reshape(ops.scale(ops.addScalar(keyMask, -1), 1e9), [0, 1, 1, -1]);
+}
+
+/** Pre-norm transformer block on x [B, L, W]; `bias` [B, 1, 1, L] masks padded keys. */
+function block<T>(ops: Ops<T>, x: T, prefix: string, heads: number, width: number, eps: number, bias?: T): T {
+  const hd = width / heads;
+  const h = ops.layerNorm(x, eps, `${prefix}.norm1.g`, `${prefix}.norm1.b`);
+  const split = (t: T, perm: number[]) => ops.transpose(ops.reshape(t, [0, 0, heads, hd]), perm);
+  const q = split(ops.scale(ops.linear(h, `${prefix}.attn.q.w`, `${prefix}.attn.q.b`), 1 / Math.sqrt(hd)), [0, 2, 1, 3]); // [B,H,L,hd]
+  const kT = split(ops.linear(h, `${prefix}.attn.k.w`, `${prefix}.attn.k.b`), [0, 2, 3, 1]); // [B,H,hd,L]
+  const v = split(ops.linear(h, `${prefix}.attn.v.w`, `${prefix}.attn.v.b`), [0, 2, 1, 3]); // [B,H,L,hd]
+  let logits = ops.matmul(q, kT); // [B,H,L,L]
+  if (bias) logits = ops.add(logits, bias);
+  const attn = ops.matmul(ops.softmax(logits), v); // [B,H,L,hd]
+  const merged = ops.reshape(ops.transpose(attn, [0, 2, 1, 3]), [0, 0, width]);
+  x = ops.add(x, ops.linear(merged, `${prefix}.attn.proj.w`, `${prefix}.attn.proj.b`));
+  const g = ops.layerNorm(x, eps, `${prefix}.norm2.g`, `${prefix}.norm2.b`);
+  const mlp = ops.linear(ops.gelu(ops.linear(g, `${prefix}.mlp.fc1.w`, `${prefix}.mlp.fc1.b`)), `${prefix}.mlp.fc2.w`, `${prefix}.mlp.fc2.b`);
+  return ops.add(x, mlp);
+}
+
+function positions<T>(ops: Ops<T>, key: string, width: number, m: ModelConfig): T {
+  const { rows, cols } = gridOf(m);
+  return ops.constant(`${key}.pos`, sincos2d(width, rows, cols), [rows * cols, width]);
+}
+
+export interface ContextSelection<T> {
+  /** [B, L] patch indices to keep. */
+  idx: T;
+  /** [B, L] 1 = real token, 0 = padding. */
+  mask: T;
+}
+
+/**
+ * Encoder: patches [B, N, p·p·C] → tokens [B, N, D], or [B, L, D] for a context selection.
+ * Positions are added before selection, so kept tokens remember where they came from.
+ */
+export function encode<T>(ops: Ops<T>, m: ModelConfig, patches: T, ctx?: ContextSelection<T>): T {
+  const { rows, cols } = gridOf(m);
+  let x = ops.linear(patches, 'encoder.patch.w', 'encoder.patch.b');
+  x = ops.add(x, ops.reshape(positions(ops, 'encoder', m.dim, m), [1, rows * cols, m.dim]));
+  let bias: T | undefined;
+  if (ctx) {
+    x = ops.gatherTokens(x, ctx.idx);
+    bias = keyBias(ops, ctx.mask);
+  }
+  for (let i = 0; i < m.depth; i++) x = block(ops, x, `encoder.blocks.${i}`, m.heads, m.dim, m.eps, bias);
+  return ops.layerNorm(x, m.eps, 'encoder.norm.g', 'encoder.norm.b');
+}
+
+export interface PredictorInputs<T> {
+  /** Context encoder output [B, L, D]. */
+  context: T;
+  /** [B, L] patch indices of the context tokens. */
+  ctxIdx: T;
+  /** [M·B, L + T] key mask over context (repeated per target block) then target tokens (all 1). */
+  keyMask: T;
+  /** [M·B, T] patch indices of each target block, block-major. */
+  tgtIdx: T;
+  numTargets: number;
+  tgtLen: number;
+}
+
+/** Predictor: context tokens + one mask token per target position → predicted embeddings [M·B, T, D]. */
+export function predict<T>(ops: Ops<T>, m: ModelConfig, p: PredictorInputs<T>): T {
+  const pos = positions(ops, 'predictor', m.predDim, m);
+  let x = ops.add(ops.linear(p.context, 'predictor.embed.w', 'predictor.embed.b'), ops.gatherRows(pos, p.ctxIdx)); // [B,L,P]
+  x = ops.repeatBatch(x, p.numTargets); // [M·B, L, P]
+  const queries = ops.add(ops.param('predictor.maskToken'), ops.gatherRows(pos, p.tgtIdx)); // [M·B, T, P]
+  x = ops.concat([x, queries], 1);
+  const bias = keyBias(ops, p.keyMask);
+  for (let i = 0; i < m.predDepth; i++) x = block(ops, x, `predictor.blocks.${i}`, m.predHeads, m.predDim, m.eps, bias);
+  x = ops.layerNorm(x, m.eps, 'predictor.norm.g', 'predictor.norm.b');
+  return ops.linear(ops.sliceTokens(x, -p.tgtLen, p.tgtLen), 'predictor.proj.w', 'predictor.proj.b');
+}
+
+/** Targets: target-encoder tokens [B, N, D], layer-normalised without affine, gathered per block → [M·B, T, D]. */
+export function targets<T>(ops: Ops<T>, m: ModelConfig, encoded: T, tgtIdx: T, numTargets: number): T {
+  const normed = ops.layerNorm(encoded, m.eps);
+  return ops.gatherTokens(ops.repeatBatch(normed, numTargets), tgtIdx);
+}
