@@ -13,18 +13,15 @@
 import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core ships gradients only as ES modules Node cannot load; the union bundle registers them.
 import '@tensorflow/tfjs';
-import { registerFusedKernels, registerMatMulGradient } from './kernels.ts';
+import { registerFusedKernels, registerGradientOverrides, setGradientOverrides, simdFor, type WasmLike } from './kernels.ts';
 
 export type BackendName = 'wasm' | 'cpu' | 'tensorflow';
 
 interface HeapBackend {
   makeOutput(shape: number[], dtype: tf.DataType, memoryOffset?: number): tf.TensorInfo;
   typedArrayFromHeap(t: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-  dataIdMap: { get(id: tf.DataId): { id: number; memoryOffset: number }; delete(id: tf.DataId): void };
-  wasm: {
-    cwrap(name: string, ret: null, args: string[]): (...a: unknown[]) => void;
-    tfjs: { disposeData(id: number): void };
-  };
+  dataIdMap: { get(id: tf.DataId): { memoryOffset: number } };
+  wasm: { asm: { memory: WebAssembly.Memory } };
 }
 
 function stridesOf(shape: number[]): number[] {
@@ -97,26 +94,54 @@ export function transposeInto(src: Buf, shape0: number[], perm0: number[], dst: 
   }
 }
 
+/**
+ * Float32 transposes on the heap itself: batched 2-D ones by the SIMD kernel, ones that keep the
+ * last axis as row copies (copyWithin). Returns false for the rest.
+ */
+function transposeOnHeap(be: HeapBackend, x: tf.TensorInfo, out: tf.TensorInfo, perm0: number[]): boolean {
+  const { shape, perm } = simplifyPermutation(x.shape, perm0);
+  const src = be.dataIdMap.get(x.dataId).memoryOffset;
+  const dst = be.dataIdMap.get(out.dataId).memoryOffset;
+  const rank = shape.length;
+  if (rank === 2 || (rank === 3 && perm[0] === 0 && perm[1] === 2 && perm[2] === 1)) {
+    const [batch, rows, cols] = rank === 2 ? [1, shape[0], shape[1]] : shape;
+    simdFor(be as unknown as WasmLike).transpose2d(src, dst, batch, rows, cols);
+    return true;
+  }
+  if (rank >= 3 && perm[rank - 1] === rank - 1) {
+    const heap = new Float32Array(be.wasm.asm.memory.buffer);
+    const inner = shape[rank - 1];
+    const inStrides = stridesOf(shape);
+    const outShape = perm.map((p) => shape[p]);
+    const stride = perm.map((p) => inStrides[p]);
+    const rows = outShape.slice(0, -1).reduce((a, b) => a * b, 1);
+    const counter = new Array<number>(rank - 1).fill(0);
+    let base = src / 4;
+    for (let n = 0, o = dst / 4; n < rows; n++, o += inner) {
+      heap.copyWithin(o, base, base + inner);
+      for (let a = rank - 2; a >= 0; a--) {
+        counter[a]++;
+        base += stride[a];
+        if (counter[a] < outShape[a]) break;
+        base -= stride[a] * outShape[a];
+        counter[a] = 0;
+      }
+    }
+    return true;
+  }
+  return false;
+}
+
 /** transposeInto compiled separately for float32, the hot case. */
 const transposeF32: (src: Float32Array, shape: number[], perm: number[], dst: Float32Array) => void = new Function(
   'simplifyPermutation', 'stridesOf', `return ${transposeInto.toString()}`,
 )(simplifyPermutation, stridesOf);
 
 /**
- * Batched matmul as one XNNPACK (batch-1) call per matrix pair on views into the operands: the
- * stock kernel runs batch > 1 on a ~1.5 GFLOP/s loop. Views are registered with the wasm side at
- * an offset into the parent's memory and unregistered without freeing it.
+ * Batched matmul (batch > 1, no transpose flags) by the SIMD kernel: the stock kernel runs these on
+ * a ~1.5 GFLOP/s loop, and one XNNPACK call per matrix spends more on setup than on arithmetic.
  */
 function batchedMatMul(stock: tf.KernelFunc, be: HeapBackend): tf.KernelFunc {
-  const call = be.wasm.cwrap('BatchMatMul', null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number']);
-  const view = (base: number, shape: number[]) => {
-    const info = be.makeOutput(shape, 'float32', base);
-    return { info, id: be.dataIdMap.get(info.dataId).id };
-  };
-  const release = (v: { info: tf.TensorInfo; id: number }) => {
-    be.wasm.tfjs.disposeData(v.id);
-    be.dataIdMap.delete(v.info.dataId);
-  };
   return (args) => {
     const a = args.inputs.a as tf.TensorInfo;
     const b = args.inputs.b as tf.TensorInfo;
@@ -129,25 +154,41 @@ function batchedMatMul(stock: tf.KernelFunc, be: HeapBackend): tf.KernelFunc {
     const [m, k] = a.shape.slice(-2);
     const n = b.shape[b.shape.length - 1];
     const out = be.makeOutput([...lead, m, n], 'float32');
-    const aBase = be.dataIdMap.get(a.dataId).memoryOffset;
-    const bBase = be.dataIdMap.get(b.dataId).memoryOffset;
-    const oBase = be.dataIdMap.get(out.dataId).memoryOffset;
-    const aShape = new Uint8Array(new Int32Array([1, m, k]).buffer);
-    const bShape = new Uint8Array(new Int32Array([1, k, n]).buffer);
-    for (let i = 0; i < batch; i++) {
-      const va = view(aBase + 4 * i * m * k, [1, m, k]);
-      const vb = view(bBase + 4 * i * k * n, [1, k, n]);
-      const vo = view(oBase + 4 * i * m * n, [1, m, n]);
-      call(va.id, aShape, 3, vb.id, bShape, 3, 0, 0, vo.id);
-      release(va);
-      release(vb);
-      release(vo);
+    const ptr = (t: tf.TensorInfo) => be.dataIdMap.get(t.dataId).memoryOffset;
+    simdFor(be as unknown as WasmLike).batch_matmul(ptr(a), ptr(b), ptr(out), batch, m, k, n);
+    return out;
+  };
+}
+
+/**
+ * GatherV2 along axis 0 of float32 rows (token and position gathers) as heap row copies: the stock
+ * wasm kernel moves ~80M floats/s, a copyWithin per row ~10x more.
+ */
+function gatherRows(stock: tf.KernelFunc, be: HeapBackend): tf.KernelFunc {
+  return (args) => {
+    const x = args.inputs.x as tf.TensorInfo;
+    const idx = args.inputs.indices as tf.TensorInfo;
+    const { axis, batchDims } = args.attrs as unknown as { axis: number; batchDims: number };
+    if (x.dtype !== 'float32' || idx.dtype !== 'int32' || batchDims !== 0 || (axis !== 0 && axis !== -x.shape.length)) return stock(args);
+    const rows = x.shape[0];
+    const width = x.shape.slice(1).reduce((a, b) => a * b, 1);
+    const out = be.makeOutput([...idx.shape, ...x.shape.slice(1)], 'float32');
+    const heap = new Float32Array(be.wasm.asm.memory.buffer);
+    const ids = new Int32Array(be.wasm.asm.memory.buffer, be.dataIdMap.get(idx.dataId).memoryOffset, idx.shape.reduce((a, b) => a * b, 1));
+    const src = be.dataIdMap.get(x.dataId).memoryOffset / 4;
+    let dst = be.dataIdMap.get(out.dataId).memoryOffset / 4;
+    for (let i = 0; i < ids.length; i++, dst += width) {
+      const r = ids[i];
+      if (r < 0 || r >= rows) throw new RangeError(`gather: index ${r} is outside [0, ${rows})`);
+      heap.copyWithin(dst, src + r * width, src + (r + 1) * width);
     }
     return out;
   };
 }
 
 let wasmKernelsRegistered = false;
+const stockKernels = new Map<string, tf.KernelConfig | undefined>();
+const ours = new Map<string, tf.KernelFunc>();
 
 function registerWasmKernels(): void {
   if (wasmKernelsRegistered) return;
@@ -157,6 +198,7 @@ function registerWasmKernels(): void {
     const x = inputs.x as tf.TensorInfo;
     const perm = (attrs as unknown as { perm: number[] }).perm;
     const out = be.makeOutput(perm.map((p) => x.shape[p]), x.dtype);
+    if (x.dtype === 'float32' && transposeOnHeap(be, x, out, perm)) return out;
     // makeOutput can grow the heap, which detaches earlier views: take views after it.
     const src = be.typedArrayFromHeap(x);
     const dst = be.typedArrayFromHeap(out);
@@ -193,15 +235,32 @@ function registerWasmKernels(): void {
     return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
   };
   const stockMatMul = tf.getKernel('BatchMatMul', 'wasm')!.kernelFunc;
+  const stockGather = tf.getKernel('GatherV2', 'wasm')!.kernelFunc;
   for (const [kernelName, kernelFunc] of [
     ['BatchMatMul', batchedMatMul(stockMatMul, tf.backend() as unknown as HeapBackend)],
+    ['GatherV2', gatherRows(stockGather, tf.backend() as unknown as HeapBackend)],
     ['Identity', identity],
     ['Transpose', transpose],
     ['UnsortedSegmentSum', segmentSum],
   ] as const) {
+    stockKernels.set(kernelName, tf.getKernel(kernelName, 'wasm'));
+    ours.set(kernelName, kernelFunc);
     if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
     tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
   }
+}
+
+/**
+ * Switches the wasm kernel replacements and gradient overrides off (stock TF.js, except the
+ * missing UnsortedSegmentSum, without which nothing trains) or back on. For benchmarks only.
+ */
+export function setOptimizations(on: boolean): void {
+  for (const [kernelName, stock] of stockKernels) {
+    if (!stock) continue;
+    tf.unregisterKernel(kernelName, 'wasm');
+    tf.registerKernel(on ? { kernelName, backendName: 'wasm', kernelFunc: ours.get(kernelName)! } : stock);
+  }
+  setGradientOverrides(on);
 }
 
 let active: BackendName | null = null;
@@ -249,6 +308,6 @@ export async function useBackend(name: BackendName, threads = 1): Promise<void> 
   // PROD silences the expected "overriding gradient" warnings and skips debug checks.
   tf.env().set('PROD', true);
   registerFusedKernels();
-  registerMatMulGradient();
+  registerGradientOverrides();
   active = name;
 }

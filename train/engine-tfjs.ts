@@ -41,6 +41,8 @@ export interface EngineOptions {
   seed: number;
   /** Images per forward/backward pass inside a micro-batch (memory bound); default: all. */
   chunk?: number;
+  /** Use the fused kernels of kernels.ts (default: when the backend has them). */
+  fused?: boolean;
 }
 
 /** Key mask over [context repeated per target block, target tokens]: [M·B, L + T]. */
@@ -80,8 +82,8 @@ export class TfjsEngine {
     private readonly opts: EngineOptions,
   ) {
     for (const s of online.specs) this.vars.set(s.name, tf.variable(tf.tensor(online.view(s.name), s.shape), true, `v/${s.name}`));
-    this.onlineOps = new TfOps((n) => this.vars.get(n)!, this.constants);
-    this.targetOps = new TfOps((n) => this.targetWeights.get(n)!, this.constants);
+    this.onlineOps = new TfOps((n) => this.vars.get(n)!, this.constants, opts.fused);
+    this.targetOps = new TfOps((n) => this.targetWeights.get(n)!, this.constants, opts.fused);
     this.syncTarget();
     this.patchDim = model.patchSize * model.patchSize * model.channels;
     this.numPatches = (model.imageSize / model.patchSize) ** 2;

@@ -5,21 +5,43 @@
  * Backends without them (tfjs-node) use the composite ops in ops-tfjs.ts; a test checks both agree.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { KERNELS_WASM_BASE64 } from './simd/kernels-wasm.ts';
 
 type Arr = Float32Array | Int32Array | Uint8Array;
 type Info = tf.TensorInfo;
+
+/** The exports of simd/kernels.wat; arguments are byte offsets into the wasm heap and sizes. */
+export type Simd = Record<'gelu' | 'gelu_grad' | 'softmax' | 'softmax_grad' | 'layer_norm' | 'layer_norm_grad' | 'column_sum' | 'transpose2d' | 'batch_matmul', (...a: number[]) => void>;
 
 interface JsKernel {
   name: string;
   inputs: string[];
   /** Output shapes from the input shapes. */
   outputs(shapes: number[][], attrs: Record<string, unknown>): number[][];
+  /** Reference implementation (cpu backend, and wasm when `simd` declines). */
   compute(ins: Arr[], outs: Float32Array[], shapes: number[][], attrs: Record<string, unknown>): void;
+  /** SIMD (or heap-copy) implementation on byte offsets into `heap`; false when the shapes do not suit it. */
+  simd?(k: Simd, ins: number[], outs: number[], shapes: number[][], attrs: Record<string, unknown>, heap: Float32Array): boolean;
 }
 
-interface WasmLike {
+export interface WasmLike {
   makeOutput(shape: number[], dtype: tf.DataType): Info;
   typedArrayFromHeap(t: Info): Arr;
+  dataIdMap: { get(id: tf.DataId): { memoryOffset: number } };
+  wasm: { asm: { memory: WebAssembly.Memory } };
+}
+
+const simdModules = new WeakMap<object, Simd>();
+
+/** The SIMD kernels instantiated on this backend's memory (once per backend). */
+export function simdFor(be: WasmLike): Simd {
+  let k = simdModules.get(be);
+  if (!k) {
+    const module = new WebAssembly.Module(Buffer.from(KERNELS_WASM_BASE64, 'base64'));
+    k = new WebAssembly.Instance(module, { env: { memory: be.wasm.asm.memory } }).exports as unknown as Simd;
+    simdModules.set(be, k);
+  }
+  return k;
 }
 interface CpuLike {
   data: { get(id: tf.DataId): { values: Arr } };
@@ -34,6 +56,9 @@ function register(k: JsKernel): void {
     const ins = k.inputs.map((n) => inputs[n] as Info);
     const shapes = ins.map((t) => t.shape);
     const outs = k.outputs(shapes, (attrs ?? {}) as Record<string, unknown>).map((s) => be.makeOutput(s, 'float32'));
+    const ptr = (t: Info) => be.dataIdMap.get(t.dataId).memoryOffset;
+    const handled = k.simd?.(simdFor(be), ins.map(ptr), outs.map(ptr), shapes, (attrs ?? {}) as Record<string, unknown>, new Float32Array(be.wasm.asm.memory.buffer));
+    if (handled) return outs.length === 1 ? outs[0] : outs;
     // Views only after every makeOutput: growing the heap detaches earlier views.
     k.compute(ins.map((t) => be.typedArrayFromHeap(t)), outs.map((o) => be.typedArrayFromHeap(o) as Float32Array), shapes, (attrs ?? {}) as Record<string, unknown>);
     return outs.length === 1 ? outs[0] : outs;
@@ -82,7 +107,63 @@ export function exp(x: number): number {
 const INV_SQRT2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
+/**
+ * Copies between the fused projection [B, L, 3, H, hd] and the heads [3][B, H, L, hd]; `toHeads`
+ * picks the direction. Rows of hd floats are contiguous on both sides.
+ */
+function qkvCopy(flat: Arr, parts: Arr[], b: number, l: number, heads: number, hd: number, toHeads: boolean): void {
+  for (let i = 0; i < b; i++) for (let t = 0; t < l; t++) for (let s = 0; s < 3; s++) for (let h = 0; h < heads; h++) {
+    const f = (((i * l + t) * 3 + s) * heads + h) * hd;
+    const p = ((i * heads + h) * l + t) * hd;
+    if (toHeads) parts[s].set(flat.subarray(f, f + hd), p);
+    else flat.set(parts[s].subarray(p, p + hd), f);
+  }
+}
+
+/** qkvCopy within the wasm heap (offsets in floats): copyWithin, no per-row views. */
+function qkvCopyHeap(heap: Float32Array, flat: number, parts: number[], b: number, l: number, heads: number, hd: number, toHeads: boolean): void {
+  for (let i = 0; i < b; i++) for (let t = 0; t < l; t++) for (let s = 0; s < 3; s++) for (let h = 0; h < heads; h++) {
+    const f = flat + (((i * l + t) * 3 + s) * heads + h) * hd;
+    const p = parts[s] + ((i * heads + h) * l + t) * hd;
+    if (toHeads) heap.copyWithin(p, f, f + hd);
+    else heap.copyWithin(f, p, p + hd);
+  }
+}
+
+const headShape = (s: number[], heads: number) => [s[0], heads, s[1], s[2] / 3 / heads];
+
 const kernels: JsKernel[] = [
+  {
+    name: 'IjSplitHeads',
+    inputs: ['x'],
+    outputs: ([s], attrs) => {
+      const h = headShape(s, attrs.heads as number);
+      return [h, h, h];
+    },
+    compute: ([x], outs, [s], attrs) => {
+      const [b, heads, l, hd] = headShape(s, attrs.heads as number);
+      qkvCopy(x, outs, b, l, heads, hd, true);
+    },
+    simd: (_k, [x], outs, [s], attrs, heap) => {
+      const [b, heads, l, hd] = headShape(s, attrs.heads as number);
+      qkvCopyHeap(heap, x / 4, outs.map((o) => o / 4), b, l, heads, hd, true);
+      return true;
+    },
+  },
+  {
+    name: 'IjMergeHeads',
+    inputs: ['q', 'k', 'v'],
+    outputs: ([s]) => [[s[0], s[2], 3 * s[1] * s[3]]],
+    compute: ([q, k, v], [x], [s]) => {
+      const [b, heads, l, hd] = s;
+      qkvCopy(x, [q, k, v], b, l, heads, hd, false);
+    },
+    simd: (_k, parts, [x], [s], _a, heap) => {
+      const [b, heads, l, hd] = s;
+      qkvCopyHeap(heap, x / 4, parts.map((o) => o / 4), b, l, heads, hd, false);
+      return true;
+    },
+  },
   {
     name: 'IjGelu',
     inputs: ['x'],
@@ -90,6 +171,7 @@ const kernels: JsKernel[] = [
     compute: ([x], [y]) => {
       for (let i = 0; i < x.length; i++) y[i] = 0.5 * x[i] * (1 + erf(x[i] * INV_SQRT2));
     },
+    simd: (k, [x], [y], [s]) => (k.gelu(x, y, size(s)), true),
   },
   {
     name: 'IjGeluGrad',
@@ -101,6 +183,7 @@ const kernels: JsKernel[] = [
         dx[i] = dy[i] * (0.5 * (1 + erf(v * INV_SQRT2)) + v * INV_SQRT_2PI * exp(-0.5 * v * v));
       }
     },
+    simd: (k, [dy, x], [dx], [s]) => (k.gelu_grad(dy, x, dx, size(s)), true),
   },
   {
     // y = (x - mean)·rstd·gamma + beta over the last axis; also outputs mean and rstd for the backward.
@@ -123,6 +206,12 @@ const kernels: JsKernel[] = [
         rstd[r] = inv;
         for (let j = 0; j < d; j++) y[o + j] = (x[o + j] - m) * inv * g[j] + b[j];
       }
+    },
+    simd: (k, [x, g, b], [y, mean, rstd], [s], attrs) => {
+      const d = s[s.length - 1];
+      if (d % 4) return false;
+      k.layer_norm(x, g, b, y, mean, rstd, size(s) / d, d, attrs.eps as number);
+      return true;
     },
   },
   {
@@ -157,6 +246,12 @@ const kernels: JsKernel[] = [
         }
       }
     },
+    simd: (k, [dy, x, g, mean, rstd], [dx, dg, db], [, s]) => {
+      const d = s[s.length - 1];
+      if (d % 4) return false;
+      k.layer_norm_grad(dy, x, g, mean, rstd, dx, dg, db, size(s) / d, d);
+      return true;
+    },
   },
   {
     name: 'IjSoftmax',
@@ -173,6 +268,7 @@ const kernels: JsKernel[] = [
         for (let j = 0; j < d; j++) y[o + j] *= inv;
       }
     },
+    simd: (k, [x], [y], [s]) => (k.softmax(x, y, size(s) / s[s.length - 1], s[s.length - 1]), true),
   },
   {
     name: 'IjSoftmaxGrad',
@@ -186,6 +282,7 @@ const kernels: JsKernel[] = [
         for (let j = 0; j < d; j++) dx[o + j] = y[o + j] * (dy[o + j] - dot);
       }
     },
+    simd: (k, [dy, y], [dx], [, s]) => (k.softmax_grad(dy, y, dx, size(s) / s[s.length - 1], s[s.length - 1]), true),
   },
   {
     // Sum over every axis but the last: the bias gradient.
@@ -196,6 +293,12 @@ const kernels: JsKernel[] = [
       const c = y.length;
       y.fill(0);
       for (let o = 0; o < x.length; o += c) for (let j = 0; j < c; j++) y[j] += x[o + j];
+    },
+    simd: (k, [x], [y], [s]) => {
+      const c = s[s.length - 1];
+      if (c % 4) return false;
+      k.column_sum(x, y, size(s) / c, c);
+      return true;
     },
   },
 ];
@@ -210,6 +313,24 @@ export function registerFusedKernels(): void {
   if (registered) return;
   registered = true;
   kernels.forEach(register);
+  // _FusedMatMul (matmul + bias in one XNNPACK call), with a gradient free of transpose flags.
+  tf.registerGradient({
+    kernelName: '_FusedMatMul',
+    inputsToSave: ['a', 'b'],
+    gradFunc: (dy, saved) => {
+      const [a, b] = saved;
+      const g = dy as tf.Tensor;
+      const swap = (t: tf.Tensor) => tf.transpose(t, [0, 2, 1]);
+      return { a: () => tf.matMul(g, swap(b)), b: () => tf.matMul(swap(a), g), bias: () => run('IjColumnSum', { x: g }) as tf.Tensor };
+    },
+  });
+  tf.registerGradient({
+    kernelName: 'IjSplitHeads',
+    gradFunc: (dy) => {
+      const [q, k, v] = dy as tf.Tensor[];
+      return { x: () => run('IjMergeHeads', { q, k, v }) as tf.Tensor };
+    },
+  });
   tf.registerGradient({
     kernelName: 'IjGelu',
     inputsToSave: ['x'],
@@ -230,20 +351,6 @@ export function registerFusedKernels(): void {
     outputsToSave: [true],
     gradFunc: (dy, saved) => ({ x: () => run('IjSoftmaxGrad', { dy: dy as tf.Tensor, y: saved[0] }) as tf.Tensor }),
   });
-  // Add's stock gradient reduces a broadcast bias with Sum, which wasm runs through its slow
-  // transpose; the common case (bias over the last axis) gets one column-sum pass instead.
-  const stockAdd = tf.getGradient('Add')!;
-  tf.registerGradient({
-    kernelName: 'Add',
-    inputsToSave: ['a', 'b'],
-    gradFunc: (dy, saved, attrs) => {
-      const [a, b] = saved;
-      const g = dy as tf.Tensor;
-      const isBias = (t: tf.Tensor) => t.rank === 1 && g.rank >= 2 && t.shape[0] === g.shape[g.rank - 1];
-      if (isBias(b) && tf.util.arraysEqual(a.shape, g.shape)) return { a: () => g, b: () => run('IjColumnSum', { x: g }) as tf.Tensor };
-      return stockAdd.gradFunc(dy, saved, attrs);
-    },
-  });
 }
 
 /** Whether the active backend has the fused kernels (wasm and cpu do; tfjs-node does not). */
@@ -255,23 +362,58 @@ export const fused = {
   gelu: (x: tf.Tensor) => run('IjGelu', { x }) as tf.Tensor,
   layerNorm: (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number) => (run('IjLayerNorm', { x, gamma, beta }, { eps }) as tf.Tensor[])[0],
   softmax: (x: tf.Tensor) => run('IjSoftmax', { x }) as tf.Tensor,
+  /** x [R, K] · w [K, N] + bias [N] in one kernel. */
+  linear: (x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor) => {
+    const [r, k] = x.shape;
+    const out = run('_FusedMatMul', { a: tf.reshape(x, [1, r, k]), b: tf.reshape(w, [1, k, w.shape[1]!]), bias }, {
+      transposeA: false, transposeB: false, activation: 'linear', leakyreluAlpha: 0.2,
+    }) as tf.Tensor;
+    return tf.reshape(out, [r!, w.shape[1]!]);
+  },
+  splitHeads: (x: tf.Tensor, heads: number) => run('IjSplitHeads', { x }, { heads }) as [tf.Tensor, tf.Tensor, tf.Tensor],
 };
 
+const stockGradients = new Map<string, tf.GradConfig>();
+const ourGradients = new Map<string, tf.GradConfig>();
+
 /**
- * BatchMatMul's stock gradient multiplies with transpose flags, which sends the wasm backend off
- * XNNPACK onto a ~1 GFLOP/s loop. This one transposes explicitly and multiplies without flags.
+ * Gradient overrides, for every backend:
+ * - BatchMatMul: the stock gradient multiplies with transpose flags, which sends the wasm backend
+ *   off XNNPACK onto a ~1 GFLOP/s loop; this one transposes explicitly and multiplies without flags.
+ * - Add: the stock gradient reduces a broadcast bias with Sum, which wasm runs through its slow
+ *   transpose; the common case (bias over the last axis) gets one column-sum pass instead.
  */
-export function registerMatMulGradient(): void {
-  const stock = tf.getGradient('BatchMatMul');
-  tf.registerGradient({
+export function registerGradientOverrides(): void {
+  if (ourGradients.size) return;
+  const stockMatMul = tf.getGradient('BatchMatMul')!;
+  const stockAdd = tf.getGradient('Add')!;
+  stockGradients.set('BatchMatMul', stockMatMul);
+  stockGradients.set('Add', stockAdd);
+  ourGradients.set('BatchMatMul', {
     kernelName: 'BatchMatMul',
     inputsToSave: ['a', 'b'],
     gradFunc: (dy, saved, attrs) => {
       const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
-      if (transposeA || transposeB) return stock!.gradFunc(dy, saved, attrs);
+      if (transposeA || transposeB) return stockMatMul.gradFunc(dy, saved, attrs);
       const [a, b] = saved;
       const swap = (t: tf.Tensor) => tf.transpose(t, [...t.shape.keys()].map((i, _, all) => (i < all.length - 2 ? i : 2 * all.length - 3 - i)));
       return { a: () => tf.matMul(dy as tf.Tensor, swap(b)), b: () => tf.matMul(swap(a), dy as tf.Tensor) };
     },
   });
+  ourGradients.set('Add', {
+    kernelName: 'Add',
+    inputsToSave: ['a', 'b'],
+    gradFunc: (dy, saved, attrs) => {
+      const [a, b] = saved;
+      const g = dy as tf.Tensor;
+      const isBias = (t: tf.Tensor) => t.rank === 1 && g.rank >= 2 && t.shape[0] === g.shape[g.rank - 1];
+      if (fusedAvailable() && isBias(b) && tf.util.arraysEqual(a.shape, g.shape)) return { a: () => g, b: () => run('IjColumnSum', { x: g }) as tf.Tensor };
+      return stockAdd.gradFunc(dy, saved, attrs);
+    },
+  });
+  setGradientOverrides(true);
+}
+
+export function setGradientOverrides(on: boolean): void {
+  for (const [name, g] of on ? ourGradients : stockGradients) tf.registerGradient(g);
 }

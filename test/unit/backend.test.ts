@@ -81,3 +81,34 @@ test('Identity shares memory safely: a clone outlives its source', async () => {
     b.dispose();
   });
 });
+
+test('SIMD kernels (wasm) match the JS reference kernels (cpu), odd sizes included', async () => {
+  const { fused } = await import('../../train/kernels.ts');
+  const cases = [
+    { name: 'gelu', shape: [7, 143], f: (x: tf.Tensor) => fused.gelu(x) },
+    { name: 'softmax', shape: [5, 3, 57], f: (x: tf.Tensor) => fused.softmax(x) },
+    { name: 'layerNorm', shape: [9, 96], f: (x: tf.Tensor) => fused.layerNorm(x, tf.range(1, 97).div(50), tf.range(0, 96).div(-30), 1e-6) },
+    { name: 'layerNorm (d mod 4 ≠ 0)', shape: [4, 6], f: (x: tf.Tensor) => fused.layerNorm(x, tf.ones([6]), tf.zeros([6]), 1e-6) },
+    { name: 'bias', shape: [11, 12], f: (x: tf.Tensor) => tf.add(x, tf.range(0, 12)) },
+  ];
+  for (const c of cases) {
+    const data = randomArray(c.shape.reduce((a, b) => a * b, 1), 7, 3);
+    const run = () => tf.tidy(() => {
+      const x = tf.tensor(data, c.shape);
+      const w = tf.tensor(randomArray(data.length, 8), c.shape);
+      const [y] = [c.f(x)];
+      const g = tf.grad((v: tf.Tensor) => tf.sum(tf.mul(c.f(v), w)))(x);
+      return { y: y.dataSync().slice(), g: g.dataSync().slice() };
+    });
+    const [a, b] = await both(run);
+    assert.ok(maxRelDiff(a.y, b.y) < 2e-6, `${c.name} forward: ${maxRelDiff(a.y, b.y)}`);
+    assert.ok(maxRelDiff(a.g, b.g) < 1e-5, `${c.name} gradient: ${maxRelDiff(a.g, b.g)}`);
+  }
+});
+
+test('the assembled SIMD module matches kernels.wat', async () => {
+  const { assemble, render } = await import('../../train/simd/build.ts');
+  const { readFileSync } = await import('node:fs');
+  const committed = readFileSync(new URL('../../train/simd/kernels-wasm.ts', import.meta.url), 'utf8');
+  assert.equal(committed, render(await assemble()), 'run npm run build:kernels');
+});

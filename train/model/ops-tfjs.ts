@@ -82,9 +82,10 @@ export class TfOps implements Ops<T> {
 
   linear(x: T, weight: string, bias: string): T {
     const w = this.param(weight);
-    const y = tf.matMul(tf.reshape(x, [-1, w.shape[0]]), w);
     const b = this.param(bias);
-    return tf.reshape(tf.add(y, b), [...x.shape.slice(0, -1), w.shape[1]!]);
+    const x2 = tf.reshape(x, [-1, w.shape[0]]);
+    const y = this.useFused ? fused.linear(x2, w, b) : tf.add(tf.matMul(x2, w), b);
+    return tf.reshape(y, [...x.shape.slice(0, -1), w.shape[1]!]);
   }
 
   layerNorm(x: T, eps: number, gamma?: string, beta?: string): T {
@@ -138,6 +139,13 @@ export class TfOps implements Ops<T> {
 
   concat(xs: T[], axis: number): T {
     return tf.concat(xs, axis);
+  }
+
+  splitHeads(qkv: T, heads: number): [T, T, T] {
+    if (this.useFused) return fused.splitHeads(qkv, heads);
+    const [b, l, d3] = qkv.shape;
+    const x = tf.transpose(tf.reshape(qkv, [b, l, 3, heads, d3 / 3 / heads]), [2, 0, 3, 1, 4]);
+    return tf.unstack(x, 0) as [T, T, T];
   }
 
   sliceTokens(x: T, start: number, len: number): T {

@@ -26,6 +26,8 @@ export interface Ops<T> {
   reshape(x: T, shape: number[]): T;
   transpose(x: T, perm: number[]): T;
   concat(xs: T[], axis: number): T;
+  /** Fused q|k|v projection [B, L, 3·H·hd] → q, k, v, each [B, H, L, hd]. */
+  splitHeads(qkv: T, heads: number): [T, T, T];
   /** Tokens [start, start+len) of x [B, N, D]. */
   sliceTokens(x: T, start: number, len: number): T;
   /** Repeats x along axis 0, times-major: [B, ...] → [times·B, ...]. */

@@ -40,9 +40,7 @@ function blockSpecs(prefix: string, dim: number, mlpRatio: number, layer: number
   const hidden = Math.round(dim * mlpRatio);
   return [
     ...normSpecs(`${prefix}.norm1`, dim),
-    ...linearSpecs(`${prefix}.attn.q`, dim, dim),
-    ...linearSpecs(`${prefix}.attn.k`, dim, dim),
-    ...linearSpecs(`${prefix}.attn.v`, dim, dim),
+    ...linearSpecs(`${prefix}.attn.qkv`, dim, 3 * dim),
     ...linearSpecs(`${prefix}.attn.proj`, dim, dim, residualStd),
     ...normSpecs(`${prefix}.norm2`, dim),
     ...linearSpecs(`${prefix}.mlp.fc1`, dim, hidden),
@@ -81,11 +79,10 @@ function keyBias<T>(ops: Ops<T>, keyMask: T): T {
 function block<T>(ops: Ops<T>, x: T, prefix: string, heads: number, width: number, eps: number, bias?: T): T {
   const hd = width / heads;
   const h = ops.layerNorm(x, eps, `${prefix}.norm1.g`, `${prefix}.norm1.b`);
-  const split = (t: T, perm: number[]) => ops.transpose(ops.reshape(t, [0, 0, heads, hd]), perm);
-  const q = split(ops.scale(ops.linear(h, `${prefix}.attn.q.w`, `${prefix}.attn.q.b`), 1 / Math.sqrt(hd)), [0, 2, 1, 3]); // [B,H,L,hd]
-  const kT = split(ops.linear(h, `${prefix}.attn.k.w`, `${prefix}.attn.k.b`), [0, 2, 3, 1]); // [B,H,hd,L]
-  const v = split(ops.linear(h, `${prefix}.attn.v.w`, `${prefix}.attn.v.b`), [0, 2, 1, 3]); // [B,H,L,hd]
-  let logits = ops.matmul(q, kT); // [B,H,L,L]
+  // One fused q|k|v projection (the reference's layout), split into heads of [B, H, L, hd].
+  const [q, k, v] = ops.splitHeads(ops.linear(h, `${prefix}.attn.qkv.w`, `${prefix}.attn.qkv.b`), heads);
+  const kT = ops.transpose(k, [0, 1, 3, 2]); // [B,H,hd,L]
+  let logits = ops.matmul(ops.scale(q, 1 / Math.sqrt(hd)), kT); // [B,H,L,L]
   if (bias) logits = ops.add(logits, bias);
   const attn = ops.matmul(ops.softmax(logits), v); // [B,H,L,hd]
   const merged = ops.reshape(ops.transpose(attn, [0, 2, 1, 3]), [0, 0, width]);
