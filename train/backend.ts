@@ -46,7 +46,7 @@ export function simplifyPermutation(shape: number[], perm: number[]): { shape: n
   return { shape: newShape, perm: groups.map((g) => order.indexOf(g)) };
 }
 
-/** out = transpose(src, perm). Fast paths: a kept last axis (row copies) and batched 2-D transposes (tiled). */
+/** out = transpose(src, perm), any element type (float32 on wasm goes through transposeOnHeap first). */
 export function transposeInto(src: Buf, shape0: number[], perm0: number[], dst: Buf): void {
   const { shape, perm } = simplifyPermutation(shape0, perm0);
   const rank = shape.length;
@@ -54,36 +54,29 @@ export function transposeInto(src: Buf, shape0: number[], perm0: number[], dst: 
     for (let i = 0; i < dst.length; i++) dst[i] = src[i];
     return;
   }
-  if (rank === 2 || (rank === 3 && perm[0] === 0 && perm[1] === 2 && perm[2] === 1)) {
-    const [batch, rows, cols] = rank === 2 ? [1, shape[0], shape[1]] : shape;
-    const T = 16;
-    for (let b = 0; b < batch; b++) {
-      const base = b * rows * cols;
-      for (let r0 = 0; r0 < rows; r0 += T) {
-        const r1 = Math.min(rows, r0 + T);
-        for (let c0 = 0; c0 < cols; c0 += T) {
-          const c1 = Math.min(cols, c0 + T);
-          for (let c = c0; c < c1; c++) {
-            const o = base + c * rows;
-            for (let r = r0; r < r1; r++) dst[o + r] = src[base + r * cols + c];
-          }
-        }
-      }
-    }
-    return;
-  }
+  const inner = shape[perm[rank - 1]];
+  const innerStride = stridesOf(shape)[perm[rank - 1]];
+  let o = 0;
+  walkRows(shape, perm, (base) => {
+    if (innerStride === 1) for (let i = 0; i < inner; i++) dst[o++] = src[base + i];
+    else for (let i = 0, s = base; i < inner; i++, s += innerStride) dst[o++] = src[s];
+  });
+}
+
+/**
+ * Visits the output rows (all axes but the last) of transpose(shape, perm) in order, passing the
+ * input offset where each row starts.
+ */
+function walkRows(shape: number[], perm: number[], visit: (base: number) => void): void {
+  const rank = shape.length;
   const inStrides = stridesOf(shape);
   const outShape = perm.map((p) => shape[p]);
   const stride = perm.map((p) => inStrides[p]);
-  const inner = outShape[rank - 1];
-  const innerStride = stride[rank - 1];
-  const outer = dst.length / inner;
+  const rows = outShape.slice(0, -1).reduce((a, b) => a * b, 1);
   const counter = new Array<number>(rank - 1).fill(0);
   let base = 0;
-  let o = 0;
-  for (let n = 0; n < outer; n++) {
-    if (innerStride === 1) for (let i = 0; i < inner; i++) dst[o++] = src[base + i];
-    else for (let i = 0, s = base; i < inner; i++, s += innerStride) dst[o++] = src[s];
+  for (let n = 0; n < rows; n++) {
+    visit(base);
     for (let a = rank - 2; a >= 0; a--) {
       counter[a]++;
       base += stride[a];
@@ -111,31 +104,15 @@ function transposeOnHeap(be: HeapBackend, x: tf.TensorInfo, out: tf.TensorInfo, 
   if (rank >= 3 && perm[rank - 1] === rank - 1) {
     const heap = new Float32Array(be.wasm.asm.memory.buffer);
     const inner = shape[rank - 1];
-    const inStrides = stridesOf(shape);
-    const outShape = perm.map((p) => shape[p]);
-    const stride = perm.map((p) => inStrides[p]);
-    const rows = outShape.slice(0, -1).reduce((a, b) => a * b, 1);
-    const counter = new Array<number>(rank - 1).fill(0);
-    let base = src / 4;
-    for (let n = 0, o = dst / 4; n < rows; n++, o += inner) {
-      heap.copyWithin(o, base, base + inner);
-      for (let a = rank - 2; a >= 0; a--) {
-        counter[a]++;
-        base += stride[a];
-        if (counter[a] < outShape[a]) break;
-        base -= stride[a] * outShape[a];
-        counter[a] = 0;
-      }
-    }
+    let o = dst / 4;
+    walkRows(shape, perm, (base) => {
+      heap.copyWithin(o, src / 4 + base, src / 4 + base + inner);
+      o += inner;
+    });
     return true;
   }
   return false;
 }
-
-/** transposeInto compiled separately for float32, the hot case. */
-const transposeF32: (src: Float32Array, shape: number[], perm: number[], dst: Float32Array) => void = new Function(
-  'simplifyPermutation', 'stridesOf', `return ${transposeInto.toString()}`,
-)(simplifyPermutation, stridesOf);
 
 /**
  * Batched matmul (batch > 1, no transpose flags) by the SIMD kernel: the stock kernel runs these on
@@ -200,11 +177,7 @@ function registerWasmKernels(): void {
     const out = be.makeOutput(perm.map((p) => x.shape[p]), x.dtype);
     if (x.dtype === 'float32' && transposeOnHeap(be, x, out, perm)) return out;
     // makeOutput can grow the heap, which detaches earlier views: take views after it.
-    const src = be.typedArrayFromHeap(x);
-    const dst = be.typedArrayFromHeap(out);
-    // Separate call sites per element type keep each one monomorphic for the JIT.
-    if (src instanceof Float32Array) transposeF32(src, x.shape, perm, dst as Float32Array);
-    else transposeInto(src, x.shape, perm, dst);
+    transposeInto(be.typedArrayFromHeap(x), x.shape, perm, be.typedArrayFromHeap(out));
     return out;
   };
   const segmentSum: tf.KernelFunc = ({ inputs, backend, attrs }) => {

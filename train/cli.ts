@@ -65,6 +65,18 @@ export function buildCli(): Command {
     });
 
   program
+    .command('export')
+    .description('write a run\'s EMA target encoder (and predictor) as a model package: ONNX graphs + manifest.json')
+    .requiredOption('--run <dir>', 'run directory written by `ijepa train`')
+    .requiredOption('--out <dir>', 'package directory (e.g. models/my-model)')
+    .option('--id <name>', 'model id (default: the --out directory name)')
+    .action(async (opts) => {
+      const { exportRun } = await import('./export/export.ts');
+      const manifest = exportRun({ run: opts.run, out: opts.out, id: opts.id });
+      console.log(JSON.stringify({ id: manifest.id, contentHash: manifest.contentHash, files: manifest.files }, null, 2));
+    });
+
+  program
     .command('info')
     .description('print a preset\'s architecture and parameter counts')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))

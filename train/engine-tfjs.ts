@@ -156,7 +156,7 @@ export class TfjsEngine {
         // Step 2: context encoder on the kept patches; step 3: predictor at the target positions.
         const context = encode(this.onlineOps, this.model, x.patches, { idx: x.ctxIdx, mask: x.ctxMask });
         const pred = predict(this.onlineOps, this.model, {
-          context, ctxIdx: x.ctxIdx, keyMask: x.keyMask, tgtIdx: x.tgtIdx, numTargets: m.numTargets, tgtLen: m.tgtLen,
+          context, ctxIdx: x.ctxIdx, keyMask: x.keyMask, tgtIdx: x.tgtIdx, numTargets: m.numTargets,
         });
         const pl = predictionLoss(pred, tgt, this.opts.loss);
         let sigTerm = tf.scalar(0);

@@ -106,3 +106,27 @@ test('CLI errors name the problem', () => {
   writeFileSync(badCfg, JSON.stringify({ optim: { lr: -1 } }));
   assert.match(run(['train', '--data', data, '--out', join(dir, 'z'), '--config', badCfg]).stderr, /optim\.lr/);
 });
+
+test('ijepa export writes a verified model package whose encoder runs in onnxruntime', async () => {
+  const { readPackage, PackageError } = await import('../../serve/format/package.ts');
+  const { OnnxModel } = await import('../../serve/core/encoder.ts');
+  const out = join(dir, 'pkg');
+  const r = run(['export', '--run', join(dir, 'runA'), '--out', out]);
+  assert.equal(r.status, 0, r.stderr);
+  const pkg = readPackage(out);
+  assert.equal(pkg.manifest.id, 'pkg');
+  assert.equal(pkg.manifest.training.steps, 10);
+  assert.deepEqual(pkg.manifest.patches, { size: 4, rows: 4, cols: 4 });
+  const enc = await OnnxModel.load(pkg.file('encoder'));
+  const res = await enc.run({ images: { data: new Float32Array(2 * 3 * 16 * 16).fill(0.5), dims: [2, 3, 16, 16] } });
+  assert.deepEqual([...res.tokens.dims], [2, 16, tinyModel.dim]);
+  assert.ok(res.pooled.data.every(Number.isFinite));
+  await enc.release();
+  // A modified file is refused with a clear message.
+  const f = join(out, 'encoder.onnx');
+  const bytes = readFileSync(f);
+  bytes[bytes.length - 1] ^= 1;
+  writeFileSync(f, bytes);
+  assert.throws(() => readPackage(out), (e: Error) => e instanceof PackageError && /encoder\.onnx does not match its checksum/.test(e.message));
+  assert.match(run(['export', '--run', join(dir, 'nothing'), '--out', out]).stderr, /no checkpoint/);
+});

@@ -51,7 +51,7 @@ for (const backend of ['wasm', 'cpu'] as const) {
         return predict(ops, m, {
           context, ctxIdx: tf.tensor2d([0, 1, 2, 3, 0, 0], [1, 6], 'int32'),
           keyMask: tf.tensor2d([1, 1, 1, 1, 0, 0, 1, 1], [1, 8]), tgtIdx: tf.tensor2d([9, 10], [1, 2], 'int32'),
-          numTargets: 1, tgtLen: 2,
+          numTargets: 1,
         }).dataSync().slice() as Float32Array;
       });
       const ctx = randomArray(6 * m.dim, 3);

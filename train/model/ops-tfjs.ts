@@ -148,9 +148,9 @@ export class TfOps implements Ops<T> {
     return tf.unstack(x, 0) as [T, T, T];
   }
 
-  sliceTokens(x: T, start: number, len: number): T {
-    const s = start < 0 ? x.shape[1]! + start : start;
-    return tf.slice(x, [0, s, 0], [-1, len, -1]);
+  lastTokens(x: T, like: T): T {
+    const k = like.shape[1]!;
+    return tf.slice(x, [0, x.shape[1]! - k, 0], [-1, k, -1]);
   }
 
   repeatBatch(x: T, times: number): T {

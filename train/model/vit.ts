@@ -131,7 +131,6 @@ export interface PredictorInputs<T> {
   /** [M·B, T] patch indices of each target block, block-major. */
   tgtIdx: T;
   numTargets: number;
-  tgtLen: number;
 }
 
 /** Predictor: context tokens + one mask token per target position → predicted embeddings [M·B, T, D]. */
@@ -144,7 +143,7 @@ export function predict<T>(ops: Ops<T>, m: ModelConfig, p: PredictorInputs<T>): 
   const bias = keyBias(ops, p.keyMask);
   for (let i = 0; i < m.predDepth; i++) x = block(ops, x, `predictor.blocks.${i}`, m.predHeads, m.predDim, m.eps, bias);
   x = ops.layerNorm(x, m.eps, 'predictor.norm.g', 'predictor.norm.b');
-  return ops.linear(ops.sliceTokens(x, -p.tgtLen, p.tgtLen), 'predictor.proj.w', 'predictor.proj.b');
+  return ops.linear(ops.lastTokens(x, p.tgtIdx), 'predictor.proj.w', 'predictor.proj.b');
 }
 
 /** Targets: target-encoder tokens [B, N, D], layer-normalised without affine, gathered per block → [M·B, T, D]. */
