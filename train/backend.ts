@@ -242,11 +242,11 @@ let active: BackendName | null = null;
  * Activates a backend. `tensorflow` needs @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node,
  * which the user installs where their native library can be downloaded.
  */
-export async function useBackend(name: BackendName, threads = 1): Promise<void> {
+export async function useBackend(name: BackendName): Promise<void> {
   if (active === name && tf.getBackend() === name) return;
   if (name === 'wasm') {
-    const wasm = await import('@tensorflow/tfjs-backend-wasm');
-    wasm.setThreadsCount(threads);
+    // The wasm backend runs single-threaded under Node (its threaded build needs browser workers).
+    await import('@tensorflow/tfjs-backend-wasm');
     const before = {
       exc: process.listeners('uncaughtException'),
       rej: process.listeners('unhandledRejection'),

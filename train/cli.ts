@@ -43,7 +43,6 @@ export function buildCli(): Command {
     .addOption(new Option('--loss <kind>', 'prediction loss').choices(['mse', 'smooth-l1']))
     .option('--sigreg <lambda>', 'weight of the SIGReg regulariser (off by default)', (v) => Number(v))
     .addOption(new Option('--backend <name>', 'TF.js backend').choices(['wasm', 'cpu', 'tensorflow']).default('wasm'))
-    .option('--threads <n>', 'wasm threads', int('--threads'), 1)
     .option('--resume', 'continue the checkpoint in --out', false)
     .option('--plain', 'log lines instead of a progress bar (default when stderr is not a TTY)')
     .action(async (opts) => {
@@ -58,7 +57,7 @@ export function buildCli(): Command {
       for (const k of Object.keys(flags) as (keyof ConfigOverrides)[]) if (flags[k] === undefined) delete flags[k];
       const config = resolveConfig(opts.preset as PresetName, opts.config ? readConfigFile(opts.config) : undefined, flags);
       const summary = await train({
-        data: opts.data, out: opts.out, config, resume: opts.resume, backend: opts.backend, threads: opts.threads,
+        data: opts.data, out: opts.out, config, resume: opts.resume, backend: opts.backend,
         plain: opts.plain ?? !process.stderr.isTTY,
       });
       console.log(JSON.stringify(summary, null, 2));

@@ -5,10 +5,9 @@
 import type { MaskBatch } from './masks.ts';
 import type { ModelConfig } from './model/presets.ts';
 
-function blockFlops(tokens: number, width: number, mlpRatio: number, heads: number): number {
+function blockFlops(tokens: number, width: number, mlpRatio: number): number {
   const linear = 2 * tokens * width * width * (4 + 2 * mlpRatio);
   const attention = 2 * 2 * tokens * tokens * width; // QKᵀ and AV over all heads
-  void heads;
   return linear + attention;
 }
 
@@ -19,11 +18,11 @@ export function stepFlops(m: ModelConfig, masks: MaskBatch): number {
   let fwd = 0;
   let trainFwd = 0;
   for (let b = 0; b < masks.batch; b++) {
-    fwd += embed(n) + m.depth * blockFlops(n, m.dim, m.mlpRatio, m.heads); // target encoder, no backward
+    fwd += embed(n) + m.depth * blockFlops(n, m.dim, m.mlpRatio); // target encoder, no backward
     const ctx = masks.ctxCount[b];
-    trainFwd += embed(n) + m.depth * blockFlops(ctx, m.dim, m.mlpRatio, m.heads);
+    trainFwd += embed(n) + m.depth * blockFlops(ctx, m.dim, m.mlpRatio);
     const tokens = ctx + masks.tgtLen;
-    trainFwd += masks.numTargets * (2 * ctx * m.dim * m.predDim + m.predDepth * blockFlops(tokens, m.predDim, m.mlpRatio, m.predHeads) + 2 * masks.tgtLen * m.predDim * m.dim);
+    trainFwd += masks.numTargets * (2 * ctx * m.dim * m.predDim + m.predDepth * blockFlops(tokens, m.predDim, m.mlpRatio) + 2 * masks.tgtLen * m.predDim * m.dim);
   }
   return fwd + 3 * trainFwd;
 }

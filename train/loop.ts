@@ -29,7 +29,6 @@ export interface RunOptions {
   config: TrainConfig;
   resume: boolean;
   backend: BackendName;
-  threads: number;
   /** Print progress as plain lines (non-TTY) instead of a bar. */
   plain?: boolean;
   log?: (line: string) => void;
@@ -64,8 +63,9 @@ export function preprocessOf(c: TrainConfig): Preprocess {
 /** Token rows (first images of the batch) that RankMe is computed over. */
 const RANKME_ROWS = 1024;
 
-/** Budget-based plans are fixed after this many timed optimizer steps (the first one is not timed). */
-const TIMING_STEPS = 3;
+/** Budget-based plans are fixed from the median of this many optimizer steps, after JIT warm-up ones. */
+const TIMING_STEPS = 4;
+const WARMUP_STEPS = 2;
 
 export async function train(o: RunOptions): Promise<RunSummary> {
   const log = o.log ?? ((s: string) => console.error(s));
@@ -91,7 +91,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
 
   const grid = gridOf(cfg.model);
   validateMaskConfig(cfg.masks, grid);
-  await useBackend(o.backend, o.threads);
+  await useBackend(o.backend);
 
   const dataset = openDataset(o.data);
   const loader = new BatchLoader(
@@ -201,7 +201,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
 
       if (!plan) {
         // Time-budget runs: measure a few steps, then fix a schedule that ends with the budget.
-        if (state.step > 1) timed.push((performance.now() - t0) / 1000);
+        if (state.step > WARMUP_STEPS) timed.push((performance.now() - t0) / 1000);
         if (timed.length >= TIMING_STEPS) {
           const perStep = timed.sort((a, b) => a - b)[Math.floor(timed.length / 2)];
           plan = planByBudget(epochPlan, budgetSec - (performance.now() - startedAt) / 1000 + state.step * perStep, perStep);
@@ -214,7 +214,8 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         step: state.step, loss, lr: s.lr, wd: s.weightDecay, momentum: s.momentum,
         epoch: state.position.epoch, images: state.imagesSeen, elapsed: (performance.now() - startedAt) / 1000,
       };
-      if (state.step % cfg.diagEvery === 0 || state.step === 1) {
+      const last = plan !== null && state.step >= plan.totalSteps;
+      if (state.step % cfg.diagEvery === 0 || state.step === 1 || last) {
         const p = engine.probe(lastBatch!);
         const d = cfg.model.dim;
         lastDiag = {
