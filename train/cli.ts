@@ -76,6 +76,24 @@ export function buildCli(): Command {
     });
 
   program
+    .command('probe')
+    .description('fit a linear probe on frozen pooled features; prints accuracy and macro-F1, writes probe.json into the package')
+    .requiredOption('--model <dir>', 'model package (from `ijepa export`)')
+    .requiredOption('--data <path>', 'labeled training data (image class folders, STL-10, IDX)')
+    .option('--test <path>', 'labeled test data (default: the source\'s test split, else a seeded 20% hold-out)')
+    .option('--l2 <x>', 'L2 penalty on the weights', (v) => Number(v), 1e-3)
+    .option('--limit <n>', 'use at most n training images (seeded subsample)', int('--limit'))
+    .option('--seed <n>', 'seed for splits and subsamples', int('--seed', 0), 0)
+    .action(async (opts) => {
+      const { runProbe } = await import('./probe.ts');
+      const r = await runProbe({ model: opts.model, data: opts.data, test: opts.test, l2: opts.l2, limit: opts.limit, seed: opts.seed, progress: process.stderr.isTTY });
+      console.log(`linear probe on ${r.testSplit}: ${r.testCount} test images, ${r.trainCount} train images, L-BFGS ${r.iterations} iterations${r.converged ? '' : ' (not converged)'}`);
+      console.log(`top-1 accuracy ${(100 * r.accuracy).toFixed(2)}%   macro-F1 ${(100 * r.macroF1).toFixed(2)}%\n`);
+      console.log('| class | precision | recall | F1 | support |\n| --- | --- | --- | --- | --- |');
+      for (const c of r.perClass) console.log(`| ${c.name} | ${(100 * c.precision).toFixed(1)} | ${(100 * c.recall).toFixed(1)} | ${(100 * c.f1).toFixed(1)} | ${c.support} |`);
+    });
+
+  program
     .command('info')
     .description('print a preset\'s architecture and parameter counts')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))

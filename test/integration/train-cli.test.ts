@@ -130,3 +130,44 @@ test('ijepa export writes a verified model package whose encoder runs in onnxrun
   assert.throws(() => readPackage(out), (e: Error) => e instanceof PackageError && /encoder\.onnx does not match its checksum/.test(e.message));
   assert.match(run(['export', '--run', join(dir, 'nothing'), '--out', out]).stderr, /no checkpoint/);
 });
+
+test('ijepa probe fits a linear head on frozen features and stores it in the package', async () => {
+  const { readPackage } = await import('../../serve/format/package.ts');
+  const { probeProbabilities, probeSchema } = await import('../../serve/format/probe.ts');
+  const out = join(dir, 'pkg-probe');
+  assert.equal(run(['export', '--run', join(dir, 'runA'), '--out', out]).status, 0);
+  // Two classes that differ in brightness and stripe direction; t10k-* is the test split.
+  const labeledDir = join(dir, 'labeled');
+  mkdirSync(labeledDir);
+  const make = (n: number, seed: number) => {
+    const imgs = new Uint8Array(n * 256);
+    const labels = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const c = (i + seed) % 2;
+      labels[i] = c;
+      for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) {
+        const stripe = c ? (x >> 1) % 2 : (y >> 1) % 2;
+        imgs[i * 256 + y * 16 + x] = (c ? 60 : 140) + 80 * stripe + ((i * 7 + x * 3 + y) % 11);
+      }
+    }
+    return { imgs, labels };
+  };
+  const trainSet = make(60, 0);
+  const testSet = make(20, 1);
+  writeFileSync(join(labeledDir, 'train-images-idx3-ubyte'), idx([60, 16, 16], trainSet.imgs));
+  writeFileSync(join(labeledDir, 'train-labels-idx1-ubyte'), idx([60], trainSet.labels));
+  writeFileSync(join(labeledDir, 't10k-images-idx3-ubyte'), idx([20, 16, 16], testSet.imgs));
+  writeFileSync(join(labeledDir, 't10k-labels-idx1-ubyte'), idx([20], testSet.labels));
+  const r = run(['probe', '--model', out, '--data', labeledDir]);
+  assert.equal(r.status, 0, r.stderr);
+  const acc = Number(/top-1 accuracy ([\d.]+)%/.exec(r.stdout)![1]);
+  assert.ok(acc >= 90, r.stdout);
+  assert.match(r.stdout, /20 test images, 60 train images/);
+  const pkg = readPackage(out);
+  assert.deepEqual(pkg.manifest.classes, ['0', '1']);
+  const head = probeSchema.parse(JSON.parse(new TextDecoder().decode(pkg.file('probe'))));
+  const p = probeProbabilities(head, new Float32Array(head.dim));
+  assert.ok(Math.abs(p[0] + p[1] - 1) < 1e-9);
+  const unlabeled = run(['probe', '--model', out, '--data', data]);
+  assert.match(unlabeled.stderr, /has no labels/);
+});

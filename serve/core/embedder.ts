@@ -1,0 +1,40 @@
+/** A model package's encoder as a function from preprocessed RGB images to embeddings. */
+import { readPackage } from '../format/package.ts';
+import type { Manifest } from '../format/manifest.ts';
+import { normalizeChw } from '../format/preprocess.ts';
+import { OnnxModel } from './encoder.ts';
+
+export interface Embeddings {
+  /** [n, D] mean of the patch embeddings. */
+  pooled: Float32Array;
+  /** [n, rows·cols, D] patch embeddings, raster order. */
+  tokens: Float32Array;
+  count: number;
+}
+
+export class Embedder {
+  private constructor(
+    readonly manifest: Manifest,
+    private readonly encoder: OnnxModel,
+    readonly files: ReturnType<typeof readPackage>,
+  ) {}
+
+  static async open(dir: string, threads = 1): Promise<Embedder> {
+    const pkg = readPackage(dir);
+    return new Embedder(pkg.manifest, await OnnxModel.load(pkg.file('encoder'), threads), pkg);
+  }
+
+  /** images: RGB HWC bytes at the package's input size. */
+  async embed(images: Uint8Array[]): Promise<Embeddings> {
+    const p = this.manifest.preprocess;
+    const per = 3 * p.size * p.size;
+    const input = new Float32Array(images.length * per);
+    images.forEach((rgb, i) => normalizeChw(rgb, p, input, i * per));
+    const out = await this.encoder.run({ images: { data: input, dims: [images.length, 3, p.size, p.size] } });
+    return { pooled: out.pooled.data, tokens: out.tokens.data, count: images.length };
+  }
+
+  async close(): Promise<void> {
+    await this.encoder.release();
+  }
+}

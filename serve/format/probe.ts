@@ -1,0 +1,43 @@
+/**
+ * The linear-probe head stored in a package (`probe.json`): standardisation then a linear layer
+ * and softmax over the pooled embedding.
+ */
+import { z } from 'zod';
+
+export const probeSchema = z
+  .object({
+    classes: z.array(z.string()).min(2),
+    dim: z.number().int().positive(),
+    mean: z.array(z.number()),
+    std: z.array(z.number().positive()),
+    /** [classes][dim] */
+    weights: z.array(z.array(z.number())),
+    bias: z.array(z.number()),
+    metrics: z.object({ accuracy: z.number(), macroF1: z.number(), split: z.string(), count: z.number().int() }).strict().optional(),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    const c = p.classes.length;
+    if (p.mean.length !== p.dim || p.std.length !== p.dim) ctx.addIssue({ code: 'custom', message: 'mean/std length must equal dim' });
+    if (p.weights.length !== c || p.weights.some((w) => w.length !== p.dim)) ctx.addIssue({ code: 'custom', message: 'weights must be [classes][dim]' });
+    if (p.bias.length !== c) ctx.addIssue({ code: 'custom', message: 'bias must have one entry per class' });
+  });
+
+export type ProbeHead = z.infer<typeof probeSchema>;
+
+/** Class probabilities for one pooled embedding. */
+export function probeProbabilities(p: ProbeHead, embedding: ArrayLike<number>): Float64Array {
+  const c = p.classes.length;
+  const logits = new Float64Array(c);
+  for (let k = 0; k < c; k++) {
+    let s = p.bias[k];
+    const w = p.weights[k];
+    for (let j = 0; j < p.dim; j++) s += w[j] * ((embedding[j] - p.mean[j]) / p.std[j]);
+    logits[k] = s;
+  }
+  const max = Math.max(...logits);
+  let z = 0;
+  for (let k = 0; k < c; k++) z += logits[k] = Math.exp(logits[k] - max);
+  for (let k = 0; k < c; k++) logits[k] /= z;
+  return logits;
+}
