@@ -94,6 +94,26 @@ export function buildCli(): Command {
     });
 
   program
+    .command('serve')
+    .description('serve a model package over HTTP: embeddings, classification (see README for the API)')
+    .requiredOption('--model <dir>', 'model package directory')
+    .option('--port <n>', 'port', int('--port', 0), 8080)
+    .option('--host <addr>', 'address to bind', '127.0.0.1')
+    .option('--max-batch <n>', 'images per encoder run', int('--max-batch'), 32)
+    .option('--max-wait <ms>', 'longest an image waits for its batch to fill', int('--max-wait', 0), 5)
+    .option('--max-queue <n>', 'queued images before answering 429', int('--max-queue'), 512)
+    .option('--max-bytes <n>', 'largest accepted image, bytes', int('--max-bytes'), 10 * 1024 * 1024)
+    .option('--max-pixels <n>', 'largest accepted image, width × height', int('--max-pixels'), 40_000_000)
+    .option('--threads <n>', 'onnxruntime intra-op threads', int('--threads'), 1)
+    .action(async (opts) => {
+      const { serve } = await import('../serve/main.ts');
+      await serve({
+        model: opts.model, port: opts.port, host: opts.host, maxBatch: opts.maxBatch, maxWaitMs: opts.maxWait,
+        maxQueue: opts.maxQueue, maxBytes: opts.maxBytes, maxPixels: opts.maxPixels, threads: opts.threads,
+      });
+    });
+
+  program
     .command('info')
     .description('print a preset\'s architecture and parameter counts')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))

@@ -52,7 +52,7 @@ export async function decodeRgb(src: ImageSource): Promise<RgbImage> {
     for (let i = 0; i < src.data.length; i++) rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = src.data[i];
     return { data: rgb, width: src.width, height: src.height };
   }
-  const { data, info } = await sharp(src.data, { failOn: 'error' })
+  const { data, info } = await sharp(src.data, { failOn: 'truncated' })
     .rotate()
     .flatten({ background: '#ffffff' })
     .toColourspace('srgb')

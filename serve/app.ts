@@ -1,0 +1,80 @@
+/** Express wiring only: body parsers, routes, metrics, and the one error table. */
+import express, { type NextFunction, type Request, type Response } from 'express';
+import multer from 'multer';
+import { ApiError } from './errors.ts';
+import type { Service } from './service.ts';
+import { classify, embeddings } from './routes/embed.ts';
+import { openapi } from './openapi.ts';
+
+type Handler = (svc: Service, req: Request, res: Response) => Promise<void>;
+
+export function createApp(svc: Service, log: (msg: string) => void = () => {}): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  const o = svc.options;
+
+  app.use((req, res, next) => {
+    res.on('finish', () => svc.metrics.requests.inc({ route: req.route?.path ?? 'unmatched', status: String(res.statusCode) }));
+    next();
+  });
+  app.use(express.raw({ type: 'image/*', limit: o.maxBytes }));
+  // Base64 inflates by 4/3; allow a full batch of maximum-size images plus slack.
+  app.use(express.json({ limit: Math.ceil((o.maxBytes * o.maxImages * 4) / 3) + 65536 }));
+  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: o.maxBytes, files: o.maxImages, fields: 16, fieldSize: 1024 } }).any();
+  const multipart = (req: Request, res: Response, next: NextFunction) => {
+    if (!(req.headers['content-type'] ?? '').toLowerCase().startsWith('multipart/form-data')) return next();
+    // Whatever multer or busboy throws is about the client's body.
+    upload(req, res, (err?: unknown) => next(err ? multipartError(err) : undefined));
+  };
+
+  const route = (h: Handler) => async (req: Request, res: Response) => {
+    if (!svc.ready) throw new ApiError('not_ready', 'the model is not loaded yet', 1);
+    await h(svc, req, res);
+  };
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', (_req, res) => {
+    res.status(svc.ready ? 200 : 503).json({ ready: svc.ready, model: svc.manifest.id });
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.set('content-type', svc.metrics.registry.contentType).send(await svc.metrics.registry.metrics());
+  });
+  app.get('/v1/models', (_req, res) => {
+    res.json({ data: [{ ...svc.manifest, probe: svc.probe ? { classes: svc.probe.classes, metrics: svc.probe.metrics } : null }] });
+  });
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openapi(svc));
+  });
+  app.post('/v1/embeddings', multipart, route(embeddings));
+  app.post('/v1/classify', multipart, route(classify));
+
+  app.use((req: Request) => {
+    throw new ApiError('not_found', `no route ${req.method} ${req.path}`);
+  });
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const e = toApiError(err);
+    if (e.code === 'internal') log(`internal error: ${(err as Error)?.stack ?? String(err)}`);
+    if (e.retryAfter) res.set('retry-after', String(e.retryAfter));
+    res.status(e.status).json(e.toJSON());
+  });
+  return app;
+}
+
+function multipartError(err: unknown): ApiError {
+  const e = err as { code?: string; message?: string };
+  if (e?.code === 'LIMIT_FILE_SIZE') return new ApiError('payload_too_large', 'an uploaded image is larger than the byte limit');
+  return new ApiError('bad_request', `multipart body: ${e?.message ?? String(err)}`);
+}
+
+/** Errors from body parsers become API errors; anything else is internal. */
+function toApiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  const e = err as { type?: string; code?: string; message?: string; status?: number };
+  if (e?.type === 'entity.too.large') return new ApiError('payload_too_large', 'request body is too large');
+  if (e?.type === 'entity.parse.failed') return new ApiError('invalid_json', 'request body is not valid JSON');
+  if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') return new ApiError('unsupported_media_type', e.message ?? 'unsupported encoding');
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) return new ApiError('bad_request', e.message ?? 'bad request');
+  return new ApiError('internal', 'internal error');
+}

@@ -1,0 +1,40 @@
+/**
+ * Untrusted image bytes → model input pixels. Limits are checked on the header before any pixel is
+ * decoded (a 100-byte file can claim 50000×50000). Decoding runs in sharp's thread pool, off the
+ * event loop.
+ */
+import sharp from 'sharp';
+import { ApiError } from '../errors.ts';
+import { toRgb, type Preprocess } from '../format/preprocess.ts';
+
+export interface DecodeLimits {
+  maxBytes: number;
+  maxPixels: number;
+}
+
+/** Raster formats we decode; SVG (and anything that could fetch or execute) is refused. */
+const ACCEPTED = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif', 'heif']);
+
+export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, p: Preprocess): Promise<Uint8Array> {
+  if (bytes.length === 0) throw new ApiError('invalid_image', 'empty image (0 bytes)');
+  if (bytes.length > limits.maxBytes) throw new ApiError('payload_too_large', `image is ${bytes.length} bytes; the limit is ${limits.maxBytes}`);
+  let meta: Awaited<ReturnType<ReturnType<typeof sharp>['metadata']>>;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+  } catch {
+    throw new ApiError('invalid_image', 'not a decodable image');
+  }
+  if (!meta.format || !ACCEPTED.has(meta.format)) {
+    throw new ApiError('unsupported_format', `image format '${meta.format ?? 'unknown'}' is not accepted (jpeg, png, webp, gif, tiff, avif, heif)`);
+  }
+  if ((meta.pages ?? 1) > 1) throw new ApiError('animated_image', `image has ${meta.pages} frames; send a single frame`);
+  const w = meta.width ?? 0;
+  const h = meta.height ?? 0;
+  if (!w || !h) throw new ApiError('invalid_image', 'image has no dimensions');
+  if (w * h > limits.maxPixels) throw new ApiError('image_too_large', `image is ${w}x${h} = ${w * h} pixels; the limit is ${limits.maxPixels}`);
+  try {
+    return await toRgb({ kind: 'encoded', data: bytes }, p);
+  } catch (e) {
+    throw new ApiError('invalid_image', `image could not be decoded: ${(e as Error).message.split('\n')[0]}`);
+  }
+}

@@ -1,0 +1,102 @@
+/** POST /v1/embeddings and POST /v1/classify: parse → embed (batched) → serialise. */
+import type { Request, Response } from 'express';
+import { ApiError } from '../errors.ts';
+import { probeProbabilities } from '../format/probe.ts';
+import type { Outcome, Service } from '../service.ts';
+import { parseImages } from './inputs.ts';
+
+/** IEEE half-precision bits of a float32 value (round to nearest even). */
+export function toHalf(v: number): number {
+  const f = new Float32Array([v]);
+  const x = new Uint32Array(f.buffer)[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && half & 1)) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mant >> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
+  return sign | half;
+}
+
+function geometry(svc: Service) {
+  const m = svc.manifest;
+  return { inputSize: m.preprocess.size, resize: m.preprocess.resize, patchSize: m.patches.size, grid: [m.patches.rows, m.patches.cols], dim: m.embeddingDim };
+}
+
+function failIfSingle(single: boolean, outcomes: Outcome[]): void {
+  const first = outcomes[0];
+  if (single && 'error' in first) throw first.error;
+}
+
+export async function embeddings(svc: Service, req: Request, res: Response): Promise<void> {
+  const { items, single, options } = parseImages(req, svc.options.maxImages);
+  const outcomes = await svc.embedAll(items);
+  failIfSingle(single, outcomes);
+  const m = svc.manifest;
+  const [rows, cols] = [m.patches.rows, m.patches.cols];
+  const d = m.embeddingDim;
+  if ((req.headers.accept ?? '').includes('application/octet-stream')) {
+    const failed = outcomes.filter((o): o is Extract<Outcome, { error: ApiError }> => 'error' in o);
+    if (failed.length) {
+      const e = failed[0].error;
+      res.status(e.status).json({ error: `image ${failed[0].index}: ${e.message}`, code: e.code, failed: failed.map((f) => ({ index: f.index, ...f.error.toJSON() })) });
+      return;
+    }
+    const per = options.patches ? rows * cols * d : d;
+    const values = new Float32Array(outcomes.length * per);
+    outcomes.forEach((o, i) => values.set('result' in o ? (options.patches ? o.result.tokens : o.result.pooled) : [], i * per));
+    const shape = options.patches ? [outcomes.length, rows, cols, d] : [outcomes.length, d];
+    let body: Buffer;
+    if (options.dtype === 'float16') {
+      const half = new Uint16Array(values.length);
+      for (let i = 0; i < values.length; i++) half[i] = toHalf(values[i]);
+      body = Buffer.from(half.buffer);
+    } else body = Buffer.from(values.buffer);
+    res.set({ 'content-type': 'application/octet-stream', 'x-shape': shape.join(','), 'x-dtype': options.dtype, 'x-model': m.id });
+    res.send(body);
+    return;
+  }
+  res.json({
+    model: m.id,
+    geometry: geometry(svc),
+    data: outcomes.map((o) => {
+      if ('error' in o) return { index: o.index, ...o.error.toJSON() };
+      const out: Record<string, unknown> = { index: o.index, embedding: Array.from(o.result.pooled) };
+      if (options.patches) {
+        out.patches = Array.from({ length: rows }, (_, r) =>
+          Array.from({ length: cols }, (_, c) => Array.from(o.result.tokens.subarray((r * cols + c) * d, (r * cols + c + 1) * d))));
+      }
+      return out;
+    }),
+  });
+}
+
+export async function classify(svc: Service, req: Request, res: Response): Promise<void> {
+  const probe = svc.probe;
+  if (!probe) throw new ApiError('no_probe', `model '${svc.manifest.id}' has no linear-probe head; run \`ijepa probe\` on it first`);
+  const { items, single, options } = parseImages(req, svc.options.maxImages);
+  const outcomes = await svc.embedAll(items);
+  failIfSingle(single, outcomes);
+  res.json({
+    model: svc.manifest.id,
+    data: outcomes.map((o) => {
+      if ('error' in o) return { index: o.index, ...o.error.toJSON() };
+      const p = probeProbabilities(probe, o.result.pooled);
+      const top = [...p.keys()].sort((a, b) => p[b] - p[a]).slice(0, options.topK);
+      return { index: o.index, predictions: top.map((k) => ({ label: probe.classes[k], probability: p[k] })) };
+    }),
+  });
+}

@@ -1,0 +1,90 @@
+/**
+ * Images from a request, in any of three forms: a raw `image/*` body (one image), JSON with base64
+ * strings, or multipart/form-data (one image per file part). Options come from the JSON body, the
+ * form fields or the query string. Each image keeps its own error so one bad image does not fail
+ * a batch.
+ */
+import type { Request } from 'express';
+import { z } from 'zod';
+import { ApiError } from '../errors.ts';
+
+export interface ImageInput {
+  index: number;
+  bytes?: Uint8Array;
+  error?: ApiError;
+}
+
+export interface RequestOptions {
+  patches: boolean;
+  dtype: 'float32' | 'float16';
+  topK: number;
+}
+
+export interface ParsedImages {
+  items: ImageInput[];
+  /** One raw image: its error is the request's error. */
+  single: boolean;
+  options: RequestOptions;
+}
+
+const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
+const optionsSchema = z.object({
+  patches: bool.optional(),
+  dtype: z.enum(['float32', 'float16']).optional(),
+  top_k: z.coerce.number().int().min(1).max(1000).optional(),
+});
+
+const jsonSchema = optionsSchema
+  .extend({
+    images: z.array(z.union([z.string(), z.object({ data: z.string() }).strict()])).min(1).optional(),
+    image: z.string().optional(),
+  })
+  .strict();
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+function fromBase64(s: string, index: number): ImageInput {
+  const body = s.replace(/^data:[^,]*;base64,/, '').replace(/\s+/g, '');
+  if (body.length === 0 || body.length % 4 === 1 || !BASE64.test(body)) {
+    return { index, error: new ApiError('invalid_base64', `image ${index} is not valid base64`) };
+  }
+  return { index, bytes: new Uint8Array(Buffer.from(body, 'base64')) };
+}
+
+function options(...sources: unknown[]): RequestOptions {
+  const merged: Record<string, unknown> = {};
+  for (const s of sources) if (s && typeof s === 'object') Object.assign(merged, s);
+  const parsed = optionsSchema.safeParse({ patches: merged.patches, dtype: merged.dtype, top_k: merged.top_k });
+  if (!parsed.success) throw new ApiError('bad_request', `bad option: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return { patches: parsed.data.patches ?? false, dtype: parsed.data.dtype ?? 'float32', topK: parsed.data.top_k ?? 5 };
+}
+
+export function parseImages(req: Request, maxImages: number): ParsedImages {
+  const type = (req.headers['content-type'] ?? '').toLowerCase();
+  let items: ImageInput[];
+  let single = false;
+  let opts: RequestOptions;
+  if (type.startsWith('image/')) {
+    if (!Buffer.isBuffer(req.body)) throw new ApiError('invalid_image', 'empty image body');
+    items = [{ index: 0, bytes: new Uint8Array(req.body) }];
+    single = true;
+    opts = options(req.query);
+  } else if (type.startsWith('application/json')) {
+    const parsed = jsonSchema.safeParse(req.body);
+    if (!parsed.success) throw new ApiError('bad_request', `invalid request body: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`);
+    const list = parsed.data.images ?? (parsed.data.image !== undefined ? [parsed.data.image] : []);
+    if (list.length === 0) throw new ApiError('no_images', 'send "images": [base64, …] or "image": base64');
+    if (list.length > maxImages) throw new ApiError('bad_request', `${list.length} images in one request; the limit is ${maxImages}`);
+    items = list.map((s, i) => fromBase64(typeof s === 'string' ? s : s.data, i));
+    single = parsed.data.image !== undefined && !parsed.data.images;
+    opts = options(req.query, parsed.data);
+  } else if (type.startsWith('multipart/form-data')) {
+    const files = (req.files as Express.Multer.File[] | undefined) ?? [];
+    if (files.length === 0) throw new ApiError('no_images', 'multipart body has no file parts');
+    items = files.map((f, i) => ({ index: i, bytes: new Uint8Array(f.buffer) }));
+    opts = options(req.query, req.body);
+  } else {
+    throw new ApiError('unsupported_media_type', `content-type '${type || '(none)'}' is not accepted: use image/*, application/json or multipart/form-data`);
+  }
+  return { items, single, options: opts };
+}

@@ -1,0 +1,93 @@
+/** The loaded model and everything requests share: embedder, batcher, probe head, limits, metrics. */
+import { Embedder } from './core/embedder.ts';
+import { Batcher, type Embedded } from './core/batcher.ts';
+import { decodeImage, type DecodeLimits } from './core/decode.ts';
+import { ApiError } from './errors.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
+import { probeSchema, type ProbeHead } from './format/probe.ts';
+import type { Manifest } from './format/manifest.ts';
+import type { ImageInput } from './routes/inputs.ts';
+
+export interface ServiceOptions {
+  maxBytes: number;
+  maxPixels: number;
+  maxImages: number;
+  maxBatch: number;
+  maxWaitMs: number;
+  maxQueue: number;
+  threads: number;
+}
+
+export const defaultServiceOptions: ServiceOptions = {
+  maxBytes: 10 * 1024 * 1024,
+  maxPixels: 40_000_000,
+  maxImages: 64,
+  maxBatch: 32,
+  maxWaitMs: 5,
+  maxQueue: 512,
+  threads: 1,
+};
+
+export type Outcome = { index: number; result: Embedded } | { index: number; error: ApiError };
+
+export class Service {
+  ready = false;
+  readonly metrics: Metrics = createMetrics();
+  readonly batcher: Batcher;
+  readonly probe?: ProbeHead;
+  readonly limits: DecodeLimits;
+
+  private constructor(
+    readonly embedder: Embedder,
+    readonly options: ServiceOptions,
+  ) {
+    const m = embedder.manifest;
+    this.limits = { maxBytes: options.maxBytes, maxPixels: options.maxPixels };
+    this.batcher = new Batcher((imgs) => embedder.embed(imgs), m.embeddingDim, m.patches.rows * m.patches.cols, options, {
+      batch: (size, sec) => {
+        this.metrics.batchSize.observe(size);
+        this.metrics.stage.observe({ stage: 'inference' }, sec);
+      },
+      queue: (n) => this.metrics.queue.set(n),
+    });
+    if (m.files.probe) this.probe = probeSchema.parse(JSON.parse(new TextDecoder().decode(embedder.files.file('probe'))));
+  }
+
+  get manifest(): Manifest {
+    return this.embedder.manifest;
+  }
+
+  static async open(modelDir: string, options: Partial<ServiceOptions> = {}): Promise<Service> {
+    const o = { ...defaultServiceOptions, ...options };
+    const s = new Service(await Embedder.open(modelDir, o.threads), o);
+    // Ready means a real forward pass worked, not only that the files loaded.
+    const size = s.manifest.preprocess.size;
+    const probe = await s.batcher.submit(new Uint8Array(size * size * 3).fill(128));
+    if (!probe.pooled.every(Number.isFinite)) throw new Error('the encoder produced non-finite embeddings on a gray image');
+    s.ready = true;
+    return s;
+  }
+
+  /** Decodes and embeds every input; each gets its result or its own error. */
+  async embedAll(items: ImageInput[]): Promise<Outcome[]> {
+    return Promise.all(
+      items.map(async (it): Promise<Outcome> => {
+        if (it.error) return { index: it.index, error: it.error };
+        try {
+          const t0 = performance.now();
+          const rgb = await decodeImage(it.bytes!, this.limits, this.manifest.preprocess);
+          this.metrics.stage.observe({ stage: 'decode' }, (performance.now() - t0) / 1000);
+          return { index: it.index, result: await this.batcher.submit(rgb) };
+        } catch (e) {
+          return { index: it.index, error: e instanceof ApiError ? e : new ApiError('internal', (e as Error).message) };
+        }
+      }),
+    );
+  }
+
+  async close(): Promise<void> {
+    this.ready = false;
+    await this.batcher.drain();
+    await this.embedder.close();
+  }
+}
