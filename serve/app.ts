@@ -4,6 +4,7 @@ import multer from 'multer';
 import { ApiError } from './errors.ts';
 import type { Service } from './service.ts';
 import { classify, embeddings } from './routes/embed.ts';
+import { addToGallery, deleteFromGallery, getFromGallery, search } from './routes/gallery.ts';
 import { openapi } from './openapi.ts';
 
 type Handler = (svc: Service, req: Request, res: Response) => Promise<void>;
@@ -47,8 +48,19 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   app.get('/openapi.json', (_req, res) => {
     res.json(openapi(svc));
   });
+  const apiKey = (req: Request, _res: Response, next: NextFunction) => {
+    const key = o.apiKey;
+    if (!key) return next();
+    const given = req.headers['x-api-key'] ?? (req.headers.authorization ?? '').replace(/^Bearer\s+/i, '');
+    if (given !== key) throw new ApiError('unauthorized', 'this route needs the server\'s API key (x-api-key header or Authorization: Bearer)');
+    next();
+  };
   app.post('/v1/embeddings', multipart, route(embeddings));
   app.post('/v1/classify', multipart, route(classify));
+  app.post('/v1/gallery', apiKey, route(addToGallery));
+  app.get('/v1/gallery/:id', route(getFromGallery));
+  app.delete('/v1/gallery/:id', apiKey, route(deleteFromGallery));
+  app.post('/v1/search', multipart, route(search));
 
   app.use((req: Request) => {
     throw new ApiError('not_found', `no route ${req.method} ${req.path}`);

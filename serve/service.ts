@@ -1,5 +1,6 @@
 /** The loaded model and everything requests share: embedder, batcher, probe head, limits, metrics. */
 import { Embedder } from './core/embedder.ts';
+import { Gallery } from './core/gallery.ts';
 import { Batcher, type Embedded } from './core/batcher.ts';
 import { decodeImage, type DecodeLimits } from './core/decode.ts';
 import { ApiError } from './errors.ts';
@@ -16,6 +17,10 @@ export interface ServiceOptions {
   maxWaitMs: number;
   maxQueue: number;
   threads: number;
+  /** Directory of a persistent patch gallery (optional). */
+  gallery?: string;
+  /** Required on mutating gallery routes when set. */
+  apiKey?: string;
 }
 
 export const defaultServiceOptions: ServiceOptions = {
@@ -36,6 +41,7 @@ export class Service {
   readonly batcher: Batcher;
   readonly probe?: ProbeHead;
   readonly limits: DecodeLimits;
+  gallery?: Gallery;
 
   private constructor(
     readonly embedder: Embedder,
@@ -60,6 +66,7 @@ export class Service {
   static async open(modelDir: string, options: Partial<ServiceOptions> = {}): Promise<Service> {
     const o = { ...defaultServiceOptions, ...options };
     const s = new Service(await Embedder.open(modelDir, o.threads), o);
+    if (o.gallery) s.gallery = Gallery.open(o.gallery, s.manifest.id, s.manifest.embeddingDim, (m) => console.error(m));
     // Ready means a real forward pass worked, not only that the files loaded.
     const size = s.manifest.preprocess.size;
     const probe = await s.batcher.submit(new Uint8Array(size * size * 3).fill(128));
@@ -88,6 +95,7 @@ export class Service {
   async close(): Promise<void> {
     this.ready = false;
     await this.batcher.drain();
+    this.gallery?.close();
     await this.embedder.close();
   }
 }

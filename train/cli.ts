@@ -105,11 +105,14 @@ export function buildCli(): Command {
     .option('--max-bytes <n>', 'largest accepted image, bytes', int('--max-bytes'), 10 * 1024 * 1024)
     .option('--max-pixels <n>', 'largest accepted image, width × height', int('--max-pixels'), 40_000_000)
     .option('--threads <n>', 'onnxruntime intra-op threads', int('--threads'), 1)
+    .option('--gallery <dir>', 'persistent patch gallery for /v1/gallery and /v1/search')
+    .option('--api-key <key>', 'required on mutating gallery routes (default: $IJEPA_API_KEY)')
     .action(async (opts) => {
       const { serve } = await import('../serve/main.ts');
       await serve({
         model: opts.model, port: opts.port, host: opts.host, maxBatch: opts.maxBatch, maxWaitMs: opts.maxWait,
         maxQueue: opts.maxQueue, maxBytes: opts.maxBytes, maxPixels: opts.maxPixels, threads: opts.threads,
+        gallery: opts.gallery, apiKey: opts.apiKey ?? process.env.IJEPA_API_KEY,
       });
     });
 

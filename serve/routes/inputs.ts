@@ -18,6 +18,10 @@ export interface RequestOptions {
   patches: boolean;
   dtype: 'float32' | 'float16';
   topK: number;
+  /** Search: hits to return, an optional patch box [row0, col0, row1, col1) and pooled scores. */
+  k: number;
+  box?: [number, number, number, number];
+  pooled: boolean;
 }
 
 export interface ParsedImages {
@@ -28,10 +32,17 @@ export interface ParsedImages {
 }
 
 const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
+const box = z.union([
+  z.tuple([z.number().int(), z.number().int(), z.number().int(), z.number().int()]),
+  z.string().regex(/^\d+,\d+,\d+,\d+$/).transform((s) => s.split(',').map(Number) as [number, number, number, number]),
+]);
 const optionsSchema = z.object({
   patches: bool.optional(),
   dtype: z.enum(['float32', 'float16']).optional(),
   top_k: z.coerce.number().int().min(1).max(1000).optional(),
+  k: z.coerce.number().int().min(1).max(100).optional(),
+  box: box.optional(),
+  pooled: bool.optional(),
 });
 
 const jsonSchema = optionsSchema
@@ -54,9 +65,10 @@ function fromBase64(s: string, index: number): ImageInput {
 function options(...sources: unknown[]): RequestOptions {
   const merged: Record<string, unknown> = {};
   for (const s of sources) if (s && typeof s === 'object') Object.assign(merged, s);
-  const parsed = optionsSchema.safeParse({ patches: merged.patches, dtype: merged.dtype, top_k: merged.top_k });
+  const parsed = optionsSchema.safeParse({ patches: merged.patches, dtype: merged.dtype, top_k: merged.top_k, k: merged.k, box: merged.box, pooled: merged.pooled });
   if (!parsed.success) throw new ApiError('bad_request', `bad option: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  return { patches: parsed.data.patches ?? false, dtype: parsed.data.dtype ?? 'float32', topK: parsed.data.top_k ?? 5 };
+  const d = parsed.data;
+  return { patches: d.patches ?? false, dtype: d.dtype ?? 'float32', topK: d.top_k ?? 5, k: d.k ?? 10, box: d.box, pooled: d.pooled ?? false };
 }
 
 export function parseImages(req: Request, maxImages: number): ParsedImages {

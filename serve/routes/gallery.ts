@@ -1,0 +1,102 @@
+/** Gallery routes: add / get / delete images, and nearest-image search by patch MaxSim. */
+import type { Request, Response } from 'express';
+import { z } from 'zod';
+import { ApiError } from '../errors.ts';
+import type { Gallery } from '../core/gallery.ts';
+import type { Service } from '../service.ts';
+import { parseImages, type ImageInput } from './inputs.ts';
+
+const ID = /^[\w.:@/-]{1,128}$/;
+const idSchema = z.string().regex(ID, 'ids are 1-128 characters of letters, digits and _ . : @ / -');
+const itemSchema = z.object({ id: idSchema, image: z.string(), metadata: z.record(z.string(), z.unknown()).optional() }).strict();
+const addSchema = z.union([z.object({ items: z.array(itemSchema).min(1) }).strict(), itemSchema]);
+
+function galleryOf(svc: Service): Gallery {
+  if (!svc.gallery) throw new ApiError('no_gallery', 'this server has no gallery: start it with --gallery <dir>');
+  return svc.gallery;
+}
+
+function decodeB64(s: string, index: number): ImageInput {
+  const body = s.replace(/^data:[^,]*;base64,/, '').replace(/\s+/g, '');
+  if (!body || body.length % 4 === 1 || !/^[A-Za-z0-9+/]*={0,2}$/.test(body)) return { index, error: new ApiError('invalid_base64', `image ${index} is not valid base64`) };
+  return { index, bytes: new Uint8Array(Buffer.from(body, 'base64')) };
+}
+
+export async function addToGallery(svc: Service, req: Request, res: Response): Promise<void> {
+  const gallery = galleryOf(svc);
+  let items: { id: string; metadata?: Record<string, unknown>; input: ImageInput }[];
+  let single = false;
+  if ((req.headers['content-type'] ?? '').toLowerCase().startsWith('image/')) {
+    const id = idSchema.safeParse(req.query.id);
+    if (!id.success) throw new ApiError('bad_request', `query parameter id: ${id.error.issues[0].message}`);
+    let metadata: Record<string, unknown> | undefined;
+    if (typeof req.query.metadata === 'string') {
+      try {
+        metadata = z.record(z.string(), z.unknown()).parse(JSON.parse(req.query.metadata));
+      } catch {
+        throw new ApiError('bad_request', 'query parameter metadata must be a JSON object');
+      }
+    }
+    items = [{ id: id.data, metadata, input: parseImages(req, 1).items[0] }];
+    single = true;
+  } else {
+    if (!(req.headers['content-type'] ?? '').toLowerCase().startsWith('application/json')) {
+      throw new ApiError('unsupported_media_type', 'add images as image/* (with ?id=) or application/json {items: [{id, image, metadata}]}');
+    }
+    const parsed = addSchema.safeParse(req.body);
+    if (!parsed.success) throw new ApiError('bad_request', `invalid request body: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`);
+    const list = 'items' in parsed.data ? parsed.data.items : [parsed.data];
+    single = !('items' in parsed.data);
+    if (list.length > svc.options.maxImages) throw new ApiError('bad_request', `${list.length} images in one request; the limit is ${svc.options.maxImages}`);
+    items = list.map((it, i) => ({ id: it.id, metadata: it.metadata, input: decodeB64(it.image, i) }));
+  }
+  const outcomes = await svc.embedAll(items.map((i) => i.input));
+  const m = svc.manifest;
+  const added: { id: string; patches: number }[] = [];
+  const errors: { index: number; id: string; error: string; code: string }[] = [];
+  outcomes.forEach((o, i) => {
+    if ('error' in o) errors.push({ index: i, id: items[i].id, ...o.error.toJSON() });
+    else {
+      gallery.add(items[i].id, o.result.tokens, o.result.pooled, m.patches.rows, m.patches.cols, items[i].metadata);
+      added.push({ id: items[i].id, patches: m.patches.rows * m.patches.cols });
+    }
+  });
+  if (single && errors.length) throw outcomes[0] && 'error' in outcomes[0] ? outcomes[0].error : new ApiError('internal', 'add failed');
+  res.json({ added, errors, size: gallery.size });
+}
+
+export async function getFromGallery(svc: Service, req: Request, res: Response): Promise<void> {
+  const e = galleryOf(svc).get(String(req.params.id));
+  if (!e) throw new ApiError('not_found', `no gallery image '${req.params.id}'`);
+  res.json(e);
+}
+
+export async function deleteFromGallery(svc: Service, req: Request, res: Response): Promise<void> {
+  if (!galleryOf(svc).remove(String(req.params.id))) throw new ApiError('not_found', `no gallery image '${req.params.id}'`);
+  res.json({ deleted: req.params.id });
+}
+
+export async function search(svc: Service, req: Request, res: Response): Promise<void> {
+  const gallery = galleryOf(svc);
+  const { items, options } = parseImages(req, 1);
+  if (items.length !== 1) throw new ApiError('bad_request', 'search takes exactly one image');
+  const [outcome] = await svc.embedAll(items);
+  if ('error' in outcome) throw outcome.error;
+  const m = svc.manifest;
+  const { rows, cols } = m.patches;
+  const d = m.embeddingDim;
+  const [r0, c0, r1, c1] = options.box ?? [0, 0, rows, cols];
+  if (!(r0 >= 0 && c0 >= 0 && r1 <= rows && c1 <= cols && r0 < r1 && c0 < c1)) {
+    throw new ApiError('bad_request', `box must satisfy 0 <= row0 < row1 <= ${rows} and 0 <= col0 < col1 <= ${cols} (patch grid units)`);
+  }
+  const positions: [number, number][] = [];
+  const query = new Float32Array((r1 - r0) * (c1 - c0) * d);
+  for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) {
+    query.set(outcome.result.tokens.subarray((r * cols + c) * d, (r * cols + c + 1) * d), positions.length * d);
+    positions.push([r, c]);
+  }
+  const t0 = performance.now();
+  const hits = gallery.search(query, positions, outcome.result.pooled, options.k, options.pooled);
+  svc.metrics.stage.observe({ stage: 'search' }, (performance.now() - t0) / 1000);
+  res.json({ model: m.id, grid: [rows, cols], patchSize: m.patches.size, box: [r0, c0, r1, c1], hits });
+}

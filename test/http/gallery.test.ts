@@ -1,0 +1,159 @@
+/** Gallery: add/get/delete/search over HTTP, durability across kill -9, corruption detection. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { appendFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Server } from 'node:http';
+import sharp from 'sharp';
+import { createApp } from '../../serve/app.ts';
+import { Service } from '../../serve/service.ts';
+import { Gallery, GalleryError } from '../../serve/core/gallery.ts';
+import { makePackage } from './fixtures.ts';
+
+const BIN = join(import.meta.dirname, '../../bin/ijepa.js');
+const pkg = makePackage(false);
+
+async function pattern(seed: number): Promise<Buffer> {
+  const w = 24;
+  const raw = Buffer.alloc(w * w * 3);
+  for (let i = 0; i < raw.length; i++) raw[i] = (Math.sin(i * (seed + 1) * 0.37) * 120 + 128 + seed * 17) & 255;
+  return sharp(raw, { raw: { width: w, height: w, channels: 3 } }).png().toBuffer();
+}
+
+async function listen(svc: Service) {
+  const s = await new Promise<Server>((resolve) => {
+    const srv = createApp(svc).listen(0, '127.0.0.1', () => resolve(srv));
+  });
+  return { server: s, base: `http://127.0.0.1:${(s.address() as { port: number }).port}` };
+}
+
+const json = (v: unknown) => JSON.stringify(v);
+const JSONH = { 'content-type': 'application/json' };
+
+test('gallery over HTTP: add, get, search (MaxSim, box, pooled), delete, API key', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ijepa-gal-'));
+  const svc = await Service.open(pkg, { gallery: dir, apiKey: 'sesame' });
+  const { server, base } = await listen(svc);
+  const imgs = await Promise.all([0, 1, 2, 3].map(pattern));
+  const auth = { ...JSONH, 'x-api-key': 'sesame' };
+  const denied = await fetch(`${base}/v1/gallery`, { method: 'POST', headers: JSONH, body: json({ id: 'a', image: imgs[0].toString('base64') }) });
+  assert.equal(denied.status, 401);
+  assert.equal((await denied.json()).code, 'unauthorized');
+  const add = await fetch(`${base}/v1/gallery`, {
+    method: 'POST', headers: auth,
+    body: json({ items: imgs.slice(0, 3).map((b, i) => ({ id: `img-${i}`, image: b.toString('base64'), metadata: { n: i } })).concat([{ id: 'bad', image: 'AAAA', metadata: { n: -1 } }]) }),
+  });
+  assert.equal(add.status, 200);
+  const added = await add.json();
+  assert.deepEqual(added.added.map((a: { id: string }) => a.id), ['img-0', 'img-1', 'img-2']);
+  assert.equal(added.errors[0].id, 'bad');
+  const raw = await fetch(`${base}/v1/gallery?id=img-3&metadata=${encodeURIComponent('{"n":3}')}`, { method: 'POST', headers: { 'content-type': 'image/png', authorization: 'Bearer sesame' }, body: new Uint8Array(imgs[3]) });
+  assert.equal(raw.status, 200, await raw.clone().text());
+  assert.deepEqual(await (await fetch(`${base}/v1/gallery/img-1`)).json().then((e) => [e.id, e.metadata, e.patches, e.grid]), ['img-1', { n: 1 }, 16, [4, 4]]);
+
+  const res = await (await fetch(`${base}/v1/search`, { method: 'POST', headers: JSONH, body: json({ image: imgs[2].toString('base64'), k: 3, pooled: true }) })).json();
+  assert.equal(res.hits[0].id, 'img-2');
+  assert.ok(res.hits[0].score > 0.999, `${res.hits[0].score}`);
+  assert.ok(res.hits[0].pooledScore > 0.999);
+  assert.equal(res.hits[0].matches.length, 16);
+  // Each query patch's best match in the identical image is itself.
+  for (const mt of res.hits[0].matches) assert.deepEqual(mt.gallery, mt.query);
+  assert.ok(res.hits.length <= 3 && res.hits.every((h: { score: number }, i: number, a: { score: number }[]) => i === 0 || a[i - 1].score >= h.score));
+  const boxed = await (await fetch(`${base}/v1/search?box=1,1,3,3&k=2`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(imgs[0]) })).json();
+  assert.equal(boxed.hits[0].id, 'img-0');
+  assert.equal(boxed.hits[0].matches.length, 4);
+  assert.deepEqual(boxed.box, [1, 1, 3, 3]);
+  const badBox = await fetch(`${base}/v1/search?box=2,2,1,1`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(imgs[0]) });
+  assert.equal(badBox.status, 400);
+
+  assert.equal((await fetch(`${base}/v1/gallery/img-1`, { method: 'DELETE' })).status, 401);
+  assert.equal((await fetch(`${base}/v1/gallery/img-1`, { method: 'DELETE', headers: { 'x-api-key': 'sesame' } })).status, 200);
+  assert.equal((await fetch(`${base}/v1/gallery/img-1`)).status, 404);
+  const after = await (await fetch(`${base}/v1/search`, { method: 'POST', headers: JSONH, body: json({ image: imgs[1].toString('base64'), k: 10 }) })).json();
+  assert.ok(!after.hits.some((h: { id: string }) => h.id === 'img-1'));
+  server.close();
+  await svc.close();
+
+  // Reopened from the snapshot + journal: same contents.
+  const again = Gallery.open(dir, 'tiny', 32);
+  assert.equal(again.size, 3);
+  assert.ok(again.has('img-3') && !again.has('img-1'));
+  again.close();
+  assert.throws(() => Gallery.open(dir, 'another-model', 32), /built with model 'tiny'/);
+});
+
+test('no gallery configured: 409', async () => {
+  const svc = await Service.open(pkg);
+  const { server, base } = await listen(svc);
+  const r = await fetch(`${base}/v1/search`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(await pattern(1)) });
+  assert.equal(r.status, 409);
+  assert.equal((await r.json()).code, 'no_gallery');
+  server.close();
+  await svc.close();
+});
+
+test('every acknowledged add survives kill -9 of a real server process', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ijepa-kill-'));
+  const start = () => {
+    const child = spawn(process.execPath, [BIN, 'serve', '--model', pkg, '--gallery', dir, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const ready = new Promise<string>((resolve, reject) => {
+      let buf = '';
+      child.stderr.on('data', (d) => {
+        buf += d;
+        const m = /"address":"([\d.]+:\d+)"/.exec(buf);
+        if (m) resolve(`http://${m[1]}`);
+      });
+      child.once('exit', (code) => reject(new Error(`server exited (${code}): ${buf}`)));
+    });
+    return { child, ready };
+  };
+  const a = start();
+  const base = await a.ready;
+  const acked: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    const r = await fetch(`${base}/v1/gallery?id=k${i}`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(await pattern(i)) });
+    assert.equal(r.status, 200);
+    acked.push(`k${i}`);
+  }
+  // Kill while another add is in flight: it may or may not land, but the acknowledged ones must.
+  void fetch(`${base}/v1/gallery?id=late`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(await pattern(9)) }).catch(() => {});
+  a.child.kill('SIGKILL');
+  await new Promise((r) => a.child.once('exit', r));
+  assert.ok(!readdirSync(dir).includes('index.json'), 'no snapshot: recovery must come from the journal');
+
+  const b = start();
+  const base2 = await b.ready;
+  for (const id of acked) assert.equal((await fetch(`${base2}/v1/gallery/${id}`)).status, 200, id);
+  const hit = await (await fetch(`${base2}/v1/search?k=1`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(await pattern(4)) })).json();
+  assert.equal(hit.hits[0].id, 'k4');
+  b.child.kill('SIGTERM');
+  await new Promise((r) => b.child.once('exit', r));
+});
+
+test('a corrupt or truncated index or journal is refused with a clear message; a torn last record is dropped', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ijepa-corrupt-'));
+  const g = Gallery.open(dir, 'm', 4);
+  const v = (x: number) => Float32Array.from({ length: 8 }, (_, i) => Math.sin(i + x));
+  g.add('one', v(1), v(1).subarray(0, 4), 1, 2);
+  g.add('two', v(2), v(2).subarray(0, 4), 1, 2);
+  g.close();
+  const meta = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8'));
+  const idx = join(dir, meta.file);
+  const good = readFileSync(idx);
+  writeFileSync(idx, good.subarray(0, good.length - 10));
+  assert.throws(() => Gallery.open(dir, 'm', 4), (e: Error) => e instanceof GalleryError && /corrupt or truncated/.test(e.message));
+  writeFileSync(idx, good);
+
+  const journal = join(dir, 'journal.log');
+  const lines = readFileSync(journal, 'utf8');
+  appendFileSync(journal, '0123456789abcdef {"op":"add","id":"tor'); // torn write, never acknowledged
+  const reopened = Gallery.open(dir, 'm', 4);
+  assert.equal(reopened.size, 2);
+  reopened.close();
+  assert.equal(readFileSync(journal, 'utf8'), lines, 'the torn record was truncated away');
+
+  writeFileSync(journal, lines.replace('"one"', '"0ne"'));
+  assert.throws(() => Gallery.open(dir, 'm', 4), (e: Error) => e instanceof GalleryError && /corrupt at record 1/.test(e.message));
+});
