@@ -117,6 +117,19 @@ export function buildCli(): Command {
     });
 
   program
+    .command('index')
+    .description('embed a folder of images and add every patch to a gallery (resumable: already-indexed images are skipped)')
+    .requiredOption('--model <dir>', 'model package directory')
+    .requiredOption('--images <dir>', 'folder of images (ids are paths relative to it)')
+    .requiredOption('--gallery <dir>', 'gallery directory (created if missing; must match the model)')
+    .option('--batch <n>', 'images per encoder run', int('--batch'), 32)
+    .action(async (opts) => {
+      const { indexImages } = await import('./index-gallery.ts');
+      const r = await indexImages({ model: opts.model, images: opts.images, gallery: opts.gallery, batch: opts.batch, progress: process.stderr.isTTY });
+      console.log(JSON.stringify(r));
+    });
+
+  program
     .command('info')
     .description('print a preset\'s architecture and parameter counts')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))

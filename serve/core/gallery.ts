@@ -40,6 +40,8 @@ export interface SearchHit {
 }
 
 const JOURNAL = 'journal.log';
+/** Longest stretch a search runs without yielding to the event loop. */
+const SLICE_MS = 2;
 const META = 'gallery.json';
 const INDEX_META = 'index.json';
 
@@ -209,8 +211,17 @@ export class Gallery {
   /**
    * Nearest gallery images for query patches [nq, D] at grid positions `positions` (row, col):
    * HNSW finds candidate images per query patch, then each candidate is scored exactly by MaxSim.
+   * hnswlib-node is synchronous, so the work is cut into slices of at most SLICE_MS that yield to
+   * the event loop in between: a large search delays other requests by a slice, not by its length.
    */
-  search(query: Float32Array, positions: [number, number][], pooled: Float32Array, k: number, withPooled: boolean): SearchHit[] {
+  async search(query: Float32Array, positions: [number, number][], pooled: Float32Array, k: number, withPooled: boolean): Promise<SearchHit[]> {
+    let sliceStart = performance.now();
+    const maybeYield = async () => {
+      if (performance.now() - sliceStart > SLICE_MS) {
+        await new Promise((r) => setImmediate(r));
+        sliceStart = performance.now();
+      }
+    };
     const d = this.dim;
     const q = normalize(query, d);
     const nq = positions.length;
@@ -220,6 +231,7 @@ export class Gallery {
     this.index.setEf(Math.max(64, perPatch));
     const candidates = new Set<string>();
     for (let i = 0; i < nq; i++) {
+      await maybeYield();
       const { neighbors } = this.index.searchKnn(Array.from(q.subarray(i * d, (i + 1) * d)), perPatch);
       for (const l of neighbors) {
         const owner = this.owners[l];
@@ -229,7 +241,10 @@ export class Gallery {
     const qp = normalize(pooled, d);
     const hits: SearchHit[] = [];
     for (const id of candidates) {
-      const e = this.entries.get(id)!;
+      await maybeYield();
+      // The image may have been deleted while this search yielded.
+      const e = this.entries.get(id);
+      if (!e) continue;
       const n = e.rows * e.cols;
       let total = 0;
       const matches: SearchHit['matches'] = [];

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { ApiError } from '../errors.ts';
 import type { Gallery } from '../core/gallery.ts';
 import type { Service } from '../service.ts';
-import { parseImages, type ImageInput } from './inputs.ts';
+import { fromBase64, parseImages, type ImageInput } from './inputs.ts';
 
 const ID = /^[\w.:@/-]{1,128}$/;
 const idSchema = z.string().regex(ID, 'ids are 1-128 characters of letters, digits and _ . : @ / -');
@@ -14,12 +14,6 @@ const addSchema = z.union([z.object({ items: z.array(itemSchema).min(1) }).stric
 function galleryOf(svc: Service): Gallery {
   if (!svc.gallery) throw new ApiError('no_gallery', 'this server has no gallery: start it with --gallery <dir>');
   return svc.gallery;
-}
-
-function decodeB64(s: string, index: number): ImageInput {
-  const body = s.replace(/^data:[^,]*;base64,/, '').replace(/\s+/g, '');
-  if (!body || body.length % 4 === 1 || !/^[A-Za-z0-9+/]*={0,2}$/.test(body)) return { index, error: new ApiError('invalid_base64', `image ${index} is not valid base64`) };
-  return { index, bytes: new Uint8Array(Buffer.from(body, 'base64')) };
 }
 
 export async function addToGallery(svc: Service, req: Request, res: Response): Promise<void> {
@@ -48,7 +42,7 @@ export async function addToGallery(svc: Service, req: Request, res: Response): P
     const list = 'items' in parsed.data ? parsed.data.items : [parsed.data];
     single = !('items' in parsed.data);
     if (list.length > svc.options.maxImages) throw new ApiError('bad_request', `${list.length} images in one request; the limit is ${svc.options.maxImages}`);
-    items = list.map((it, i) => ({ id: it.id, metadata: it.metadata, input: decodeB64(it.image, i) }));
+    items = list.map((it, i) => ({ id: it.id, metadata: it.metadata, input: fromBase64(it.image, i) }));
   }
   const outcomes = await svc.embedAll(items.map((i) => i.input));
   const m = svc.manifest;
@@ -96,7 +90,7 @@ export async function search(svc: Service, req: Request, res: Response): Promise
     positions.push([r, c]);
   }
   const t0 = performance.now();
-  const hits = gallery.search(query, positions, outcome.result.pooled, options.k, options.pooled);
+  const hits = await gallery.search(query, positions, outcome.result.pooled, options.k, options.pooled);
   svc.metrics.stage.observe({ stage: 'search' }, (performance.now() - t0) / 1000);
   res.json({ model: m.id, grid: [rows, cols], patchSize: m.patches.size, box: [r0, c0, r1, c1], hits });
 }

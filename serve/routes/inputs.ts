@@ -54,7 +54,7 @@ const jsonSchema = optionsSchema
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
-function fromBase64(s: string, index: number): ImageInput {
+export function fromBase64(s: string, index: number): ImageInput {
   const body = s.replace(/^data:[^,]*;base64,/, '').replace(/\s+/g, '');
   if (body.length === 0 || body.length % 4 === 1 || !BASE64.test(body)) {
     return { index, error: new ApiError('invalid_base64', `image ${index} is not valid base64`) };

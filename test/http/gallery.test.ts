@@ -157,3 +157,24 @@ test('a corrupt or truncated index or journal is refused with a clear message; a
   writeFileSync(journal, lines.replace('"one"', '"0ne"'));
   assert.throws(() => Gallery.open(dir, 'm', 4), (e: Error) => e instanceof GalleryError && /corrupt at record 1/.test(e.message));
 });
+
+test('ijepa index builds a gallery from a folder and resumes without re-adding', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { mkdirSync } = await import('node:fs');
+  const images = mkdtempSync(join(tmpdir(), 'ijepa-idx-img-'));
+  mkdirSync(join(images, 'sub'));
+  for (let i = 0; i < 5; i++) writeFileSync(join(images, i < 3 ? `p${i}.png` : `sub/p${i}.png`), await pattern(i));
+  writeFileSync(join(images, 'broken.png'), Buffer.from('nope'));
+  const gdir = mkdtempSync(join(tmpdir(), 'ijepa-idx-gal-'));
+  const run = () => spawnSync(process.execPath, [BIN, 'index', '--model', pkg, '--images', images, '--gallery', gdir, '--batch', '2'], { encoding: 'utf8' });
+  const first = run();
+  assert.equal(first.status, 0, first.stderr);
+  assert.deepEqual(JSON.parse(first.stdout), { added: 5, skipped: 0, failed: 1, total: 6 });
+  assert.match(first.stderr, /skipped broken\.png/);
+  const second = run();
+  assert.deepEqual(JSON.parse(second.stdout), { added: 0, skipped: 5, failed: 1, total: 6 });
+  const g = Gallery.open(gdir, 'tiny', 32);
+  assert.equal(g.size, 5);
+  assert.ok(g.has('sub/p4.png'));
+  g.close();
+});

@@ -1,0 +1,28 @@
+# syntax=docker/dockerfile:1
+# Multi-stage: build native addons (hnswlib-node) with a toolchain, ship without it.
+FROM node:20-bookworm-slim AS deps
+WORKDIR /app
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+COPY package.json package-lock.json .npmrc ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
+FROM node:20-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json .npmrc tsconfig.json ./
+COPY bin ./bin
+COPY serve ./serve
+COPY train ./train
+COPY models ./models
+RUN mkdir -p /data/gallery && chown node:node /data/gallery
+USER node
+EXPOSE 8080
+# Mount your own packages over /app/models; the gallery persists under /data/gallery.
+VOLUME ["/app/models", "/data/gallery"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD node -e "fetch('http://127.0.0.1:8080/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
+ENTRYPOINT ["node", "bin/ijepa.js", "serve", "--host", "0.0.0.0", "--port", "8080", "--gallery", "/data/gallery"]
+CMD ["--model", "models/fmnist-vit-tiny"]

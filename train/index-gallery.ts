@@ -1,0 +1,66 @@
+/**
+ * `ijepa index`: embeds a folder of images with a model package and adds every patch to a gallery,
+ * offline. Resumable: images already in the gallery (by id = path relative to --images) are skipped,
+ * and each added image is durable as soon as it is added.
+ */
+import cliProgress from 'cli-progress';
+import { relative } from 'node:path';
+import { FolderDataset } from './data/folder.ts';
+import { Embedder } from '../serve/core/embedder.ts';
+import { Gallery } from '../serve/core/gallery.ts';
+import { decodeImage } from '../serve/core/decode.ts';
+
+export interface IndexOptions {
+  model: string;
+  images: string;
+  gallery: string;
+  batch?: number;
+  progress?: boolean;
+  log?: (s: string) => void;
+}
+
+export async function indexImages(o: IndexOptions): Promise<{ added: number; skipped: number; failed: number; total: number }> {
+  const log = o.log ?? ((s: string) => console.error(s));
+  const embedder = await Embedder.open(o.model);
+  const m = embedder.manifest;
+  const gallery = Gallery.open(o.gallery, m.id, m.embeddingDim, log);
+  const ds = new FolderDataset(o.images);
+  const ids = ds.files.map((f) => relative(o.images, f));
+  const todo = ids.map((id, i) => ({ id, i })).filter(({ id }) => !gallery.has(id));
+  const batch = o.batch ?? 32;
+  const bar = o.progress ? new cliProgress.SingleBar({ format: 'index |{bar}| {value}/{total} images | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
+  bar?.start(todo.length, 0);
+  let added = 0;
+  let failed = 0;
+  try {
+    for (let s = 0; s < todo.length; s += batch) {
+      const part = todo.slice(s, s + batch);
+      const decoded = await Promise.allSettled(part.map(async ({ i }) => {
+        const src = await ds.read(i);
+        return decodeImage((src as { data: Uint8Array }).data, { maxBytes: Infinity, maxPixels: 100_000_000 }, m.preprocess);
+      }));
+      const ok = part.filter((_, k) => decoded[k].status === 'fulfilled');
+      decoded.forEach((r, k) => {
+        if (r.status === 'rejected') {
+          failed++;
+          log(`warning: skipped ${part[k].id}: ${(r.reason as Error).message}`);
+        }
+      });
+      if (ok.length) {
+        const rgb = decoded.filter((r): r is PromiseFulfilledResult<Uint8Array> => r.status === 'fulfilled').map((r) => r.value);
+        const e = await embedder.embed(rgb);
+        const n = m.patches.rows * m.patches.cols * m.embeddingDim;
+        ok.forEach(({ id }, k) => {
+          gallery.add(id, e.tokens.subarray(k * n, (k + 1) * n), e.pooled.subarray(k * m.embeddingDim, (k + 1) * m.embeddingDim), m.patches.rows, m.patches.cols, { path: id });
+          added++;
+        });
+      }
+      bar?.update(Math.min(todo.length, s + batch));
+    }
+  } finally {
+    bar?.stop();
+    gallery.close();
+    await embedder.close();
+  }
+  return { added, skipped: ids.length - todo.length, failed, total: ids.length };
+}
