@@ -221,3 +221,17 @@ test('concurrent requests are coalesced; beyond the queue limit the answer is 42
   t.server.close();
   await tight.close();
 });
+
+test('graceful shutdown: in-flight requests finish before the model is released', async () => {
+  const { serve } = await import('../../serve/main.ts');
+  const s = await serve({ model: makePackage(false), port: 0, host: '127.0.0.1', maxWaitMs: 300, maxBatch: 64 });
+  const at = `http://127.0.0.1:${(s.server.address() as { port: number }).port}`;
+  const inflight = Array.from({ length: 6 }, () => post('/v1/embeddings', img.png, { 'content-type': 'image/png' }, at));
+  // Close once all six are decoded and waiting for their batch.
+  while (s.service.batcher.pending < 6) await new Promise((r) => setTimeout(r, 2));
+  const closing = s.close();
+  const rs = await Promise.all(inflight);
+  await closing;
+  assert.deepEqual(rs.map((r) => r.status), new Array(6).fill(200));
+  await assert.rejects(fetch(`${at}/healthz`));
+});
