@@ -199,7 +199,7 @@ export class TfjsEngine {
   probe(mb: MicroBatch): ProbeResult {
     const m = mb.masks;
     const [tokens, pooled, zero] = tf.tidy(() => {
-      const x = this.inputs(mb);  // disposed with the tidy scope
+      const x = this.inputs(mb);
       const h = encode(this.targetOps, this.model, x.patches);
       const tgt = targets(this.targetOps, this.model, h, x.tgtIdx, m.numTargets);
       return [h, tf.mean(h, 1), predictionLoss(tf.zerosLike(tgt), tgt, this.opts.loss)];

@@ -10,7 +10,8 @@ export class OnnxModel {
 
   static async load(model: string | Uint8Array, threads = 1): Promise<OnnxModel> {
     const opts: ort.InferenceSession.SessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' };
-    const session = typeof model === 'string' ? await ort.InferenceSession.create(model, opts) : await ort.InferenceSession.create(model, opts);
+    // create() is overloaded per argument type; both forms load the same graph.
+    const session = await (ort.InferenceSession.create as (m: string | Uint8Array, o: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>)(model, opts);
     return new OnnxModel(session);
   }
 
