@@ -86,51 +86,52 @@ function labeled(ds: Dataset, what: string): string[] {
   return ds.classes;
 }
 
+export interface Splits {
+  train: Dataset;
+  trainItems: number[];
+  test: Dataset;
+  testItems: number[];
+  classes: string[];
+  testSplit: string;
+}
+
+/**
+ * Labeled train/test items: --test if given, else the source's own test split (IDX t10k,
+ * STL-10 test), else a seeded 20% hold-out. `limit` subsamples the training items, seeded.
+ */
+export function labeledSplits(data: string, testPath: string | undefined, seed: number, limit?: number): Splits {
+  const train = openDataset(data, 'train');
+  const classes = labeled(train, data);
+  let trainItems = [...Array(train.size).keys()];
+  let test = train;
+  let testItems: number[];
+  let testSplit: string;
+  const testDs = testPath ? openDataset(testPath, 'test') : tryTestSplit(data);
+  if (testDs) {
+    test = testDs;
+    labeled(test, testPath ?? data);
+    testItems = [...Array(test.size).keys()];
+    testSplit = testPath ?? `${data} (test split)`;
+  } else {
+    const perm = Array.from(Rng.for(seed, 'probe-split').permutation(train.size));
+    const cut = Math.floor(train.size * 0.8);
+    trainItems = perm.slice(0, cut);
+    testItems = perm.slice(cut);
+    testSplit = `${data} (seeded 20% hold-out)`;
+  }
+  if (limit && limit < trainItems.length) trainItems = Array.from(Rng.for(seed, 'probe-limit').permutation(trainItems.length).subarray(0, limit), (i) => trainItems[i]);
+  return { train, trainItems, test, testItems, classes, testSplit };
+}
+
 export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
   const log = o.log ?? ((s: string) => console.error(s));
   const embedder = await Embedder.open(o.model);
   try {
-    const train = openDataset(o.data, 'train');
-    const classes = labeled(train, o.data);
-    let test: Dataset;
-    let testItems: number[];
-    let trainItems = [...Array(train.size).keys()];
-    let testSplit: string;
-    const testDs = o.test ? openDataset(o.test, 'test') : tryTestSplit(o.data);
-    if (testDs) {
-      test = testDs;
-      labeled(test, o.test ?? o.data);
-      testItems = [...Array(test.size).keys()];
-      testSplit = o.test ?? `${o.data} (test split)`;
-    } else {
-      // No separate test split: hold out 20% of the labeled data, seeded.
-      const perm = Array.from(Rng.for(o.seed, 'probe-split').permutation(train.size));
-      const cut = Math.floor(train.size * 0.8);
-      trainItems = perm.slice(0, cut);
-      testItems = perm.slice(cut);
-      test = train;
-      testSplit = `${o.data} (seeded 20% hold-out)`;
-    }
-    if (o.limit && o.limit < trainItems.length) trainItems = Array.from(Rng.for(o.seed, 'probe-limit').permutation(trainItems.length).subarray(0, o.limit), (i) => trainItems[i]);
+    const { train, trainItems, test, testItems, classes, testSplit } = labeledSplits(o.data, o.test, o.seed, o.limit);
     const d = embedder.manifest.embeddingDim;
     const tr = await extractFeatures(embedder, train, trainItems, log, o.progress);
     const te = await extractFeatures(embedder, test, testItems, log, o.progress);
-    const s = standardizer(tr.x, tr.n, d);
-    const fit = fitLogReg(standardize(tr.x, tr.n, d, s), tr.y, tr.n, d, classes.length, { l2: o.l2, maxIter: 500, tol: 1e-4 });
-    const xs = standardize(te.x, te.n, d, s);
-    const pred = new Int32Array(te.n);
-    for (let i = 0; i < te.n; i++) {
-      let best = -Infinity;
-      for (let k = 0; k < classes.length; k++) {
-        let v = fit.bias[k];
-        for (let j = 0; j < d; j++) v += fit.weights[k * d + j] * xs[i * d + j];
-        if (v > best) {
-          best = v;
-          pred[i] = k;
-        }
-      }
-    }
-    const report = classificationReport(pred, te.y, classes.length);
+    const { report, fit, scale: s } = fitAndScore(tr, te, d, classes.length, o.l2);
     const head: ProbeHead = probeSchema.parse({
       classes, dim: d, mean: Array.from(s.mean), std: Array.from(s.std),
       weights: classes.map((_, k) => Array.from(fit.weights.subarray(k * d, (k + 1) * d))), bias: Array.from(fit.bias),
@@ -146,7 +147,27 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
   }
 }
 
-function tryTestSplit(data: string): Dataset | undefined {
+/** Standardise on the train features, fit the L2 logistic regression, score the test features. */
+export function fitAndScore(tr: Features, te: Features, d: number, classes: number, l2: number, maxIter = 500) {
+  const scale = standardizer(tr.x, tr.n, d);
+  const fit = fitLogReg(standardize(tr.x, tr.n, d, scale), tr.y, tr.n, d, classes, { l2, maxIter, tol: 1e-4 });
+  const xs = standardize(te.x, te.n, d, scale);
+  const pred = new Int32Array(te.n);
+  for (let i = 0; i < te.n; i++) {
+    let best = -Infinity;
+    for (let k = 0; k < classes; k++) {
+      let v = fit.bias[k];
+      for (let j = 0; j < d; j++) v += fit.weights[k * d + j] * xs[i * d + j];
+      if (v > best) {
+        best = v;
+        pred[i] = k;
+      }
+    }
+  }
+  return { report: classificationReport(pred, te.y, classes), fit, scale };
+}
+
+export function tryTestSplit(data: string): Dataset | undefined {
   for (const f of ['t10k-images-idx3-ubyte', 't10k-images-idx3-ubyte.gz', 'test_X.bin']) if (existsSync(join(data, f))) return openDataset(data, 'test');
   return undefined;
 }
