@@ -56,7 +56,7 @@ export class Service {
       },
       queue: (n) => this.metrics.queue.set(n),
     });
-    if (m.files.probe) this.probe = probeSchema.parse(JSON.parse(new TextDecoder().decode(embedder.files.file('probe'))));
+    if (m.files.probe) this.probe = probeSchema.parse(JSON.parse(new TextDecoder().decode(embedder.files!.file('probe'))));
   }
 
   get manifest(): Manifest {

@@ -130,6 +130,24 @@ export function buildCli(): Command {
     });
 
   program
+    .command('eval')
+    .description('compare frozen I-JEPA features with random-init and raw-pixel linear probes and a kNN classifier; writes eval.md/eval.json')
+    .requiredOption('--model <dir>', 'model package (from `ijepa export`)')
+    .requiredOption('--data <path>', 'labeled training data (image class folders, STL-10, IDX)')
+    .option('--test <path>', 'labeled test data (default: the source\'s test split, else a seeded 20% hold-out)')
+    .option('--limit <n>', 'use at most n training images (seeded subsample)', int('--limit'))
+    .option('--seed <n>', 'seed for splits, subsamples and the random-init baseline', int('--seed', 0), 0)
+    .option('--l2 <x>', 'L2 penalty of the linear probes', (v) => Number(v), 1e-3)
+    .option('--k <n>', 'neighbours for kNN', int('--k'), 20)
+    .option('--temperature <t>', 'kNN temperature', (v) => Number(v), 0.07)
+    .option('--out <dir>', 'where eval.md and eval.json go (default: the package directory)')
+    .action(async (opts) => {
+      const { runEval } = await import('./eval.ts');
+      const r = await runEval({ model: opts.model, data: opts.data, test: opts.test, limit: opts.limit, seed: opts.seed, l2: opts.l2, k: opts.k, temperature: opts.temperature, out: opts.out });
+      console.log(r.markdown);
+    });
+
+  program
     .command('info')
     .description('print a preset\'s architecture and parameter counts')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))

@@ -16,8 +16,14 @@ export class Embedder {
   private constructor(
     readonly manifest: Manifest,
     private readonly encoder: OnnxModel,
-    readonly files: ReturnType<typeof readPackage>,
+    /** The package's files, when opened from a package directory. */
+    readonly files?: ReturnType<typeof readPackage>,
   ) {}
+
+  /** An embedder over another encoder graph with the same geometry (e.g. random weights, for baselines). */
+  static async fromGraph(manifest: Manifest, encoder: Uint8Array, threads = 1): Promise<Embedder> {
+    return new Embedder(manifest, await OnnxModel.load(encoder, threads));
+  }
 
   static async open(dir: string, threads = 1): Promise<Embedder> {
     const pkg = readPackage(dir);

@@ -32,6 +32,8 @@ export const manifestSchema = z
         heads: z.number().int().positive(),
         predDim: z.number().int().positive(),
         predDepth: z.number().int().positive(),
+        mlpRatio: z.number().positive().default(4),
+        eps: z.number().positive().default(1e-6),
       })
       .strict(),
     preprocess: preprocessSchema,

@@ -28,7 +28,7 @@ export function makePackage(withProbe: boolean): string {
   }
   const manifest: Manifest = {
     formatVersion: FORMAT_VERSION, id: withProbe ? 'tiny-probe' : 'tiny', contentHash: contentHash(described),
-    architecture: { preset: 'test', imageSize: m.imageSize, patchSize: m.patchSize, dim: m.dim, depth: m.depth, heads: m.heads, predDim: m.predDim, predDepth: m.predDepth },
+    architecture: { preset: 'test', imageSize: m.imageSize, patchSize: m.patchSize, dim: m.dim, depth: m.depth, heads: m.heads, predDim: m.predDim, predDepth: m.predDepth, mlpRatio: m.mlpRatio, eps: m.eps },
     preprocess: { size: m.imageSize, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], resize: 'squash' },
     patches: { size: m.patchSize, rows: 4, cols: 4 }, embeddingDim: m.dim, files: described,
     ...(withProbe ? { classes } : {}),

@@ -171,3 +171,25 @@ test('ijepa probe fits a linear head on frozen features and stores it in the pac
   const unlabeled = run(['probe', '--model', out, '--data', data]);
   assert.match(unlabeled.stderr, /has no labels/);
 });
+
+test('ijepa eval reports I-JEPA, random-init, raw-pixel and kNN rows with sane numbers', async () => {
+  const out = join(dir, 'pkg-probe');
+  const evalDir = join(dir, 'eval');
+  mkdirSync(evalDir);
+  const r = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--k', '5']);
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8'));
+  assert.deepEqual(report.rows.map((x: { method: string }) => x.method.split(' (')[0]), ['I-JEPA', 'random-init same architecture', 'raw pixels', 'I-JEPA kNN']);
+  for (const row of report.rows) {
+    assert.ok(row.accuracy >= 0 && row.accuracy <= 1 && row.macroF1 >= 0 && row.macroF1 <= 1, JSON.stringify(row));
+  }
+  // The two classes differ in brightness: raw pixels separate them perfectly.
+  assert.equal(report.rows[2].accuracy, 1);
+  assert.equal(report.testCount, 20);
+  assert.match(readFileSync(join(evalDir, 'eval.md'), 'utf8'), /\| I-JEPA \(frozen, linear probe\) \| [\d.]+% \| [\d.]+% \|/);
+  assert.match(r.stdout, /pre-training: 160 images seen, 10 steps/);
+  // Deterministic given the seed.
+  const again = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--k', '5']);
+  assert.deepEqual(JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8')).rows, report.rows);
+  assert.equal(again.status, 0);
+});

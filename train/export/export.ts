@@ -31,7 +31,7 @@ export function exportRun(o: ExportOptions): Manifest {
     formatVersion: FORMAT_VERSION,
     id: o.id ?? basename(resolve(o.out)),
     contentHash: contentHash(described),
-    architecture: { preset: cfg.preset, imageSize: m.imageSize, patchSize: m.patchSize, dim: m.dim, depth: m.depth, heads: m.heads, predDim: m.predDim, predDepth: m.predDepth },
+    architecture: { preset: cfg.preset, imageSize: m.imageSize, patchSize: m.patchSize, dim: m.dim, depth: m.depth, heads: m.heads, predDim: m.predDim, predDepth: m.predDepth, mlpRatio: m.mlpRatio, eps: m.eps },
     preprocess: preprocessOf(cfg),
     patches: { size: m.patchSize, rows: grid.rows, cols: grid.cols },
     embeddingDim: m.dim,
