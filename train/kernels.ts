@@ -51,16 +51,17 @@ interface CpuLike {
 const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
 
 function register(k: JsKernel): void {
-  const wasm: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const wasm: tf.KernelFunc = ({ inputs, backend, attrs: a }) => {
     const be = backend as unknown as WasmLike;
+    const attrs = (a ?? {}) as Record<string, unknown>;
     const ins = k.inputs.map((n) => inputs[n] as Info);
     const shapes = ins.map((t) => t.shape);
-    const outs = k.outputs(shapes, (attrs ?? {}) as Record<string, unknown>).map((s) => be.makeOutput(s, 'float32'));
+    const outs = k.outputs(shapes, attrs).map((s) => be.makeOutput(s, 'float32'));
     const ptr = (t: Info) => be.dataIdMap.get(t.dataId).memoryOffset;
-    const handled = k.simd?.(simdFor(be), ins.map(ptr), outs.map(ptr), shapes, (attrs ?? {}) as Record<string, unknown>, new Float32Array(be.wasm.asm.memory.buffer));
+    const handled = k.simd?.(simdFor(be), ins.map(ptr), outs.map(ptr), shapes, attrs, new Float32Array(be.wasm.asm.memory.buffer));
     if (handled) return outs.length === 1 ? outs[0] : outs;
     // Views only after every makeOutput: growing the heap detaches earlier views.
-    k.compute(ins.map((t) => be.typedArrayFromHeap(t)), outs.map((o) => be.typedArrayFromHeap(o) as Float32Array), shapes, (attrs ?? {}) as Record<string, unknown>);
+    k.compute(ins.map((t) => be.typedArrayFromHeap(t)), outs.map((o) => be.typedArrayFromHeap(o) as Float32Array), shapes, attrs);
     return outs.length === 1 ? outs[0] : outs;
   };
   const cpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
@@ -104,29 +105,19 @@ export function exp(x: number): number {
   return p * POW2[k + 127];
 }
 
+/** Swaps the last two axes (the explicit transpose the matmul gradients multiply with). */
+const transposeLast2 = (t: tf.Tensor) => tf.transpose(t, [...t.shape.keys()].map((i, _, all) => (i < all.length - 2 ? i : 2 * all.length - 3 - i)));
+
 const INV_SQRT2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
 /**
- * Copies between the fused projection [B, L, 3, H, hd] and the heads [3][B, H, L, hd]; `toHeads`
- * picks the direction. Rows of hd floats are contiguous on both sides.
+ * Visits the rows of hd floats that a q|k|v split moves: `f` in the fused projection
+ * [B, L, 3, H, hd] and `p` in head tensor `s` (q, k or v) of shape [B, H, L, hd], both in floats.
  */
-function qkvCopy(flat: Arr, parts: Arr[], b: number, l: number, heads: number, hd: number, toHeads: boolean): void {
+function forEachQkvRow(b: number, l: number, heads: number, hd: number, visit: (s: number, f: number, p: number) => void): void {
   for (let i = 0; i < b; i++) for (let t = 0; t < l; t++) for (let s = 0; s < 3; s++) for (let h = 0; h < heads; h++) {
-    const f = (((i * l + t) * 3 + s) * heads + h) * hd;
-    const p = ((i * heads + h) * l + t) * hd;
-    if (toHeads) parts[s].set(flat.subarray(f, f + hd), p);
-    else flat.set(parts[s].subarray(p, p + hd), f);
-  }
-}
-
-/** qkvCopy within the wasm heap (offsets in floats): copyWithin, no per-row views. */
-function qkvCopyHeap(heap: Float32Array, flat: number, parts: number[], b: number, l: number, heads: number, hd: number, toHeads: boolean): void {
-  for (let i = 0; i < b; i++) for (let t = 0; t < l; t++) for (let s = 0; s < 3; s++) for (let h = 0; h < heads; h++) {
-    const f = flat + (((i * l + t) * 3 + s) * heads + h) * hd;
-    const p = parts[s] + ((i * heads + h) * l + t) * hd;
-    if (toHeads) heap.copyWithin(p, f, f + hd);
-    else heap.copyWithin(f, p, p + hd);
+    visit(s, (((i * l + t) * 3 + s) * heads + h) * hd, ((i * heads + h) * l + t) * hd);
   }
 }
 
@@ -142,11 +133,12 @@ const kernels: JsKernel[] = [
     },
     compute: ([x], outs, [s], attrs) => {
       const [b, heads, l, hd] = headShape(s, attrs.heads as number);
-      qkvCopy(x, outs, b, l, heads, hd, true);
+      forEachQkvRow(b, l, heads, hd, (part, f, p) => outs[part].set(x.subarray(f, f + hd), p));
     },
     simd: (_k, [x], outs, [s], attrs, heap) => {
       const [b, heads, l, hd] = headShape(s, attrs.heads as number);
-      qkvCopyHeap(heap, x / 4, outs.map((o) => o / 4), b, l, heads, hd, true);
+      const [src, dst] = [x / 4, outs.map((o) => o / 4)];
+      forEachQkvRow(b, l, heads, hd, (part, f, p) => heap.copyWithin(dst[part] + p, src + f, src + f + hd));
       return true;
     },
   },
@@ -154,13 +146,14 @@ const kernels: JsKernel[] = [
     name: 'IjMergeHeads',
     inputs: ['q', 'k', 'v'],
     outputs: ([s]) => [[s[0], s[2], 3 * s[1] * s[3]]],
-    compute: ([q, k, v], [x], [s]) => {
+    compute: (parts, [x], [s]) => {
       const [b, heads, l, hd] = s;
-      qkvCopy(x, [q, k, v], b, l, heads, hd, false);
+      forEachQkvRow(b, l, heads, hd, (part, f, p) => x.set(parts[part].subarray(p, p + hd), f));
     },
     simd: (_k, parts, [x], [s], _a, heap) => {
       const [b, heads, l, hd] = s;
-      qkvCopyHeap(heap, x / 4, parts.map((o) => o / 4), b, l, heads, hd, false);
+      const [src, dst] = [parts.map((o) => o / 4), x / 4];
+      forEachQkvRow(b, l, heads, hd, (part, f, p) => heap.copyWithin(dst + f, src[part] + p, src[part] + p + hd));
       return true;
     },
   },
@@ -320,8 +313,7 @@ export function registerFusedKernels(): void {
     gradFunc: (dy, saved) => {
       const [a, b] = saved;
       const g = dy as tf.Tensor;
-      const swap = (t: tf.Tensor) => tf.transpose(t, [0, 2, 1]);
-      return { a: () => tf.matMul(g, swap(b)), b: () => tf.matMul(swap(a), g), bias: () => run('IjColumnSum', { x: g }) as tf.Tensor };
+      return { a: () => tf.matMul(g, transposeLast2(b)), b: () => tf.matMul(transposeLast2(a), g), bias: () => run('IjColumnSum', { x: g }) as tf.Tensor };
     },
   });
   tf.registerGradient({
@@ -396,8 +388,7 @@ export function registerGradientOverrides(): void {
       const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
       if (transposeA || transposeB) return stockMatMul.gradFunc(dy, saved, attrs);
       const [a, b] = saved;
-      const swap = (t: tf.Tensor) => tf.transpose(t, [...t.shape.keys()].map((i, _, all) => (i < all.length - 2 ? i : 2 * all.length - 3 - i)));
-      return { a: () => tf.matMul(dy as tf.Tensor, swap(b)), b: () => tf.matMul(swap(a), dy as tf.Tensor) };
+      return { a: () => tf.matMul(dy as tf.Tensor, transposeLast2(b)), b: () => tf.matMul(transposeLast2(a), dy as tf.Tensor) };
     },
   });
   ourGradients.set('Add', {

@@ -10,7 +10,7 @@
  * (renamed into place last), so a crash mid-snapshot leaves the previous consistent pair.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import hnswlib from 'hnswlib-node';
 
@@ -88,10 +88,6 @@ export class Gallery {
 
   get size(): number {
     return this.entries.size;
-  }
-
-  get patchCount(): number {
-    return this.index.getCurrentCount();
   }
 
   static open(dir: string, modelId: string, dim: number, log: (s: string) => void = () => {}): Gallery {
@@ -311,10 +307,5 @@ export class Gallery {
       closeSync(this.journalFd);
       this.journalFd = -1;
     }
-  }
-
-  journalBytes(): number {
-    const p = join(this.dir, JOURNAL);
-    return existsSync(p) ? statSync(p).size : 0;
   }
 }
