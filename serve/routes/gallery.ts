@@ -45,6 +45,7 @@ export async function addToGallery(svc: Service, req: Request, res: Response): P
     items = list.map((it, i) => ({ id: it.id, metadata: it.metadata, input: fromBase64(it.image, i) }));
   }
   const outcomes = await svc.embedAll(items.map((i) => i.input));
+  if (single && 'error' in outcomes[0]) throw outcomes[0].error;
   const m = svc.manifest;
   const added: { id: string; patches: number }[] = [];
   const errors: { index: number; id: string; error: string; code: string }[] = [];
@@ -55,7 +56,6 @@ export async function addToGallery(svc: Service, req: Request, res: Response): P
       added.push({ id: items[i].id, patches: m.patches.rows * m.patches.cols });
     }
   });
-  if (single && errors.length) throw outcomes[0] && 'error' in outcomes[0] ? outcomes[0].error : new ApiError('internal', 'add failed');
   res.json({ added, errors, size: gallery.size });
 }
 
