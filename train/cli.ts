@@ -42,8 +42,10 @@ export function buildCli(): Command {
     .option('--chunk <n>', 'images per forward/backward pass inside a micro-batch (memory only)', int('--chunk'))
     .addOption(new Option('--loss <kind>', 'prediction loss').choices(['mse', 'smooth-l1']))
     .option('--sigreg <lambda>', 'weight of the SIGReg regulariser (off by default)', (v) => Number(v))
-    .addOption(new Option('--backend <name>', 'TF.js backend').choices(['wasm', 'cpu', 'tensorflow']).default('wasm'))
-    .option('--resume', 'continue the checkpoint in --out', false)
+    .addOption(new Option('--engine <name>', 'training engine: onnxruntime (fast) or TF.js (reference, autodiff)').choices(['ort', 'tfjs']).default('ort'))
+    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', int('--threads'))
+    .addOption(new Option('--backend <name>', 'TF.js backend (--engine tfjs)').choices(['wasm', 'cpu', 'tensorflow']).default('wasm'))
+    .option('--resume', 'continue the checkpoint in --out (with either engine)', false)
     .option('--plain', 'log lines instead of a progress bar (default when stderr is not a TTY)')
     .action(async (opts) => {
       const { resolveConfig, readConfigFile } = await import('./config.ts');
@@ -58,6 +60,7 @@ export function buildCli(): Command {
       const config = resolveConfig(opts.preset as PresetName, opts.config ? readConfigFile(opts.config) : undefined, flags);
       const summary = await train({
         data: opts.data, out: opts.out, config, resume: opts.resume, backend: opts.backend,
+        engine: opts.engine, threads: opts.threads,
         plain: opts.plain ?? !process.stderr.isTTY,
       });
       console.log(JSON.stringify(summary, null, 2));

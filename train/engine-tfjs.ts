@@ -34,6 +34,20 @@ export interface ProbeResult {
   zeroLoss: number;
 }
 
+/**
+ * What the training loop needs from an engine (TF.js here, onnxruntime in engine-ort.ts). Both
+ * read the same ParamStores, so checkpoints are interchangeable between them.
+ */
+export interface Engine {
+  /** Adds gradScale × the gradients of this micro-batch's loss into gradAccum (ParamStore order). */
+  forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step: number): StepResult | Promise<StepResult>;
+  probe(mb: MicroBatch): ProbeResult | Promise<ProbeResult>;
+  /** Called after the optimizer / EMA changed the ParamStores. */
+  syncOnline(): void;
+  syncTarget(): void;
+  dispose(): void | Promise<void>;
+}
+
 export interface EngineOptions {
   loss: LossKind;
   sigregWeight: number;
@@ -66,7 +80,7 @@ export function permuteBatch(mb: MicroBatch, order: number[], per: number): Micr
   return { patches, batch: mb.batch, masks: permuteMasks(mb.masks, order) };
 }
 
-export class TfjsEngine {
+export class TfjsEngine implements Engine {
   private readonly vars = new Map<string, tf.Variable>();
   private readonly targetWeights = new Map<string, tf.Tensor>();
   private readonly constants = new Map<string, tf.Tensor>();

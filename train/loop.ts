@@ -4,6 +4,7 @@
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { availableParallelism } from 'node:os';
 import cliProgress from 'cli-progress';
 import type { TrainConfig } from './config.ts';
 import { parseConfig } from './config.ts';
@@ -17,7 +18,8 @@ import { ParamStore } from './params.ts';
 import { AdamW } from './optim/adamw.ts';
 import { emaGap, emaUpdate } from './ema.ts';
 import { planByBudget, planByEpochs, scheduleAt, type Plan } from './schedule.ts';
-import { TfjsEngine } from './engine-tfjs.ts';
+import { TfjsEngine, type Engine } from './engine-tfjs.ts';
+import { OrtEngine } from './engine-ort.ts';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.ts';
 import { collapseWarning, normalizedFeatureStd, rankMe, type Diagnostics } from './diagnostics.ts';
 import { Rng } from './rng.ts';
@@ -28,6 +30,10 @@ export interface RunOptions {
   out: string;
   config: TrainConfig;
   resume: boolean;
+  /** Which engine runs forward/backward; checkpoints are the same for both. */
+  engine?: EngineName;
+  /** onnxruntime intra-op threads (default: all cores). */
+  threads?: number;
   backend: BackendName;
   /** Print progress as plain lines (non-TTY) instead of a bar. */
   plain?: boolean;
@@ -42,6 +48,8 @@ export interface RunSummary {
   diagnostics?: Diagnostics;
   stoppedBy: 'steps' | 'budget' | 'signal';
 }
+
+export type EngineName = 'ort' | 'tfjs';
 
 export const CHECKPOINT_FILE = 'checkpoint.bin';
 export const METRICS_FILE = 'metrics.jsonl';
@@ -91,7 +99,9 @@ export async function train(o: RunOptions): Promise<RunSummary> {
 
   const grid = gridOf(cfg.model);
   validateMaskConfig(cfg.masks, grid);
-  await useBackend(o.backend);
+  const engineName = o.engine ?? 'ort';
+  if (engineName === 'ort' && cfg.sigreg.weight > 0) throw new Error('SIGReg is implemented in the TF.js engine only: add --engine tfjs');
+  if (engineName === 'tfjs') await useBackend(o.backend);
 
   const dataset = openDataset(o.data);
   const loader = new BatchLoader(
@@ -126,9 +136,12 @@ export async function train(o: RunOptions): Promise<RunSummary> {
     }
   } else writeFileSync(metricsPath, '');
 
-  const engine = new TfjsEngine(cfg.model, online, target, {
-    loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk,
-  });
+  const engine: Engine = engineName === 'ort'
+    ? await OrtEngine.create(cfg.model, online, target, { loss: cfg.loss, numTargets: cfg.masks.numTargets, chunk: cfg.chunk, threads: o.threads })
+    : new TfjsEngine(cfg.model, online, target, {
+      loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk,
+    });
+  log(engineName === 'ort' ? `engine: onnxruntime, ${o.threads ?? availableParallelism()} thread(s)` : `engine: TF.js (${o.backend})`);
   const grad = new Float32Array(online.size);
 
   const save = () =>
@@ -179,7 +192,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         const b = await loader.next();
         const masks = sampleMasks(Rng.for(cfg.seed, 'masks', state.step, k), grid, b.batch, cfg.masks);
         lastBatch = { patches: b.patches, batch: b.batch, masks };
-        const r = engine.forwardBackward(lastBatch, grad, 1 / cfg.accum, state.step);
+        const r = await engine.forwardBackward(lastBatch, grad, 1 / cfg.accum, state.step);
         if (!Number.isFinite(r.loss)) throw new Error(`loss became ${r.loss} at step ${state.step}; the last checkpoint is intact`);
         loss += r.loss / cfg.accum;
         state.position = b.end;
@@ -216,7 +229,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       };
       const last = plan !== null && state.step >= plan.totalSteps;
       if (state.step % cfg.diagEvery === 0 || state.step === 1 || last) {
-        const p = engine.probe(lastBatch!);
+        const p = await engine.probe(lastBatch!);
         const d = cfg.model.dim;
         lastDiag = {
           featStd: normalizedFeatureStd(p.tokens, p.tokens.length / d, d),
@@ -250,7 +263,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
     bar?.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    engine.dispose();
+    await engine.dispose();
     await dataset.close?.();
   }
   if (loader.skippedTotal || state.skipped) log(`skipped ${state.skipped} unreadable images in total`);

@@ -10,8 +10,10 @@ export type LossKind = 'mse' | 'smooth-l1';
 export function predictionLoss(pred: tf.Tensor, target: tf.Tensor, kind: LossKind): tf.Scalar {
   const diff = tf.sub(pred, target);
   if (kind === 'mse') return tf.mean(tf.square(diff));
-  const a = tf.abs(diff);
-  return tf.mean(tf.where(tf.less(a, 1), tf.mul(0.5, tf.square(diff)), tf.sub(a, 0.5)));
+  // c·(d − c/2) with c = clip(d, −1, 1) is ½d² inside [−1, 1] and |d| − ½ outside; unlike a
+  // where(|d| < 1, …) it has a TF.js gradient (Less has none) and the same form as the ONNX graph.
+  const c = tf.clipByValue(diff, -1, 1);
+  return tf.mean(tf.mul(c, tf.sub(diff, tf.mul(c, 0.5))));
 }
 
 /** Knots on t ≥ 0 for the Epps–Pulley integral; the integrand is even in t. */

@@ -43,14 +43,10 @@ function run(args: string[]) {
 
 const trainArgs = (out: string) => ['train', '--data', data, '--out', out, '--config', config, '--plain'];
 
-test('resume after kill -9 reaches the same final weights as an uninterrupted run', async () => {
-  const a = join(dir, 'runA');
-  const ra = run(trainArgs(a));
-  assert.equal(ra.status, 0, ra.stderr);
-
-  const b = join(dir, 'runB');
-  const child = spawn(process.execPath, [BIN, ...trainArgs(b)], { stdio: 'ignore' });
-  const ck = join(b, 'checkpoint.bin');
+/** Starts a run, SIGKILLs it once its checkpoint reaches step ≥ 3, and returns that step. */
+async function killMidway(args: string[], out: string): Promise<number> {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: 'ignore' });
+  const ck = join(out, 'checkpoint.bin');
   const deadline = Date.now() + 180_000;
   let killedAt = -1;
   while (Date.now() < deadline) {
@@ -67,6 +63,20 @@ test('resume after kill -9 reaches the same final weights as an uninterrupted ru
   }
   await new Promise((r) => child.once('exit', r));
   assert.ok(killedAt >= 3 && killedAt < 10, `killed at step ${killedAt}`);
+  return killedAt;
+}
+
+const metrics = (out: string) => readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+
+test('resume after kill -9 reaches the same final weights as an uninterrupted run', async () => {
+  const a = join(dir, 'runA');
+  const ra = run(trainArgs(a));
+  assert.equal(ra.status, 0, ra.stderr);
+  assert.match(ra.stderr, /engine: onnxruntime/);
+
+  const b = join(dir, 'runB');
+  const ck = join(b, 'checkpoint.bin');
+  await killMidway(trainArgs(b), b);
   const rb = run([...trainArgs(b), '--resume']);
   assert.equal(rb.status, 0, rb.stderr);
   assert.match(rb.stderr, /resuming/);
@@ -77,8 +87,22 @@ test('resume after kill -9 reaches the same final weights as an uninterrupted ru
   for (const name of ['online', 'target', 'adam.m', 'adam.v']) {
     assert.deepEqual(cb.arrays.get(name), ca.arrays.get(name), `${name} differs after resume`);
   }
-  const steps = readFileSync(join(b, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
+  const steps = metrics(b).map((l) => l.step);
   assert.deepEqual(steps, [...Array(10).keys()].map((i) => i + 1), 'metrics have one line per optimizer step, no duplicates');
+});
+
+test('checkpoints are interchangeable: a TF.js run resumed on onnxruntime follows the onnxruntime run', async () => {
+  const c = join(dir, 'runC');
+  const killedAt = await killMidway([...trainArgs(c), '--engine', 'tfjs'], c);
+  const rc = run([...trainArgs(c), '--resume', '--engine', 'ort']);
+  assert.equal(rc.status, 0, rc.stderr);
+  assert.match(rc.stderr, /resuming[\s\S]*engine: onnxruntime/);
+  const ref = metrics(join(dir, 'runA'));
+  const mixed = metrics(c);
+  assert.equal(mixed.length, 10);
+  // Same maths on both engines (float32 rounding apart): the loss curves coincide step by step,
+  // on both sides of the engine switch.
+  mixed.forEach((l, i) => assert.ok(Math.abs(l.loss - ref[i].loss) < 1e-4, `step ${l.step} (switched after ${killedAt}): ${l.loss} vs ${ref[i].loss}`));
 });
 
 test('with --accum, schedules advance once per optimizer step, and diagnostics are logged', () => {

@@ -38,8 +38,22 @@ function valueInfo(name: string, type: ElemType, dims: Dim[]) {
   });
 }
 
+export type Attrs = Record<string, Attr | { float: number }>;
+
+/** A node as emitted, kept for reverse-mode differentiation (autodiff.ts). */
+export interface NodeRecord {
+  op: string;
+  inputs: string[];
+  outputs: string[];
+  attrs: Attrs;
+}
+
 export class GraphBuilder {
   private readonly nodes: InstanceType<typeof onnx.NodeProto>[] = [];
+  readonly records: NodeRecord[] = [];
+  /** Static shapes of graph inputs and initializers; values of int64 initializers. */
+  readonly dims = new Map<string, Dim[]>();
+  readonly intValues = new Map<string, number[]>();
   private readonly inits: InstanceType<typeof onnx.TensorProto>[] = [];
   private readonly initNames = new Set<string>();
   private readonly inputs: InstanceType<typeof onnx.ValueInfoProto>[] = [];
@@ -55,6 +69,7 @@ export class GraphBuilder {
 
   input(name: string, type: ElemType, dims: Dim[]): string {
     this.inputs.push(valueInfo(name, type, dims));
+    this.dims.set(name, dims);
     return name;
   }
 
@@ -63,7 +78,7 @@ export class GraphBuilder {
     this.outputs.push(valueInfo(name, type, dims));
   }
 
-  node(op: string, inputs: string[], attrs: Record<string, Attr | { float: number }> = {}, outputs: string[] | number = 1): string[] {
+  node(op: string, inputs: string[], attrs: Attrs = {}, outputs: string[] | number = 1): string[] {
     const outs = typeof outputs === 'number' ? Array.from({ length: outputs }, () => this.fresh(op)) : outputs;
     const attribute_ = Object.entries(attrs).map(([k, v]) =>
       typeof v === 'object' && !Array.isArray(v) && 'float' in v
@@ -71,11 +86,12 @@ export class GraphBuilder {
         : attribute(k, v as Attr),
     );
     this.nodes.push(onnx.NodeProto.create({ opType: op, input: inputs, output: outs, name: this.fresh(op.toLowerCase()), attribute: attribute_ }));
+    this.records.push({ op, inputs, outputs: outs, attrs });
     return outs;
   }
 
   /** One-output node. */
-  op(op: string, inputs: string[], attrs: Record<string, Attr | { float: number }> = {}): string {
+  op(op: string, inputs: string[], attrs: Attrs = {}): string {
     return this.node(op, inputs, attrs)[0];
   }
 
@@ -87,6 +103,8 @@ export class GraphBuilder {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
     this.inits.push(onnx.TensorProto.create({ name, dims, dataType: data instanceof Float32Array ? ELEM.float32 : ELEM.int64, rawData: bytes }));
     this.initNames.add(name);
+    this.dims.set(name, dims);
+    if (data instanceof BigInt64Array) this.intValues.set(name, Array.from(data, Number));
     return name;
   }
 
@@ -96,6 +114,17 @@ export class GraphBuilder {
     let name = this.constCache.get(key);
     if (!name) {
       name = this.initializer(this.fresh('const_i64'), BigInt64Array.from(values.map(BigInt)), [values.length]);
+      this.constCache.set(key, name);
+    }
+    return name;
+  }
+
+  /** Cached int64 scalar constant. */
+  int(v: number): string {
+    const key = `i64s:${v}`;
+    let name = this.constCache.get(key);
+    if (!name) {
+      name = this.initializer(this.fresh('const_i64'), BigInt64Array.of(BigInt(v)), []);
       this.constCache.set(key, name);
     }
     return name;

@@ -1,29 +1,48 @@
 /**
  * `Ops` that emit ONNX nodes: the same model definition (vit.ts) the trainer runs in TF.js becomes
- * an inference graph. Parameters become initializers, read from a ParamStore on first use.
+ * an inference graph (parameters as initializers, read from a ParamStore on first use) or the
+ * forward half of a training graph (parameters as graph inputs, differentiated by autodiff.ts).
  */
 import type { Ops } from '../model/ops.ts';
 import type { ModelConfig } from '../model/presets.ts';
-import type { ParamStore } from '../params.ts';
+import type { ParamSpec } from '../model/vit.ts';
+import { ParamStore } from '../params.ts';
 import { GraphBuilder, float } from './graph.ts';
+
+/** Parameters fed at run time: input `${prefix}${name}` for each spec. */
+export interface ParamInputs {
+  prefix: string;
+  specs: ParamSpec[];
+}
 
 /** End bound for "slice to the end" (INT64_MAX is not representable exactly in a JS number). */
 const TO_END = 2 ** 62;
 
 export class OnnxOps implements Ops<string> {
+  private readonly declared = new Set<string>();
+
   constructor(
     readonly g: GraphBuilder,
-    private readonly params: ParamStore,
+    private readonly params: ParamStore | ParamInputs,
     private readonly model: ModelConfig,
   ) {}
 
   param(name: string): string {
-    if (!this.g.hasInitializer(name)) {
+    const fed = !(this.params instanceof ParamStore);
+    const full = fed ? `${(this.params as ParamInputs).prefix}${name}` : name;
+    if (!this.declared.has(full)) {
       const spec = this.params.specs.find((s) => s.name === name);
       if (!spec) throw new RangeError(`unknown parameter '${name}'`);
-      this.g.initializer(name, this.params.view(name).slice(), spec.shape);
+      if (fed) this.g.input(full, 'float32', spec.shape);
+      else this.g.initializer(full, (this.params as ParamStore).view(name).slice(), spec.shape);
+      this.declared.add(full);
     }
-    return name;
+    return full;
+  }
+
+  /** Names of the parameters used so far, as graph inputs or initializers, in first-use order. */
+  get used(): string[] {
+    return [...this.declared];
   }
 
   constant(key: string, data: Float32Array, shape: number[]): string {
@@ -31,7 +50,12 @@ export class OnnxOps implements Ops<string> {
   }
 
   linear(x: string, weight: string, bias: string): string {
-    return this.g.op('Add', [this.g.op('MatMul', [x, this.param(weight)]), this.param(bias)]);
+    // Gemm on a 2-D view fuses the bias into the product (one pass less than MatMul + Add).
+    const [inDim, out] = this.params.specs.find((s) => s.name === weight)!.shape;
+    const x2 = this.g.op('Reshape', [x, this.g.ints([-1, inDim])]);
+    const y = this.g.op('Gemm', [x2, this.param(weight), this.param(bias)]);
+    const shape = this.g.op('Concat', [this.g.op('Shape', [x], { start: 0, end: -1 }), this.g.ints([out])], { axis: 0 });
+    return this.g.op('Reshape', [y, shape]);
   }
 
   layerNorm(x: string, eps: number, gamma?: string, beta?: string): string {
@@ -46,7 +70,8 @@ export class OnnxOps implements Ops<string> {
       scale = this.constant(`ln_ones_${d}`, new Float32Array(d).fill(1), [d]);
       shift = this.constant(`ln_zeros_${d}`, new Float32Array(d), [d]);
     }
-    return this.g.op('LayerNormalization', [x, scale, shift], { axis: -1, epsilon: float(eps) });
+    // Mean and InvStdDev are outputs too: the backward rule reuses them.
+    return this.g.node('LayerNormalization', [x, scale, shift], { axis: -1, epsilon: float(eps) }, 3)[0];
   }
 
   gelu(x: string): string {
@@ -102,7 +127,13 @@ export class OnnxOps implements Ops<string> {
   }
 
   gatherTokens(x: string, idx: string): string {
-    return this.g.op('GatherND', [x, this.g.op('Unsqueeze', [idx, this.g.ints([-1])])], { batch_dims: 1 });
+    // Row b·N + idx of x viewed as [B·N, D]: a plain Gather, whose gradient is one ScatterND.
+    const g = this.g;
+    const b = g.op('Squeeze', [g.op('Shape', [idx], { start: 0, end: 1 }), g.ints([0])]);
+    const n = g.op('Shape', [x], { start: 1, end: 2 });
+    const offsets = g.op('Unsqueeze', [g.op('Mul', [g.op('Range', [g.int(0), b, g.int(1)]), n]), g.ints([1])]);
+    const rows = g.op('Reshape', [x, g.op('Concat', [g.ints([-1]), g.op('Shape', [x], { start: 2 })], { axis: 0 })]);
+    return g.op('Gather', [rows, g.op('Add', [idx, offsets])], { axis: 0 });
   }
 
   gatherRows(table: string, idx: string): string {

@@ -1,0 +1,123 @@
+/**
+ * The onnxruntime training engine: the step graph of training-graphs.ts run by onnxruntime-node
+ * on the CPU. Weights are fed straight from the ParamStores (no copies to keep in sync); the
+ * gradients come back into one preallocated buffer laid out like the ParamStore, so accumulating
+ * them is one pass. AdamW, the EMA and the schedules stay in loop.ts, shared with the TF.js engine.
+ */
+import { availableParallelism } from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { sliceMasks } from './masks.ts';
+import type { ModelConfig } from './model/presets.ts';
+import type { ParamStore } from './params.ts';
+import type { LossKind } from './loss.ts';
+import { GRAD, ONLINE, TARGET, probeGraph, stepGraph } from './export/training-graphs.ts';
+import { permuteBatch, predictorKeyMask, type Engine, type MicroBatch, type ProbeResult, type StepResult } from './engine-tfjs.ts';
+
+export interface OrtEngineOptions {
+  loss: LossKind;
+  numTargets: number;
+  /** Images per session run; a micro-batch runs as several (summed gradients). */
+  chunk?: number;
+  /** Intra-op threads (default: all cores). */
+  threads?: number;
+}
+
+const int64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
+
+export class OrtEngine implements Engine {
+  private readonly weightFeeds: Record<string, ort.Tensor> = {};
+  private readonly gradBuf: Float32Array;
+  private readonly fetches: Record<string, ort.Tensor | null> = { loss: null };
+  private readonly patchDim: number;
+  private readonly numPatches: number;
+
+  private constructor(
+    private readonly model: ModelConfig,
+    private readonly online: ParamStore,
+    private readonly target: ParamStore,
+    private readonly opts: OrtEngineOptions,
+    private readonly step: ort.InferenceSession,
+    private readonly diag: ort.InferenceSession,
+  ) {
+    for (const [prefix, store] of [[ONLINE, online], [TARGET, target]] as const) {
+      for (const s of store.specs) this.weightFeeds[prefix + s.name] = new ort.Tensor('float32', store.view(s.name), s.shape);
+    }
+    this.gradBuf = new Float32Array(online.size);
+    for (const s of online.specs) {
+      const off = online.offsets.get(s.name)!;
+      this.fetches[GRAD + s.name] = new ort.Tensor('float32', this.gradBuf.subarray(off, off + online.sizes.get(s.name)!), s.shape);
+    }
+    this.patchDim = model.patchSize * model.patchSize * model.channels;
+    this.numPatches = (model.imageSize / model.patchSize) ** 2;
+  }
+
+  static async create(model: ModelConfig, online: ParamStore, target: ParamStore, opts: OrtEngineOptions): Promise<OrtEngine> {
+    const options: ort.InferenceSession.SessionOptions = {
+      intraOpNumThreads: opts.threads ?? availableParallelism(),
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+      // The arena keeps activation buffers between runs; without it steps were several times slower.
+      enableCpuMemArena: true,
+      ...(process.env.IJEPA_ORT_PROFILE ? { enableProfiling: true, profileFilePrefix: process.env.IJEPA_ORT_PROFILE } : {}),
+    };
+    const create = ort.InferenceSession.create as (m: Uint8Array, o: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>;
+    const [step, diag] = await Promise.all([
+      create(stepGraph(model, opts.numTargets, opts.loss), options),
+      create(probeGraph(model, opts.numTargets, opts.loss), { ...options, intraOpNumThreads: opts.threads ?? availableParallelism() }),
+    ]);
+    return new OrtEngine(model, online, target, opts, step, diag);
+  }
+
+  /** Weights are read from the ParamStores at every run: nothing to copy. */
+  syncOnline(): void {}
+  syncTarget(): void {}
+
+  private feeds(mb: MicroBatch): Record<string, ort.Tensor> {
+    const m = mb.masks;
+    const mb2 = m.numTargets * m.batch;
+    return {
+      patches: new ort.Tensor('float32', mb.patches, [mb.batch, this.numPatches, this.patchDim]),
+      ctx_idx: new ort.Tensor('int64', int64(m.ctxIdx), [m.batch, m.ctxLen]),
+      ctx_mask: new ort.Tensor('float32', m.ctxMask, [m.batch, m.ctxLen]),
+      key_mask: new ort.Tensor('float32', predictorKeyMask(m), [mb2, m.ctxLen + m.tgtLen]),
+      tgt_idx: new ort.Tensor('int64', int64(m.tgtIdx), [mb2, m.tgtLen]),
+    };
+  }
+
+  /** Same contract as TfjsEngine.forwardBackward: gradients are added into `gradAccum`, scaled. */
+  async forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number): Promise<StepResult> {
+    const chunk = this.opts.chunk ?? mb.batch;
+    const per = this.numPatches * this.patchDim;
+    // Images with similar context lengths together pad less (the loss is unchanged: see TfjsEngine).
+    const order = [...Array(mb.batch).keys()].sort((a, b) => mb.masks.ctxCount[a] - mb.masks.ctxCount[b]);
+    const sorted = permuteBatch(mb, order, per);
+    let loss = 0;
+    for (let from = 0; from < mb.batch; from += chunk) {
+      const to = Math.min(mb.batch, from + chunk);
+      const weight = (to - from) / mb.batch;
+      const part = { patches: sorted.patches.subarray(from * per, to * per), batch: to - from, masks: sliceMasks(sorted.masks, from, to) };
+      const out = await this.step.run({ ...this.feeds(part), ...this.weightFeeds }, this.fetches);
+      loss += weight * (out.loss.data as Float32Array)[0];
+      const s = gradScale * weight;
+      const g = this.gradBuf;
+      for (let i = 0; i < g.length; i++) gradAccum[i] += s * g[i];
+    }
+    return { loss, predLoss: loss, sigreg: 0 };
+  }
+
+  async probe(mb: MicroBatch): Promise<ProbeResult> {
+    const f = this.feeds(mb);
+    const targetFeeds = Object.fromEntries(Object.entries(this.weightFeeds).filter(([k]) => k.startsWith(TARGET)));
+    const out = await this.diag.run({ patches: f.patches, tgt_idx: f.tgt_idx, ...targetFeeds });
+    return {
+      tokens: out.tokens.data as Float32Array,
+      pooled: out.pooled.data as Float32Array,
+      zeroLoss: (out.zero_loss.data as Float32Array)[0],
+    };
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.all([this.step.release(), this.diag.release()]);
+  }
+}
