@@ -2,6 +2,10 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { presetNames, type PresetName } from './model/presets.ts';
 import type { ConfigOverrides } from './config.ts';
+import { READOUTS } from '../serve/format/readout.ts';
+import { recipeNames, recipeOverrides } from './recipes.ts';
+
+const READOUT_CHOICES = [...READOUTS];
 
 function int(name: string, min = 1) {
   return (v: string) => {
@@ -31,7 +35,9 @@ export function buildCli(): Command {
     .requiredOption('--data <path>', 'image folder, STL-10 binary directory, or IDX file/directory')
     .requiredOption('--out <dir>', 'run directory (e.g. runs/my-run)')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
+    .addOption(new Option('--recipe <name>', 'training recipe (train/recipes.ts); `reference` is the published I-JEPA one').choices(recipeNames).default('default'))
     .option('--config <file>', 'JSON file overriding any config field (see train/config.ts)')
+    .option('--holdout', 'pre-train without the validation split (so `eval --validation` is clean)')
     .option('--epochs <n>', 'epochs (sets the schedule length)', positive('--epochs'))
     .option('--batch <n>', 'images per micro-batch', int('--batch'))
     .option('--accum <k>', 'micro-batches per optimizer step (gradient accumulation)', int('--accum'))
@@ -55,9 +61,10 @@ export function buildCli(): Command {
         timeBudgetMin: opts.timeBudget, chunk: opts.chunk, loss: opts.loss,
         optim: opts.lr !== undefined ? { lr: opts.lr } : undefined,
         sigreg: opts.sigreg !== undefined ? { weight: opts.sigreg } : undefined,
+        holdout: opts.holdout,
       };
       for (const k of Object.keys(flags) as (keyof ConfigOverrides)[]) if (flags[k] === undefined) delete flags[k];
-      const config = resolveConfig(opts.preset as PresetName, opts.config ? readConfigFile(opts.config) : undefined, flags);
+      const config = resolveConfig(opts.preset as PresetName, recipeOverrides(opts.recipe), opts.config ? readConfigFile(opts.config) : undefined, flags);
       const summary = await train({
         data: opts.data, out: opts.out, config, resume: opts.resume, backend: opts.backend,
         engine: opts.engine, threads: opts.threads,
@@ -87,9 +94,14 @@ export function buildCli(): Command {
     .option('--l2 <x>', 'L2 penalty on the weights', (v) => Number(v), 1e-3)
     .option('--limit <n>', 'use at most n training images (seeded subsample)', int('--limit'))
     .option('--seed <n>', 'seed for splits and subsamples', int('--seed', 0), 0)
+    .addOption(new Option('--readout <kind>', 'features the head reads: mean of all patches, or the four quadrant means').choices(READOUT_CHOICES).default('mean'))
+    .option('--validation', 'score on the validation split of --data (for recipe decisions) instead of the test split')
     .action(async (opts) => {
       const { runProbe } = await import('./probe.ts');
-      const r = await runProbe({ model: opts.model, data: opts.data, test: opts.test, l2: opts.l2, limit: opts.limit, seed: opts.seed, progress: process.stderr.isTTY });
+      const r = await runProbe({
+        model: opts.model, data: opts.data, test: opts.test, l2: opts.l2, limit: opts.limit, seed: opts.seed, progress: process.stderr.isTTY,
+        readout: opts.readout, validation: opts.validation,
+      });
       console.log(`linear probe on ${r.testSplit}: ${r.testCount} test images, ${r.trainCount} train images, L-BFGS ${r.iterations} iterations${r.converged ? '' : ' (not converged)'}`);
       console.log(`top-1 accuracy ${(100 * r.accuracy).toFixed(2)}%   macro-F1 ${(100 * r.macroF1).toFixed(2)}%\n`);
       console.log('| class | precision | recall | F1 | support |\n| --- | --- | --- | --- | --- |');
@@ -144,10 +156,68 @@ export function buildCli(): Command {
     .option('--k <n>', 'neighbours for kNN', int('--k'), 20)
     .option('--temperature <t>', 'kNN temperature', (v) => Number(v), 0.07)
     .option('--out <dir>', 'where eval.md and eval.json go (default: the package directory)')
+    .addOption(new Option('--readout <kinds...>', 'probe readouts to report for the frozen encoders').choices(READOUT_CHOICES).default(['mean']))
+    .option('--validation', 'score on the validation split of --data (recipe decisions); the test split is not read')
+    .option('--no-baselines', 'skip the random-init and raw-pixel rows')
+    .option('--no-knn', 'skip the kNN row')
+    .option('--threads <n>', 'onnxruntime threads for feature extraction', int('--threads'), 1)
     .action(async (opts) => {
       const { runEval } = await import('./eval.ts');
-      const r = await runEval({ model: opts.model, data: opts.data, test: opts.test, limit: opts.limit, seed: opts.seed, l2: opts.l2, k: opts.k, temperature: opts.temperature, out: opts.out });
+      const r = await runEval({
+        model: opts.model, data: opts.data, test: opts.test, limit: opts.limit, seed: opts.seed, l2: opts.l2, k: opts.k, temperature: opts.temperature, out: opts.out,
+        readouts: opts.readout, validation: opts.validation, noBaselines: !opts.baselines, noKnn: !opts.knn, threads: opts.threads,
+      });
       console.log(r.markdown);
+    });
+
+  program
+    .command('figures')
+    .description('PNG figures of a run: masks, training curves, UMAP feature map, nearest-patch reconstruction')
+    .requiredOption('--run <dir>', 'run directory written by `ijepa train`')
+    .requiredOption('--data <path>', 'labeled data (held-out images come from its test split, or its validation split for --holdout runs)')
+    .option('--out <dir>', 'where the PNGs go (default: <run>/figures)')
+    .option('--count <n>', 'images in the mask and reconstruction figures', int('--count'), 8)
+    .option('--map-points <n>', 'held-out images in the feature map', int('--map-points'), 2000)
+    .option('--gallery <n>', 'gallery images for the nearest-patch reconstruction', int('--gallery'), 1000)
+    .option('--seed <n>', 'seed for the picked images and masks', int('--seed', 0), 0)
+    .action(async (opts) => {
+      const { makeFigures } = await import('./figures.ts');
+      const files = await makeFigures({ run: opts.run, data: opts.data, out: opts.out, count: opts.count, mapPoints: opts.mapPoints, gallery: opts.gallery, seed: opts.seed });
+      console.log(files.join('\n'));
+    });
+
+  program
+    .command('study')
+    .description('recipe study: pre-train each recipe at each time budget (validation split held out), score frozen probes on validation; writes study.md/study.png')
+    .requiredOption('--data <path>', 'labeled training data (IDX or image class folders)')
+    .requiredOption('--out <dir>', 'study directory (results.jsonl; may be shared by parallel study processes)')
+    .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
+    .option('--recipes <names>', `comma-separated recipes (${recipeNames.join(', ')})`, 'reference')
+    .option('--budgets <minutes>', 'comma-separated time budgets in minutes', '15')
+    .option('--seeds <list>', 'comma-separated seeds', '0')
+    .option('--threads <n>', 'onnxruntime threads per run (default: all cores)', int('--threads'))
+    .option('--limit <n>', 'labeled training images for the probes (seeded subsample)', int('--limit'))
+    .option('--config <file>', 'JSON overrides applied after each recipe (e.g. model, batch)')
+    .option('--report', 'only rebuild study.md / study.png from results.jsonl')
+    .action(async (opts) => {
+      const { runStudy, writeReport } = await import('./study.ts');
+      const { readConfigFile } = await import('./config.ts');
+      const list = (v: string, what: string, parse: (x: string) => number) => v.split(',').map((x) => {
+        const n = parse(x.trim());
+        if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${what}: '${x}' is not a valid number`);
+        return n;
+      });
+      if (opts.report) {
+        console.log(await writeReport(opts.out));
+        return;
+      }
+      const recipes = (opts.recipes as string).split(',').map((r) => r.trim());
+      for (const r of recipes) if (!recipeNames.includes(r as never)) throw new InvalidArgumentError(`--recipes: unknown recipe '${r}' (known: ${recipeNames.join(', ')})`);
+      console.log(await runStudy({
+        data: opts.data, out: opts.out, preset: opts.preset, recipes: recipes as never, threads: opts.threads, limit: opts.limit,
+        config: opts.config ? readConfigFile(opts.config) : undefined,
+        budgets: list(opts.budgets, '--budgets', Number), seeds: list(opts.seeds, '--seeds', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)),
+      }));
     });
 
   program

@@ -14,6 +14,8 @@ const fraction = z.tuple([z.number().gt(0).lte(1), z.number().gt(0).lte(1)]).ref
 export const trainConfigSchema = z
   .object({
     preset: z.enum(presetNames as [PresetName, ...PresetName[]]),
+    /** The named recipe the config started from (train/recipes.ts), for provenance. */
+    recipe: z.string(),
     model: modelConfigSchema,
     masks: z
       .object({
@@ -47,6 +49,8 @@ export const trainConfigSchema = z
     maxSteps: z.number().int().positive().optional(),
     timeBudgetMin: z.number().positive().optional(),
     seed: z.number().int().nonnegative(),
+    /** Pre-train without the validation split of data/split.ts (recipe studies). */
+    holdout: z.boolean(),
     augment: z
       .object({ cropScale: fraction.nullable(), cropRatio: range, hflip: z.boolean() })
       .strict(),
@@ -62,6 +66,7 @@ export type TrainConfig = z.infer<typeof trainConfigSchema>;
 export function defaultConfig(preset: PresetName): TrainConfig {
   return {
     preset,
+    recipe: 'none',
     model: { ...presets[preset] },
     masks: { ...defaultMaskConfig },
     optim: { lr: 1e-3, startLr: 2e-4, finalLr: 1e-6, warmupEpochs: 15, weightDecay: [0.04, 0.4], ema: [0.996, 1.0], beta1: 0.9, beta2: 0.999 },
@@ -72,6 +77,7 @@ export function defaultConfig(preset: PresetName): TrainConfig {
     chunk: 32,
     epochs: 100,
     seed: 0,
+    holdout: false,
     augment: { cropScale: [0.3, 1.0], cropRatio: [0.75, 4 / 3], hflip: false },
     normalize: { mean: IMAGENET_MEAN, std: IMAGENET_STD },
     logEvery: 10,

@@ -11,7 +11,8 @@ import { normalizeChw, toRgb } from '../serve/format/preprocess.ts';
 import type { Manifest } from '../serve/format/manifest.ts';
 import type { Dataset } from './data/dataset.ts';
 import { classificationReport } from './logreg.ts';
-import { extractFeatures, fitAndScore, labeledSplits, type Features } from './probe.ts';
+import { extractFeatures, extractReadouts, fitAndScore, labeledSplits, type Features } from './probe.ts';
+import { readoutDim, type Readout } from '../serve/format/readout.ts';
 import { encoderGraph } from './export/graphs.ts';
 import { encoderSpecs } from './model/vit.ts';
 import type { ModelConfig } from './model/presets.ts';
@@ -21,6 +22,14 @@ export interface EvalOptions {
   model: string;
   data: string;
   test?: string;
+  /** Score on the validation split of the training data (recipe decisions); the test split is not read. */
+  validation?: boolean;
+  /** Probe readouts to report for the frozen encoders (default: mean). */
+  readouts?: Readout[];
+  /** Skip the random-init and raw-pixel rows (a study computes them once per dataset). */
+  noBaselines?: boolean;
+  noKnn?: boolean;
+  threads?: number;
   limit?: number;
   seed: number;
   l2: number;
@@ -32,6 +41,9 @@ export interface EvalOptions {
 
 export interface EvalRow {
   method: string;
+  /** ijepa | random-init | pixels | knn */
+  kind: string;
+  readout?: Readout;
   accuracy: number;
   macroF1: number;
 }
@@ -91,38 +103,50 @@ export function knnPredict(tr: Features, te: Features, d: number, classes: numbe
 
 export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdown: string }> {
   const log = o.log ?? ((s: string) => console.error(s));
-  const sp = labeledSplits(o.data, o.test, o.seed, o.limit);
+  const sp = labeledSplits(o.data, o.test, o.seed, o.limit, o.validation);
   const c = sp.classes.length;
-  const embedder = await Embedder.open(o.model);
+  const readouts = o.readouts ?? ['mean'];
+  const embedder = await Embedder.open(o.model, o.threads);
   const m = embedder.manifest;
   const d = m.embeddingDim;
   const rows: EvalRow[] = [];
+  const label = (r: Readout) => (r === 'mean' ? 'linear probe' : `linear probe, ${r} readout`);
+  /** Linear-probe rows for one frozen encoder, every readout from one pass over the data. */
+  const probeRows = async (e: Embedder, kind: string, name: string) => {
+    const tr = await extractReadouts(e, sp.train, sp.trainItems, log, readouts);
+    const te = await extractReadouts(e, sp.test, sp.testItems, log, readouts);
+    for (const r of readouts) {
+      const rep = fitAndScore(tr.get(r)!, te.get(r)!, readoutDim(r, d), c, o.l2).report;
+      rows.push({ method: `${name} (frozen, ${label(r)})`, kind, readout: r, accuracy: rep.accuracy, macroF1: rep.macroF1 });
+    }
+    return { tr: tr.get('mean'), te: te.get('mean') };
+  };
   try {
-    const tr = await extractFeatures(embedder, sp.train, sp.trainItems, log);
-    const te = await extractFeatures(embedder, sp.test, sp.testItems, log);
-    const ijepa = fitAndScore(tr, te, d, c, o.l2).report;
-    rows.push({ method: 'I-JEPA (frozen, linear probe)', accuracy: ijepa.accuracy, macroF1: ijepa.macroF1 });
+    const pooled = await probeRows(embedder, 'ijepa', 'I-JEPA');
 
-    const cfg = modelConfig(m);
-    const random = await Embedder.fromGraph(m, encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), o.seed, 'random-init')));
-    const rtr = await extractFeatures(random, sp.train, sp.trainItems, log);
-    const rte = await extractFeatures(random, sp.test, sp.testItems, log);
-    await random.close();
-    const rnd = fitAndScore(rtr, rte, d, c, o.l2).report;
-    rows.push({ method: 'random-init same architecture (frozen, linear probe)', accuracy: rnd.accuracy, macroF1: rnd.macroF1 });
+    if (!o.noBaselines) {
+      const cfg = modelConfig(m);
+      const random = await Embedder.fromGraph(m, encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), o.seed, 'random-init')), o.threads);
+      await probeRows(random, 'random-init', 'random-init same architecture');
+      await random.close();
 
-    const ptr = await pixelFeatures(sp.train, sp.trainItems, m);
-    const pte = await pixelFeatures(sp.test, sp.testItems, m);
-    const pix = fitAndScore(ptr, pte, 3 * m.preprocess.size ** 2, c, o.l2, 200).report;
-    rows.push({ method: 'raw pixels (linear)', accuracy: pix.accuracy, macroF1: pix.macroF1 });
+      const ptr = await pixelFeatures(sp.train, sp.trainItems, m);
+      const pte = await pixelFeatures(sp.test, sp.testItems, m);
+      const pix = fitAndScore(ptr, pte, 3 * m.preprocess.size ** 2, c, o.l2, 200).report;
+      rows.push({ method: 'raw pixels (linear)', kind: 'pixels', accuracy: pix.accuracy, macroF1: pix.macroF1 });
+    }
 
-    const knn = classificationReport(knnPredict(tr, te, d, c, o.k, o.temperature), te.y, c);
-    rows.push({ method: `I-JEPA kNN (k=${o.k}, cosine, T=${o.temperature})`, accuracy: knn.accuracy, macroF1: knn.macroF1 });
-
+    if (!o.noKnn) {
+      const tr = pooled.tr ?? await extractFeatures(embedder, sp.train, sp.trainItems, log);
+      const te = pooled.te ?? await extractFeatures(embedder, sp.test, sp.testItems, log);
+      const knn = classificationReport(knnPredict(tr, te, d, c, o.k, o.temperature), te.y, c);
+      rows.push({ method: `I-JEPA kNN (k=${o.k}, cosine, T=${o.temperature})`, kind: 'knn', accuracy: knn.accuracy, macroF1: knn.macroF1 });
+    }
+    const counts = { train: sp.trainItems.length, test: sp.testItems.length };
     const t = m.training;
     const budget = `pre-training: ${t.imagesSeen} images seen, ${t.steps} steps, ${(t.elapsedSec / 60).toFixed(1)} min on ${cpus()[0]?.model ?? 'unknown CPU'} (${cpus().length} cores); data ${t.data}`;
     const markdown = [
-      `Evaluation of ${m.id} on ${sp.testSplit}: ${te.n} test images, ${tr.n} training images, seed ${o.seed}.`,
+      `Evaluation of ${m.id} on ${sp.testSplit}: ${counts.test} test images, ${counts.train} training images, seed ${o.seed}.`,
       '',
       '| method | top-1 accuracy | macro-F1 |',
       '| --- | --- | --- |',
@@ -133,7 +157,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     ].join('\n');
     const out = o.out ?? o.model;
     writeFileSync(join(out, 'eval.md'), markdown);
-    writeFileSync(join(out, 'eval.json'), JSON.stringify({ model: m.id, testSplit: sp.testSplit, trainCount: tr.n, testCount: te.n, seed: o.seed, rows, training: t }, null, 2));
+    writeFileSync(join(out, 'eval.json'), JSON.stringify({ model: m.id, testSplit: sp.testSplit, trainCount: counts.train, testCount: counts.test, seed: o.seed, rows, training: t }, null, 2));
     return { rows, markdown };
   } finally {
     await embedder.close();

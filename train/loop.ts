@@ -10,6 +10,8 @@ import type { TrainConfig } from './config.ts';
 import { parseConfig } from './config.ts';
 import { useBackend, type BackendName } from './backend.ts';
 import { openDataset } from './data/open.ts';
+import { subset, type Dataset } from './data/dataset.ts';
+import { validationSplit } from './data/split.ts';
 import { BatchLoader, type Position } from './data/loader.ts';
 import { sampleMasks, validateMaskConfig } from './masks.ts';
 import { gridOf } from './model/presets.ts';
@@ -62,6 +64,16 @@ interface State {
   imagesSeen: number;
   elapsedSec: number;
   skipped: number;
+  /** Budget runs: the step count was re-fitted at the end of warmup. */
+  refitted?: boolean;
+}
+
+/** The pre-training data without its validation split; only where it is the labeled training split. */
+function heldOut(data: string): Dataset {
+  const all = openDataset(data);
+  const labeled = openDataset(data, 'train');
+  if (all.size !== labeled.size) throw new Error(`holdout: the pre-training data of ${data} is not its labeled training split (STL-10 adds unlabeled images); hold out a folder instead`);
+  return subset(all, validationSplit(all.size).train);
 }
 
 export function preprocessOf(c: TrainConfig): Preprocess {
@@ -103,7 +115,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   if (engineName === 'ort' && cfg.sigreg.weight > 0) throw new Error('SIGReg is implemented in the TF.js engine only: add --engine tfjs');
   if (engineName === 'tfjs') await useBackend(o.backend);
 
-  const dataset = openDataset(o.data);
+  const dataset = cfg.holdout ? heldOut(o.data) : openDataset(o.data);
   const loader = new BatchLoader(
     dataset,
     {
@@ -216,12 +228,23 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         // Time-budget runs: measure a few steps, then fix a schedule that ends with the budget.
         if (state.step > WARMUP_STEPS) timed.push((performance.now() - t0) / 1000);
         if (timed.length >= TIMING_STEPS) {
-          const perStep = timed.sort((a, b) => a - b)[Math.floor(timed.length / 2)];
+          const perStep = [...timed].sort((a, b) => a - b)[Math.floor(timed.length / 2)];
           plan = planByBudget(epochPlan, budgetSec - (performance.now() - startedAt) / 1000 + state.step * perStep, perStep);
           bar?.setTotal(plan.totalSteps);
           log(`\ntime budget ${cfg.timeBudgetMin} min at ${perStep.toFixed(2)} s/step → ${plan.totalSteps} steps (warmup ${plan.warmupSteps})`);
         }
+      } else if (cfg.timeBudgetMin && !state.refitted && state.step >= plan.warmupSteps && timed.length > TIMING_STEPS) {
+        // Early steps are often slower (allocator warm-up, load): re-fit the step count once, at
+        // the end of warmup, where the cosine starts at its peak whatever its length.
+        const recent = timed.slice(-Math.min(timed.length, 30)).sort((a, b) => a - b);
+        const perStep = recent[Math.floor(recent.length / 2)];
+        const left = budgetSec - (performance.now() - startedAt) / 1000;
+        plan = { ...plan, totalSteps: Math.max(state.step + 1, state.step + Math.floor(left / perStep)) };
+        state.refitted = true;
+        bar?.setTotal(plan.totalSteps);
+        log(`\nre-fitted at the end of warmup: ${perStep.toFixed(2)} s/step → ${plan.totalSteps} steps`);
       }
+      if (plan && !state.refitted && state.step > WARMUP_STEPS) timed.push((performance.now() - t0) / 1000);
 
       const record: Record<string, unknown> = {
         step: state.step, loss, lr: s.lr, wd: s.weightDecay, momentum: s.momentum,

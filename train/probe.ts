@@ -14,6 +14,8 @@ import { probeSchema, type ProbeHead } from '../serve/format/probe.ts';
 import { contentHash, describeFile, writePackage } from '../serve/format/package.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { readFeatures, readoutDim, type Readout } from '../serve/format/readout.ts';
+import { validationSplit } from './data/split.ts';
 
 export interface Features {
   x: Float32Array;
@@ -24,10 +26,16 @@ export interface Features {
 
 const BATCH = 64;
 
-/** Pooled features and labels for the given items (all by default); unreadable images are skipped. */
-export async function extractFeatures(embedder: Embedder, ds: Dataset, items: number[], log: (s: string) => void, progress = false): Promise<Features> {
-  const d = embedder.manifest.embeddingDim;
-  const x = new Float32Array(items.length * d);
+/** Probe features (see readout.ts) and labels for the given items; unreadable images are skipped. */
+export async function extractFeatures(embedder: Embedder, ds: Dataset, items: number[], log: (s: string) => void, progress = false, readout: Readout = 'mean'): Promise<Features> {
+  return (await extractReadouts(embedder, ds, items, log, [readout], progress)).get(readout)!;
+}
+
+/** Several readouts from one pass of the encoder over the items. */
+export async function extractReadouts(embedder: Embedder, ds: Dataset, items: number[], log: (s: string) => void, readouts: Readout[], progress = false): Promise<Map<Readout, Features>> {
+  const { rows, cols } = embedder.manifest.patches;
+  const dim = embedder.manifest.embeddingDim;
+  const xs = new Map(readouts.map((r) => [r, new Float32Array(items.length * readoutDim(r, dim))]));
   const y = new Int32Array(items.length);
   let n = 0;
   let skipped = 0;
@@ -49,20 +57,23 @@ export async function extractFeatures(embedder: Embedder, ds: Dataset, items: nu
     });
     if (ok.length) {
       const e = await embedder.embed(ok);
-      x.set(e.pooled, n * d);
+      for (const [r, x] of xs) x.set(r === 'mean' ? e.pooled : readFeatures(r, e.tokens, ok.length, rows, cols, dim), n * readoutDim(r, dim));
       y.set(labels, n);
       n += ok.length;
     }
     bar?.update(Math.min(items.length, start + BATCH));
   }
   bar?.stop();
-  return { x: x.subarray(0, n * d), y: y.subarray(0, n), n, skipped };
+  return new Map([...xs].map(([r, x]) => [r, { x: x.subarray(0, n * readoutDim(r, dim)), y: y.subarray(0, n), n, skipped }]));
 }
 
 export interface ProbeOptions {
   model: string;
   data: string;
   test?: string;
+  /** Score on the validation split of the training data instead of the test split. */
+  validation?: boolean;
+  readout?: Readout;
   l2: number;
   limit?: number;
   seed: number;
@@ -96,18 +107,25 @@ export interface Splits {
 }
 
 /**
- * Labeled train/test items: --test if given, else the source's own test split (IDX t10k,
- * STL-10 test), else a seeded 20% hold-out. `limit` subsamples the training items, seeded.
+ * Labeled train/test items: with `validation`, the fixed validation split of the training data
+ * (data/split.ts; the test split is not touched); else --test if given, else the source's own
+ * test split (IDX t10k, STL-10 test), else a seeded 20% hold-out. `limit` subsamples the
+ * training items, seeded.
  */
-export function labeledSplits(data: string, testPath: string | undefined, seed: number, limit?: number): Splits {
+export function labeledSplits(data: string, testPath: string | undefined, seed: number, limit?: number, validation = false): Splits {
   const train = openDataset(data, 'train');
   const classes = labeled(train, data);
   let trainItems = [...Array(train.size).keys()];
   let test = train;
   let testItems: number[];
   let testSplit: string;
-  const testDs = testPath ? openDataset(testPath, 'test') : tryTestSplit(data);
-  if (testDs) {
+  const testDs = validation ? undefined : testPath ? openDataset(testPath, 'test') : tryTestSplit(data);
+  if (validation) {
+    const v = validationSplit(train.size);
+    trainItems = v.train;
+    testItems = v.validation;
+    testSplit = `${data} (validation split: ${testItems.length} training images held out)`;
+  } else if (testDs) {
     test = testDs;
     labeled(test, testPath ?? data);
     testItems = [...Array(test.size).keys()];
@@ -127,13 +145,14 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
   const log = o.log ?? ((s: string) => console.error(s));
   const embedder = await Embedder.open(o.model);
   try {
-    const { train, trainItems, test, testItems, classes, testSplit } = labeledSplits(o.data, o.test, o.seed, o.limit);
-    const d = embedder.manifest.embeddingDim;
-    const tr = await extractFeatures(embedder, train, trainItems, log, o.progress);
-    const te = await extractFeatures(embedder, test, testItems, log, o.progress);
+    const { train, trainItems, test, testItems, classes, testSplit } = labeledSplits(o.data, o.test, o.seed, o.limit, o.validation);
+    const readout = o.readout ?? 'mean';
+    const d = readoutDim(readout, embedder.manifest.embeddingDim);
+    const tr = await extractFeatures(embedder, train, trainItems, log, o.progress, readout);
+    const te = await extractFeatures(embedder, test, testItems, log, o.progress, readout);
     const { report, fit, scale: s } = fitAndScore(tr, te, d, classes.length, o.l2);
     const head: ProbeHead = probeSchema.parse({
-      classes, dim: d, mean: Array.from(s.mean), std: Array.from(s.std),
+      classes, dim: d, readout, mean: Array.from(s.mean), std: Array.from(s.std),
       weights: classes.map((_, k) => Array.from(fit.weights.subarray(k * d, (k + 1) * d))), bias: Array.from(fit.bias),
       metrics: { accuracy: report.accuracy, macroF1: report.macroF1, split: testSplit, count: te.n },
     });

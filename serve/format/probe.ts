@@ -3,11 +3,14 @@
  * and softmax over the pooled embedding.
  */
 import { z } from 'zod';
+import { READOUTS } from './readout.ts';
 
 export const probeSchema = z
   .object({
     classes: z.array(z.string()).min(2),
     dim: z.number().int().positive(),
+    /** Which features of the patch embeddings the head reads (readout.ts); older heads: mean. */
+    readout: z.enum(READOUTS).default('mean'),
     mean: z.array(z.number()),
     std: z.array(z.number().positive()),
     /** [classes][dim] */
@@ -25,7 +28,7 @@ export const probeSchema = z
 
 export type ProbeHead = z.infer<typeof probeSchema>;
 
-/** Class probabilities for one pooled embedding. */
+/** Class probabilities for one image's features (readFeatures with the head's readout). */
 export function probeProbabilities(p: ProbeHead, embedding: ArrayLike<number>): Float64Array {
   const c = p.classes.length;
   const logits = new Float64Array(c);

@@ -2,6 +2,7 @@
 import type { Request, Response } from 'express';
 import { ApiError } from '../errors.ts';
 import { probeProbabilities } from '../format/probe.ts';
+import { readFeatures } from '../format/readout.ts';
 import type { Outcome, Service } from '../service.ts';
 import { parseImages } from './inputs.ts';
 
@@ -94,7 +95,9 @@ export async function classify(svc: Service, req: Request, res: Response): Promi
     model: svc.manifest.id,
     data: outcomes.map((o) => {
       if ('error' in o) return { index: o.index, ...o.error.toJSON() };
-      const p = probeProbabilities(probe, o.result.pooled);
+      const { rows, cols } = svc.manifest.patches;
+      const features = probe.readout === 'mean' ? o.result.pooled : readFeatures(probe.readout, o.result.tokens, 1, rows, cols, svc.manifest.embeddingDim);
+      const p = probeProbabilities(probe, features);
       const top = [...p.keys()].sort((a, b) => p[b] - p[a]).slice(0, options.topK);
       return { index: o.index, predictions: top.map((k) => ({ label: probe.classes[k], probability: p[k] })) };
     }),

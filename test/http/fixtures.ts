@@ -20,7 +20,7 @@ export function makePackage(withProbe: boolean): string {
   const classes = ['dark', 'light', 'other'];
   if (withProbe) {
     const head: ProbeHead = {
-      classes, dim: m.dim, mean: new Array(m.dim).fill(0), std: new Array(m.dim).fill(1),
+      classes, dim: m.dim, readout: 'mean', mean: new Array(m.dim).fill(0), std: new Array(m.dim).fill(1),
       weights: classes.map((_, k) => Array.from({ length: m.dim }, (_, j) => Math.sin(k * 7 + j))), bias: [0.1, 0, -0.1],
     };
     files['probe.json'] = new TextEncoder().encode(JSON.stringify(head));

@@ -217,3 +217,55 @@ test('ijepa eval reports I-JEPA, random-init, raw-pixel and kNN rows with sane n
   assert.deepEqual(JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8')).rows, report.rows);
   assert.equal(again.status, 0);
 });
+
+test('ijepa eval --validation scores on the held-out part of the training data, with both readouts', () => {
+  const out = join(dir, 'pkg-probe');
+  const evalDir = join(dir, 'eval-val');
+  mkdirSync(evalDir);
+  const r = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--validation', '--readout', 'mean', 'grid2', '--no-knn']);
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8'));
+  assert.match(report.testSplit, /validation split: 10 training images held out/);
+  assert.equal(report.testCount, 10);
+  assert.equal(report.trainCount, 50);
+  assert.deepEqual(report.rows.map((x: { kind: string; readout?: string }) => `${x.kind}/${x.readout ?? '-'}`), ['ijepa/mean', 'ijepa/grid2', 'random-init/mean', 'random-init/grid2', 'pixels/-']);
+});
+
+test('ijepa figures writes masks, curves, feature-map and reconstruction PNGs of the expected sizes', async () => {
+  const sharp = (await import('sharp')).default;
+  const out = join(dir, 'figs');
+  const r = run(['figures', '--run', join(dir, 'runA'), '--data', join(dir, 'labeled'), '--out', out, '--count', '4', '--map-points', '20', '--gallery', '10']);
+  assert.equal(r.status, 0, r.stderr);
+  const sizes: Record<string, [number, number]> = { 'masks.png': [536, 160], 'curves.png': [1140, 480], 'map.png': [640, 640], 'recon.png': [400, 560] };
+  for (const [f, [w, h]] of Object.entries(sizes)) {
+    const meta = await sharp(join(out, f)).metadata();
+    assert.deepEqual([meta.format, meta.width, meta.height], ['png', w, h], f);
+    const stats = await sharp(join(out, f)).stats();
+    assert.ok(stats.channels.some((c) => c.stdev > 1), `${f} is not blank`);
+  }
+  assert.match(run(['figures', '--run', join(dir, 'nothing'), '--data', join(dir, 'labeled')]).stderr, /no checkpoint\.bin/);
+});
+
+test('ijepa study trains each recipe on the training split, scores on validation, and resumes by skipping done runs', async () => {
+  const sharp = (await import('sharp')).default;
+  const out = join(dir, 'study');
+  const cfg = join(dir, 'study-tiny.json');
+  writeFileSync(cfg, JSON.stringify({ model: tinyModel, batch: 8, chunk: 8, masks: { numTargets: 2, targetScale: [0.1, 0.15], minKeep: 2 }, diagEvery: 2, logEvery: 1 }));
+  const args = ['study', '--data', join(dir, 'labeled'), '--out', out, '--recipes', 'reference,fast-ema', '--budgets', '0.05', '--seeds', '0', '--threads', '1', '--config', cfg];
+  const r = run(args);
+  assert.equal(r.status, 0, r.stderr);
+  const results = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(results.map((x) => x.recipe), ['reference', 'fast-ema']);
+  for (const x of results) {
+    assert.ok(x.steps >= 1 && x.val.mean.accuracy >= 0 && x.val.mean.accuracy <= 1 && x.val.grid2.accuracy <= 1, JSON.stringify(x));
+  }
+  assert.equal(JSON.parse(readFileSync(join(out, 'reference-0.05m-s0', 'config.json'), 'utf8')).holdout, true);
+  const md = readFileSync(join(out, 'study.md'), 'utf8');
+  assert.match(md, /\| 0\.05 min \| reference \| 0 \|/);
+  assert.match(md, /random-init, mean/);
+  assert.equal((await sharp(join(out, 'study.png')).metadata()).format, 'png');
+  const again = run(args);
+  assert.equal(again.status, 0, again.stderr);
+  assert.match(again.stderr, /reference-0\.05m-s0 done already/);
+  assert.match(run([...args.slice(0, 5), '--recipes', 'nonsense']).stderr, /unknown recipe 'nonsense'/);
+});

@@ -123,3 +123,21 @@ test('preprocessing: grayscale replicated, alpha flattened, patch layout (row, c
   // Second row inside patch (0,0) is pixel (1,0): bytes 12..14.
   assert.ok(Math.abs(out[6] - 12 / 255) < 1e-7);
 });
+
+test('the validation split is fixed, disjoint from training, and 1/6 of the items; subset re-indexes', async () => {
+  const { validationSplit } = await import('../../train/data/split.ts');
+  const { subset } = await import('../../train/data/dataset.ts');
+  const a = validationSplit(60000);
+  assert.equal(a.validation.length, 10000);
+  assert.equal(a.train.length, 50000);
+  const seen = new Set([...a.train, ...a.validation]);
+  assert.equal(seen.size, 60000);
+  assert.deepEqual(validationSplit(60000).validation.slice(0, 20), a.validation.slice(0, 20));
+  const labels = Array.from({ length: 12 }, (_, i) => i % 3);
+  const ds = { size: 12, classes: ['a', 'b', 'c'], label: (i: number) => labels[i], read: async (i: number) => ({ kind: 'encoded' as const, data: new Uint8Array([i]) }), describe: (i: number) => `#${i}` };
+  const v = validationSplit(12);
+  const s = subset(ds, v.train);
+  assert.equal(s.size, 10);
+  assert.equal(s.label(3), labels[v.train[3]]);
+  assert.equal(s.describe(0), `#${v.train[0]}`);
+});

@@ -14,3 +14,15 @@ export interface Dataset {
 }
 
 export type Split = 'train' | 'test' | 'unlabeled';
+
+/** The items of `ds` at `items`, re-indexed from 0 (e.g. the training part of a validation split). */
+export function subset(ds: Dataset, items: ArrayLike<number>): Dataset {
+  return {
+    size: items.length,
+    classes: ds.classes,
+    label: (i) => ds.label(items[i]),
+    read: (i) => ds.read(items[i]),
+    describe: (i) => ds.describe(items[i]),
+    close: ds.close ? () => ds.close!() : undefined,
+  };
+}

@@ -12,6 +12,7 @@ import type { ModelConfig } from '../model/presets.ts';
 import { gridOf } from '../model/presets.ts';
 import { encode, encoderSpecs, predict, predictorSpecs, targets } from '../model/vit.ts';
 import type { LossKind } from '../loss.ts';
+import type { ParamStore } from '../params.ts';
 
 export const ONLINE = 'online/';
 export const TARGET = 'target/';
@@ -37,15 +38,19 @@ interface StepInputs {
   tgtIdx: string;
 }
 
-function stepInputs(g: GraphBuilder, m: ModelConfig): StepInputs {
+function stepInputs(g: GraphBuilder, m: ModelConfig): StepInputs;
+function stepInputs(g: GraphBuilder, m: ModelConfig, contextOnly: true): Pick<StepInputs, 'patches' | 'ctxIdx' | 'ctxMask'>;
+function stepInputs(g: GraphBuilder, m: ModelConfig, contextOnly = false): Partial<StepInputs> {
   const { rows, cols } = gridOf(m);
-  return {
+  const x: Partial<StepInputs> = {
     patches: g.input('patches', 'float32', ['batch', rows * cols, m.patchSize * m.patchSize * m.channels]),
     ctxIdx: g.input('ctx_idx', 'int64', ['batch', 'ctx']),
     ctxMask: g.input('ctx_mask', 'float32', ['batch', 'ctx']),
-    keyMask: g.input('key_mask', 'float32', ['targets_x_batch', 'ctx_plus_tgt']),
-    tgtIdx: g.input('tgt_idx', 'int64', ['targets_x_batch', 'tgt']),
   };
+  if (contextOnly) return x;
+  x.keyMask = g.input('key_mask', 'float32', ['targets_x_batch', 'ctx_plus_tgt']);
+  x.tgtIdx = g.input('tgt_idx', 'int64', ['targets_x_batch', 'tgt']);
+  return x;
 }
 
 /**
@@ -85,4 +90,16 @@ export function probeGraph(m: ModelConfig, numTargets: number, loss: LossKind): 
   g.output(g.op('ReduceMean', [tokens], { axes: [1], keepdims: 0 }), 'pooled', 'float32', ['batch', m.dim]);
   g.output(lossNode(g, g.op('Mul', [tgt, g.scalar(0)]), tgt, loss), 'zero_loss', 'float32', []);
   return g.toBytes('I-JEPA diagnostics');
+}
+
+/**
+ * The online (context) encoder on a selection of patches, weights as initializers: `patches`,
+ * `ctx_idx`, `ctx_mask` → `context` [batch, ctx, D]. Used by the figures' predictor read-out.
+ */
+export function contextEncoderGraph(m: ModelConfig, online: ParamStore): Uint8Array {
+  const g = new GraphBuilder('ijepa_context_encoder');
+  const ops = new OnnxOps(g, online, m);
+  const x = stepInputs(g, m, true);
+  g.output(encode(ops, m, x.patches, { idx: x.ctxIdx, mask: x.ctxMask }), 'context', 'float32', ['batch', 'ctx', m.dim]);
+  return g.toBytes('I-JEPA context encoder');
 }
