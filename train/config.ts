@@ -15,7 +15,7 @@ export const trainConfigSchema = z
   .object({
     preset: z.enum(presetNames as [PresetName, ...PresetName[]]),
     /** The named recipe the config started from (train/recipes.ts), for provenance. */
-    recipe: z.string(),
+    recipe: z.string().default('none'),
     model: modelConfigSchema,
     masks: z
       .object({
@@ -50,7 +50,7 @@ export const trainConfigSchema = z
     timeBudgetMin: z.number().positive().optional(),
     seed: z.number().int().nonnegative(),
     /** Pre-train without the validation split of data/split.ts (recipe studies). */
-    holdout: z.boolean(),
+    holdout: z.boolean().default(false),
     augment: z
       .object({ cropScale: fraction.nullable(), cropRatio: range, hflip: z.boolean() })
       .strict(),

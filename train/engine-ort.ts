@@ -9,12 +9,14 @@ import * as ort from 'onnxruntime-node';
 import { sliceMasks } from './masks.ts';
 import type { ModelConfig } from './model/presets.ts';
 import type { ParamStore } from './params.ts';
-import type { LossKind } from './loss.ts';
+import { sigregDirections, type LossKind } from './loss.ts';
 import { GRAD, ONLINE, TARGET, probeGraph, stepGraph } from './export/training-graphs.ts';
 import { permuteBatch, predictorKeyMask, type Engine, type MicroBatch, type ProbeResult, type StepResult } from './engine-tfjs.ts';
 
 export interface OrtEngineOptions {
   loss: LossKind;
+  /** SIGReg weight (0: off), projections, and the seed its directions are drawn from. */
+  sigreg?: { weight: number; projections: number; seed: number };
   numTargets: number;
   /** Images per session run; a micro-batch runs as several (summed gradients). */
   chunk?: number;
@@ -27,7 +29,7 @@ const int64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
 export class OrtEngine implements Engine {
   private readonly weightFeeds: Record<string, ort.Tensor> = {};
   private readonly gradBuf: Float32Array;
-  private readonly fetches: Record<string, ort.Tensor | null> = { loss: null };
+  private readonly fetches: Record<string, ort.Tensor | null> = { loss: null, pred_loss: null, sigreg: null };
   private readonly patchDim: number;
   private readonly numPatches: number;
 
@@ -63,7 +65,7 @@ export class OrtEngine implements Engine {
     };
     const create = ort.InferenceSession.create as (m: Uint8Array, o: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>;
     const [step, diag] = await Promise.all([
-      create(stepGraph(model, opts.numTargets, opts.loss), options),
+      create(stepGraph(model, opts.numTargets, opts.loss, { sigreg: opts.sigreg?.weight ? opts.sigreg : undefined }), options),
       create(probeGraph(model, opts.numTargets, opts.loss), { ...options, intraOpNumThreads: opts.threads ?? availableParallelism() }),
     ]);
     return new OrtEngine(model, online, target, opts, step, diag);
@@ -86,24 +88,30 @@ export class OrtEngine implements Engine {
   }
 
   /** Same contract as TfjsEngine.forwardBackward: gradients are added into `gradAccum`, scaled. */
-  async forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number): Promise<StepResult> {
+  async forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step = 0): Promise<StepResult> {
     const chunk = this.opts.chunk ?? mb.batch;
     const per = this.numPatches * this.patchDim;
     // Images with similar context lengths together pad less (the loss is unchanged: see TfjsEngine).
     const order = [...Array(mb.batch).keys()].sort((a, b) => mb.masks.ctxCount[a] - mb.masks.ctxCount[b]);
     const sorted = permuteBatch(mb, order, per);
-    let loss = 0;
+    const total = { loss: 0, predLoss: 0, sigreg: 0 };
+    const sg = this.opts.sigreg;
+    const extra: Record<string, ort.Tensor> = sg?.weight
+      ? { directions: new ort.Tensor('float32', sigregDirections(this.model.dim, sg.projections, sg.seed, step), [this.model.dim, sg.projections]) }
+      : {};
     for (let from = 0; from < mb.batch; from += chunk) {
       const to = Math.min(mb.batch, from + chunk);
       const weight = (to - from) / mb.batch;
       const part = { patches: sorted.patches.subarray(from * per, to * per), batch: to - from, masks: sliceMasks(sorted.masks, from, to) };
-      const out = await this.step.run({ ...this.feeds(part), ...this.weightFeeds }, this.fetches);
-      loss += weight * (out.loss.data as Float32Array)[0];
+      const out = await this.step.run({ ...this.feeds(part), ...extra, ...this.weightFeeds }, this.fetches);
+      total.loss += weight * (out.loss.data as Float32Array)[0];
+      total.predLoss += weight * (out.pred_loss.data as Float32Array)[0];
+      total.sigreg += weight * (out.sigreg.data as Float32Array)[0];
       const s = gradScale * weight;
       const g = this.gradBuf;
       for (let i = 0; i < g.length; i++) gradAccum[i] += s * g[i];
     }
-    return { loss, predLoss: loss, sigreg: 0 };
+    return total;
   }
 
   async probe(mb: MicroBatch): Promise<ProbeResult> {

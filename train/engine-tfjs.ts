@@ -9,8 +9,7 @@ import type { ModelConfig } from './model/presets.ts';
 import { TfOps } from './model/ops-tfjs.ts';
 import { encode, predict, targets } from './model/vit.ts';
 import type { ParamStore } from './params.ts';
-import { predictionLoss, sigreg, type LossKind } from './loss.ts';
-import { Rng } from './rng.ts';
+import { predictionLoss, sigreg, sigregDirections, type LossKind } from './loss.ts';
 
 export interface MicroBatch {
   /** [B, N, p·p·C] normalised patches. */
@@ -199,14 +198,7 @@ export class TfjsEngine implements Engine {
   private directions(step: number): tf.Tensor2D {
     const d = this.model.dim;
     const p = this.opts.sigregProjections;
-    const rng = Rng.for(this.opts.seed, 'sigreg', step);
-    const a = new Float32Array(d * p);
-    for (let j = 0; j < p; j++) {
-      let norm = 0;
-      for (let i = 0; i < d; i++) norm += (a[i * p + j] = rng.normal()) ** 2;
-      for (let i = 0; i < d; i++) a[i * p + j] /= Math.sqrt(norm);
-    }
-    return tf.tensor2d(a, [d, p]);
+    return tf.tensor2d(sigregDirections(d, p, this.opts.seed, step), [d, p]);
   }
 
   /** Target-encoder features for diagnostics, plus the zero-predictor loss on this batch's targets. */

@@ -112,7 +112,6 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   const grid = gridOf(cfg.model);
   validateMaskConfig(cfg.masks, grid);
   const engineName = o.engine ?? 'ort';
-  if (engineName === 'ort' && cfg.sigreg.weight > 0) throw new Error('SIGReg is implemented in the TF.js engine only: add --engine tfjs');
   if (engineName === 'tfjs') await useBackend(o.backend);
 
   const dataset = cfg.holdout ? heldOut(o.data) : openDataset(o.data);
@@ -149,7 +148,9 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   } else writeFileSync(metricsPath, '');
 
   const engine: Engine = engineName === 'ort'
-    ? await OrtEngine.create(cfg.model, online, target, { loss: cfg.loss, numTargets: cfg.masks.numTargets, chunk: cfg.chunk, threads: o.threads })
+    ? await OrtEngine.create(cfg.model, online, target, {
+      loss: cfg.loss, numTargets: cfg.masks.numTargets, chunk: cfg.chunk, threads: o.threads, sigreg: { ...cfg.sigreg, seed: cfg.seed },
+    })
     : new TfjsEngine(cfg.model, online, target, {
       loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk,
     });
@@ -199,6 +200,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       const t0 = performance.now();
       grad.fill(0);
       let loss = 0;
+      let sig = 0;
       let lastBatch: { patches: Float32Array; batch: number; masks: ReturnType<typeof sampleMasks> } | null = null;
       for (let k = 0; k < cfg.accum; k++) {
         const b = await loader.next();
@@ -207,6 +209,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         const r = await engine.forwardBackward(lastBatch, grad, 1 / cfg.accum, state.step);
         if (!Number.isFinite(r.loss)) throw new Error(`loss became ${r.loss} at step ${state.step}; the last checkpoint is intact`);
         loss += r.loss / cfg.accum;
+        sig += r.sigreg / cfg.accum;
         state.position = b.end;
         state.skipped += b.skipped;
       }
@@ -249,6 +252,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       const record: Record<string, unknown> = {
         step: state.step, loss, lr: s.lr, wd: s.weightDecay, momentum: s.momentum,
         epoch: state.position.epoch, images: state.imagesSeen, elapsed: (performance.now() - startedAt) / 1000,
+        ...(cfg.sigreg.weight > 0 ? { sigreg: sig } : {}),
       };
       const last = plan !== null && state.step >= plan.totalSteps;
       if (state.step % cfg.diagEvery === 0 || state.step === 1 || last) {

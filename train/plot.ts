@@ -153,7 +153,7 @@ export function scatterSvg(title: string, xy: Float64Array | number[][], labels:
   const sx = (x: number) => m.l + ((x - xlo) / Math.max(xhi - xlo, 1e-12)) * (size - m.l - m.r);
   const sy = (y: number) => size - m.b - ((y - ylo) / Math.max(yhi - ylo, 1e-12)) * (size - m.t - m.b);
   const colors = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
-  const out = [`<text x="${(size - m.r) / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">${esc(title)}</text>`];
+  const out = [`<text x="${size / 2}" y="20" text-anchor="middle" font-size="12" font-weight="bold">${esc(title)}</text>`];
   for (let i = 0; i < n; i++) out.push(`<circle cx="${sx(xs[i]).toFixed(1)}" cy="${sy(ys[i]).toFixed(1)}" r="2.2" fill="${colors[labels[i] % colors.length]}" fill-opacity="0.75"/>`);
   classes.forEach((c, k) => {
     const y = m.t + 14 + k * 16;

@@ -13,6 +13,9 @@ export const recipes = {
   'fast-ema-lr2x': { loss: 'smooth-l1', optim: { ema: [0.99, 1], lr: 2e-3, startLr: 4e-4 } },
   'batch64': { loss: 'smooth-l1', batch: 64 },
   'mse': { loss: 'mse' },
+  // SIGReg keeps pooled context features spread out (the reference collapses at these budgets).
+  'sigreg': { loss: 'smooth-l1', sigreg: { weight: 0.02 } },
+  'sigreg-strong': { loss: 'smooth-l1', sigreg: { weight: 0.1 } },
 } satisfies Record<string, ConfigOverrides>;
 
 export type RecipeName = keyof typeof recipes | 'default';

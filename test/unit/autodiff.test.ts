@@ -175,8 +175,8 @@ test('autodiff refuses an op it has no rule for, naming it', () => {
   assert.throws(() => gradients(g, g.op('ReduceSum', [g.op('Sigmoid', [x])], { keepdims: 0 }), ['x']), /no gradient rule for Sigmoid/);
 });
 
-for (const kind of ['mse', 'smooth-l1'] as LossKind[]) {
-  test(`whole I-JEPA step (${kind}): onnxruntime engine = TF.js engine on the same weights, batch and masks`, async () => {
+for (const [kind, sigregWeight] of [['mse', 0], ['smooth-l1', 0], ['mse', 0.5]] as [LossKind, number][]) {
+  test(`whole I-JEPA step (${kind}${sigregWeight ? ' + SIGReg' : ''}): onnxruntime engine = TF.js engine on the same weights, batch and masks`, async () => {
     const m = tinyModel;
     const specs = [...encoderSpecs(m), ...predictorSpecs(m)];
     const online = ParamStore.init(specs, 3, 'init');
@@ -191,18 +191,20 @@ for (const kind of ['mse', 'smooth-l1'] as LossKind[]) {
 
     const gTf = new Float32Array(online.size);
     const ref = await onBackend('cpu', () => {
-      const e = new TfjsEngine(m, online, target, { loss: kind, sigregWeight: 0, sigregProjections: 8, seed: 1, chunk: 4 });
-      const r = { step: e.forwardBackward(mb, gTf, 0.5, 0), probe: e.probe(mb) };
+      const e = new TfjsEngine(m, online, target, { loss: kind, sigregWeight, sigregProjections: 8, seed: 1, chunk: 4 });
+      const r = { step: e.forwardBackward(mb, gTf, 0.5, 3), probe: e.probe(mb) };
       e.dispose();
       return r;
     });
     const gOrt = new Float32Array(online.size);
-    const engine = await OrtEngine.create(m, online, target, { loss: kind, numTargets: masks.numTargets, chunk: 4, threads: 1 });
-    const got = await engine.forwardBackward(mb, gOrt, 0.5);
+    const engine = await OrtEngine.create(m, online, target, { loss: kind, numTargets: masks.numTargets, chunk: 4, threads: 1, sigreg: { weight: sigregWeight, projections: 8, seed: 1 } });
+    const got = await engine.forwardBackward(mb, gOrt, 0.5, 3);
     const probe = await engine.probe(mb);
     await engine.dispose();
 
     assert.ok(Math.abs(got.loss - ref.step.loss) <= 1e-5 * ref.step.loss, `loss ${got.loss} vs ${ref.step.loss}`);
+    assert.ok(Math.abs(got.sigreg - ref.step.sigreg) <= 1e-5 * Math.max(1, ref.step.sigreg), `sigreg ${got.sigreg} vs ${ref.step.sigreg}`);
+    if (sigregWeight) assert.ok(ref.step.sigreg > 0 && got.loss > got.predLoss, 'SIGReg contributes to the loss');
     for (const s of specs) {
       const o = online.offsets.get(s.name)!;
       const n = online.sizes.get(s.name)!;

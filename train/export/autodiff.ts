@@ -90,6 +90,12 @@ const RULES: Record<string, Rule> = {
     c.needs(1) ? c.unbroadcast(c.mul(c.dy[0], c.x[0]), c.x[1]) : undefined,
   ],
   Neg: (c) => [c.op('Neg', [c.dy[0]])],
+  Div: (c) => {
+    if (c.needs(1)) throw new Error('autodiff: Div by a differentiated value is not supported');
+    return [c.unbroadcast(c.op('Div', [c.dy[0], c.x[1]]), c.x[0])];
+  },
+  Cos: (c) => [c.op('Neg', [c.mul(c.dy[0], c.op('Sin', [c.x[0]]))])],
+  Sin: (c) => [c.mul(c.dy[0], c.op('Cos', [c.x[0]]))],
   Erf: (c) => {
     // d erf(x)/dx = 2/√π · exp(−x²)
     const e = c.op('Exp', [c.op('Neg', [c.mul(c.x[0], c.x[0])])]);

@@ -11,7 +11,7 @@ import { gradients } from './autodiff.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import { gridOf } from '../model/presets.ts';
 import { encode, encoderSpecs, predict, predictorSpecs, targets } from '../model/vit.ts';
-import type { LossKind } from '../loss.ts';
+import { KNOTS, sigregKnots, type LossKind } from '../loss.ts';
 import type { ParamStore } from '../params.ts';
 
 export const ONLINE = 'online/';
@@ -54,11 +54,39 @@ function stepInputs(g: GraphBuilder, m: ModelConfig, contextOnly = false): Parti
 }
 
 /**
- * One training step on a micro-batch: inputs `patches`, `ctx_idx`, `ctx_mask`, `key_mask`,
- * `tgt_idx` (as the TF.js engine builds them), the online and target weights → `loss` and the
- * gradient of every online parameter.
+ * SIGReg (loss.ts) on the key-masked mean of the context tokens [B, L, D]: projections on the
+ * `directions` input [D, P], Epps–Pulley statistic against N(0, 1), averaged, times B. Written so
+ * that every broadcast falls on a constant (autodiff.ts reduces only parameter broadcasts).
  */
-export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind): Uint8Array {
+function sigregNode(g: GraphBuilder, context: string, ctxMask: string, directions: string): string {
+  const { t, gauss, weights } = sigregKnots();
+  const w = g.op('Unsqueeze', [ctxMask, g.ints([2])]);
+  const pooled = g.op('Div', [g.op('ReduceSum', [g.op('Mul', [context, w]), g.ints([1])], { keepdims: 0 }), g.op('ReduceSum', [w, g.ints([1])], { keepdims: 0 })]);
+  const proj = g.op('MatMul', [pooled, directions]); // [B, P]
+  const tx = g.op('Reshape', [
+    g.op('MatMul', [g.initializer(g.fresh('sigreg_t'), Float32Array.from(t), [KNOTS, 1]), g.op('Reshape', [proj, g.ints([1, -1])])]),
+    g.op('Concat', [g.ints([KNOTS]), g.op('Shape', [proj])], { axis: 0 }),
+  ]); // [K, B, P]
+  const re = g.op('ReduceMean', [g.op('Cos', [tx])], { axes: [1], keepdims: 0 });
+  const im = g.op('ReduceMean', [g.op('Sin', [tx])], { axes: [1], keepdims: 0 });
+  const d = g.op('Sub', [re, g.initializer(g.fresh('sigreg_gauss'), Float32Array.from(gauss), [KNOTS, 1])]);
+  const err = g.op('Add', [g.op('Mul', [d, d]), g.op('Mul', [im, im])]); // [K, P]
+  const integral = g.op('ReduceSum', [g.op('Mul', [err, g.initializer(g.fresh('sigreg_w'), Float32Array.from(weights), [KNOTS, 1])]), g.ints([0])], { keepdims: 0 });
+  const n = g.op('Cast', [g.op('Squeeze', [g.op('Shape', [proj], { start: 0, end: 1 }), g.ints([0])])], { to: 1 });
+  return g.op('Mul', [g.op('ReduceMean', [integral], { keepdims: 0 }), n]);
+}
+
+export interface StepGraphOptions {
+  /** SIGReg weight and number of random projections (fed per step as `directions`). */
+  sigreg?: { weight: number; projections: number };
+}
+
+/**
+ * One training step on a micro-batch: inputs `patches`, `ctx_idx`, `ctx_mask`, `key_mask`,
+ * `tgt_idx` (as the TF.js engine builds them; `directions` [D, P] with SIGReg), the online and
+ * target weights → `loss`, `pred_loss`, `sigreg` and the gradient of every online parameter.
+ */
+export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o: StepGraphOptions = {}): Uint8Array {
   const g = new GraphBuilder('ijepa_train_step');
   const specs = [...encoderSpecs(m), ...predictorSpecs(m)];
   const online = new OnnxOps(g, { prefix: ONLINE, specs }, m);
@@ -67,8 +95,17 @@ export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind): U
   const tgt = targets(target, m, encode(target, m, x.patches), x.tgtIdx, numTargets);
   const context = encode(online, m, x.patches, { idx: x.ctxIdx, mask: x.ctxMask });
   const pred = predict(online, m, { context, ctxIdx: x.ctxIdx, keyMask: x.keyMask, tgtIdx: x.tgtIdx, numTargets });
-  const value = lossNode(g, pred, tgt, loss);
+  const predLoss = lossNode(g, pred, tgt, loss);
+  let value = predLoss;
+  let reg = g.scalar(0);
+  if (o.sigreg && o.sigreg.weight > 0) {
+    const directions = g.input('directions', 'float32', [m.dim, o.sigreg.projections]);
+    reg = sigregNode(g, context, x.ctxMask, directions);
+    value = g.op('Add', [predLoss, g.op('Mul', [reg, g.scalar(o.sigreg.weight)])]);
+  }
   g.output(value, 'loss', 'float32', []);
+  g.output(predLoss, 'pred_loss', 'float32', []);
+  g.output(reg, 'sigreg', 'float32', []);
   const grads = gradients(g, value, specs.map((s) => ONLINE + s.name));
   for (const s of specs) g.output(grads.get(ONLINE + s.name)!, GRAD + s.name, 'float32', s.shape);
   return g.toBytes('I-JEPA training step (forward + backward)');
