@@ -116,7 +116,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     const tr = await extractReadouts(e, sp.train, sp.trainItems, log, readouts);
     const te = await extractReadouts(e, sp.test, sp.testItems, log, readouts);
     for (const r of readouts) {
-      const rep = fitAndScore(tr.get(r)!, te.get(r)!, readoutDim(r, d), c, o.l2).report;
+      const rep = (await fitAndScore(tr.get(r)!, te.get(r)!, readoutDim(r, d), c, o.l2)).report;
       rows.push({ method: `${name} (frozen, ${label(r)})`, kind, readout: r, accuracy: rep.accuracy, macroF1: rep.macroF1 });
     }
     return { tr: tr.get('mean'), te: te.get('mean') };
@@ -132,7 +132,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
 
       const ptr = await pixelFeatures(sp.train, sp.trainItems, m);
       const pte = await pixelFeatures(sp.test, sp.testItems, m);
-      const pix = fitAndScore(ptr, pte, 3 * m.preprocess.size ** 2, c, o.l2, 200).report;
+      const pix = (await fitAndScore(ptr, pte, 3 * m.preprocess.size ** 2, c, o.l2, 200)).report;
       rows.push({ method: 'raw pixels (linear)', kind: 'pixels', accuracy: pix.accuracy, macroF1: pix.macroF1 });
     }
 

@@ -150,7 +150,7 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
     const d = readoutDim(readout, embedder.manifest.embeddingDim);
     const tr = await extractFeatures(embedder, train, trainItems, log, o.progress, readout);
     const te = await extractFeatures(embedder, test, testItems, log, o.progress, readout);
-    const { report, fit, scale: s } = fitAndScore(tr, te, d, classes.length, o.l2);
+    const { report, fit, scale: s } = await fitAndScore(tr, te, d, classes.length, o.l2);
     const head: ProbeHead = probeSchema.parse({
       classes, dim: d, readout, mean: Array.from(s.mean), std: Array.from(s.std),
       weights: classes.map((_, k) => Array.from(fit.weights.subarray(k * d, (k + 1) * d))), bias: Array.from(fit.bias),
@@ -167,9 +167,9 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
 }
 
 /** Standardise on the train features, fit the L2 logistic regression, score the test features. */
-export function fitAndScore(tr: Features, te: Features, d: number, classes: number, l2: number, maxIter = 500) {
+export async function fitAndScore(tr: Features, te: Features, d: number, classes: number, l2: number, maxIter = 500) {
   const scale = standardizer(tr.x, tr.n, d);
-  const fit = fitLogReg(standardize(tr.x, tr.n, d, scale), tr.y, tr.n, d, classes, { l2, maxIter, tol: 1e-4 });
+  const fit = await fitLogReg(standardize(tr.x, tr.n, d, scale), tr.y, tr.n, d, classes, { l2, maxIter, tol: 1e-4 });
   const xs = standardize(te.x, te.n, d, scale);
   const pred = new Int32Array(te.n);
   for (let i = 0; i < te.n; i++) {

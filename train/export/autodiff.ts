@@ -106,6 +106,11 @@ const RULES: Record<string, Rule> = {
     const inside = c.op('Cast', [c.op('Equal', [c.node.outputs[0], c.x[0]])], { to: 1 });
     return [c.mul(c.dy[0], inside)];
   },
+  LogSoftmax: (c) => {
+    if (axisOf(c, c.x[0], c.node.attrs.axis as number) !== c.rank(c.x[0]) - 1) throw new Error('autodiff: LogSoftmax over a non-last axis');
+    const sum = c.op('ReduceSum', [c.dy[0], c.g.ints([-1])], { keepdims: 1 });
+    return [c.op('Sub', [c.dy[0], c.mul(c.op('Exp', [c.node.outputs[0]]), sum)])];
+  },
   Softmax: (c) => {
     if (axisOf(c, c.x[0], c.node.attrs.axis as number) !== c.rank(c.x[0]) - 1) throw new Error('autodiff: Softmax over a non-last axis');
     const p = c.node.outputs[0];
