@@ -10,7 +10,8 @@ import { join, resolve } from 'node:path';
 import { resolveConfig, type ConfigOverrides } from './config.ts';
 import { recipeOverrides, type RecipeName } from './recipes.ts';
 import type { PresetName } from './model/presets.ts';
-import { train } from './loop.ts';
+import { CHECKPOINT_FILE, METRICS_FILE, train, type RunSummary } from './loop.ts';
+import { readCheckpoint } from './checkpoint.ts';
 import { exportRun } from './export/export.ts';
 import { runEval, type EvalRow } from './eval.ts';
 import { collapseWarning } from './diagnostics.ts';
@@ -79,11 +80,15 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           continue;
         }
         const dir = join(out, key);
-        // An interrupted run restarts: its time budget would not mean the same after a resume.
-        rmSync(dir, { recursive: true, force: true });
         const config = resolveConfig(o.preset, recipeOverrides(recipe), o.config, { timeBudgetMin: budget, seed, holdout: true });
-        log(`study: ${key}: training`);
-        const s = await train({ data: o.data, out: dir, config, resume: false, engine: 'ort', threads: o.threads, backend: 'wasm', plain: true, log });
+        let s = finishedRun(dir);
+        if (s) log(`study: ${key}: training finished earlier, evaluating it`);
+        else {
+          // An interrupted training restarts: its time budget would not mean the same after a resume.
+          rmSync(dir, { recursive: true, force: true });
+          log(`study: ${key}: training`);
+          s = await train({ data: o.data, out: dir, config, resume: false, engine: 'ort', threads: o.threads, backend: 'wasm', plain: true, log });
+        }
         const model = join(dir, 'model');
         exportRun({ run: dir, out: model, id: key });
         const arch = JSON.stringify(config.model);
@@ -108,6 +113,20 @@ export async function runStudy(o: StudyOptions): Promise<string> {
     }
   }
   return writeReport(out);
+}
+
+/** The summary of a run whose schedule completed (its evaluation was interrupted), else null. */
+function finishedRun(dir: string): RunSummary | null {
+  const ck = join(dir, CHECKPOINT_FILE);
+  if (!existsSync(ck)) return null;
+  const state = readCheckpoint(ck).meta.state as { step: number; imagesSeen: number; elapsedSec: number; plan: { totalSteps: number } | null };
+  if (!state.plan || state.step < state.plan.totalSteps) return null;
+  const lines = readFileSync(join(dir, METRICS_FILE), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const diag = [...lines].reverse().find((l) => 'featStd' in l);
+  return {
+    steps: state.step, imagesSeen: state.imagesSeen, elapsedSec: state.elapsedSec, finalLoss: lines.at(-1)?.loss ?? NaN, stoppedBy: 'steps',
+    diagnostics: diag && { featStd: diag.featStd, featStdHealthy: diag.featStdHealthy, rankMe: diag.rankMe, emaGap: diag.emaGap, zeroLoss: diag.zeroLoss },
+  };
 }
 
 function pixelsRow(rows: EvalRow[]) {
