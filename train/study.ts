@@ -90,7 +90,7 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           s = await train({ data: o.data, out: dir, config, resume: false, engine: 'ort', threads: o.threads, backend: 'wasm', plain: true, log });
         }
         const model = join(dir, 'model');
-        exportRun({ run: dir, out: model, id: key });
+        if (!existsSync(join(model, 'manifest.json'))) exportRun({ run: dir, out: model, id: key });
         const arch = JSON.stringify(config.model);
         const evalOpts = { model, data: o.data, validation: true, readouts: READOUTS, limit: o.limit, seed: 0, l2: 1e-3, k: 20, temperature: 0.07, threads: o.threads, out: dir, log };
         log(`study: ${key}: validation probes`);
@@ -119,8 +119,11 @@ export async function runStudy(o: StudyOptions): Promise<string> {
 function finishedRun(dir: string): RunSummary | null {
   const ck = join(dir, CHECKPOINT_FILE);
   if (!existsSync(ck)) return null;
-  const state = readCheckpoint(ck).meta.state as { step: number; imagesSeen: number; elapsedSec: number; plan: { totalSteps: number } | null };
-  if (!state.plan || state.step < state.plan.totalSteps) return null;
+  const meta = readCheckpoint(ck).meta;
+  const state = meta.state as { step: number; imagesSeen: number; elapsedSec: number; plan: { totalSteps: number } | null };
+  const budgetSec = 60 * ((meta.config as { timeBudgetMin?: number }).timeBudgetMin ?? Infinity);
+  const done = (state.plan && state.step >= state.plan.totalSteps) || state.elapsedSec >= budgetSec;
+  if (!done || !existsSync(join(dir, 'model', 'manifest.json'))) return null;
   const lines = readFileSync(join(dir, METRICS_FILE), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
   const diag = [...lines].reverse().find((l) => 'featStd' in l);
   return {

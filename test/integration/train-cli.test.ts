@@ -264,8 +264,12 @@ test('ijepa study trains each recipe on the training split, scores on validation
   assert.match(md, /\| 0\.05 min \| reference \| 0 \|/);
   assert.match(md, /random-init, mean/);
   assert.equal((await sharp(join(out, 'study.png')).metadata()).format, 'png');
+  // Lose the last result (as if evaluation had been interrupted): the trained run is evaluated, not retrained.
+  writeFileSync(join(out, 'results.jsonl'), readFileSync(join(out, 'results.jsonl'), 'utf8').split('\n')[0] + '\n');
   const again = run(args);
   assert.equal(again.status, 0, again.stderr);
   assert.match(again.stderr, /reference-0\.05m-s0 done already/);
+  assert.match(again.stderr, /fast-ema-0\.05m-s0: training finished earlier, evaluating it/);
+  assert.equal(readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').length, 2);
   assert.match(run([...args.slice(0, 5), '--recipes', 'nonsense']).stderr, /unknown recipe 'nonsense'/);
 });
