@@ -66,7 +66,7 @@ export class OrtEngine implements Engine {
     const create = ort.InferenceSession.create as (m: Uint8Array, o: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>;
     const [step, diag] = await Promise.all([
       create(stepGraph(model, opts.numTargets, opts.loss, { sigreg: opts.sigreg?.weight ? opts.sigreg : undefined }), options),
-      create(probeGraph(model, opts.numTargets, opts.loss), { ...options, intraOpNumThreads: opts.threads ?? availableParallelism() }),
+      create(probeGraph(model, opts.numTargets, opts.loss), options),
     ]);
     return new OrtEngine(model, online, target, opts, step, diag);
   }

@@ -108,37 +108,25 @@ export class GraphBuilder {
     return name;
   }
 
+  private cached(key: string, make: () => string): string {
+    let name = this.constCache.get(key);
+    if (!name) this.constCache.set(key, (name = make()));
+    return name;
+  }
+
   /** Cached int64 constant (shapes, axes, slice bounds). */
   ints(values: number[]): string {
-    const key = `i64:${values.join(',')}`;
-    let name = this.constCache.get(key);
-    if (!name) {
-      name = this.initializer(this.fresh('const_i64'), BigInt64Array.from(values.map(BigInt)), [values.length]);
-      this.constCache.set(key, name);
-    }
-    return name;
+    return this.cached(`i64:${values.join(',')}`, () => this.initializer(this.fresh('const_i64'), BigInt64Array.from(values.map(BigInt)), [values.length]));
   }
 
   /** Cached int64 scalar constant. */
   int(v: number): string {
-    const key = `i64s:${v}`;
-    let name = this.constCache.get(key);
-    if (!name) {
-      name = this.initializer(this.fresh('const_i64'), BigInt64Array.of(BigInt(v)), []);
-      this.constCache.set(key, name);
-    }
-    return name;
+    return this.cached(`i64s:${v}`, () => this.initializer(this.fresh('const_i64'), BigInt64Array.of(BigInt(v)), []));
   }
 
   /** Cached float32 scalar constant. */
   scalar(v: number): string {
-    const key = `f32:${v}`;
-    let name = this.constCache.get(key);
-    if (!name) {
-      name = this.initializer(this.fresh('const_f32'), Float32Array.of(v), []);
-      this.constCache.set(key, name);
-    }
-    return name;
+    return this.cached(`f32:${v}`, () => this.initializer(this.fresh('const_f32'), Float32Array.of(v), []));
   }
 
   toBytes(docString = ''): Uint8Array {
