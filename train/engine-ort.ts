@@ -6,12 +6,11 @@
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { sliceMasks } from './masks.ts';
 import type { ModelConfig } from './model/presets.ts';
 import type { ParamStore } from './params.ts';
 import { sigregDirections, type LossKind } from './loss.ts';
 import { GRAD, ONLINE, TARGET, probeGraph, stepGraph } from './export/training-graphs.ts';
-import { permuteBatch, predictorKeyMask, type Engine, type MicroBatch, type ProbeResult, type StepResult } from './engine-tfjs.ts';
+import { chunksOf, predictorKeyMask, type Engine, type MicroBatch, type ProbeResult, type StepResult } from './engine-tfjs.ts';
 
 export interface OrtEngineOptions {
   loss: LossKind;
@@ -90,19 +89,12 @@ export class OrtEngine implements Engine {
   /** Same contract as TfjsEngine.forwardBackward: gradients are added into `gradAccum`, scaled. */
   async forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step = 0): Promise<StepResult> {
     const chunk = this.opts.chunk ?? mb.batch;
-    const per = this.numPatches * this.patchDim;
-    // Images with similar context lengths together pad less (the loss is unchanged: see TfjsEngine).
-    const order = [...Array(mb.batch).keys()].sort((a, b) => mb.masks.ctxCount[a] - mb.masks.ctxCount[b]);
-    const sorted = permuteBatch(mb, order, per);
     const total = { loss: 0, predLoss: 0, sigreg: 0 };
     const sg = this.opts.sigreg;
     const extra: Record<string, ort.Tensor> = sg?.weight
       ? { directions: new ort.Tensor('float32', sigregDirections(this.model.dim, sg.projections, sg.seed, step), [this.model.dim, sg.projections]) }
       : {};
-    for (let from = 0; from < mb.batch; from += chunk) {
-      const to = Math.min(mb.batch, from + chunk);
-      const weight = (to - from) / mb.batch;
-      const part = { patches: sorted.patches.subarray(from * per, to * per), batch: to - from, masks: sliceMasks(sorted.masks, from, to) };
+    for (const { part, weight } of chunksOf(mb, chunk, this.numPatches * this.patchDim)) {
       const out = await this.step.run({ ...this.feeds(part), ...extra, ...this.weightFeeds }, this.fetches);
       total.loss += weight * (out.loss.data as Float32Array)[0];
       total.predLoss += weight * (out.pred_loss.data as Float32Array)[0];

@@ -72,6 +72,20 @@ export function predictorKeyMask(m: MaskBatch): Float32Array {
   return out;
 }
 
+/**
+ * A micro-batch as chunks of at most `chunk` images, each with its share of the batch (weight).
+ * Chunks of images with similar context lengths pad less; the loss is a mean over images with
+ * equal target counts, so regrouping them changes nothing but the padding.
+ */
+export function* chunksOf(mb: MicroBatch, chunk: number, per: number): Generator<{ part: MicroBatch; weight: number }> {
+  const order = [...Array(mb.batch).keys()].sort((a, b) => mb.masks.ctxCount[a] - mb.masks.ctxCount[b]);
+  const sorted = permuteBatch(mb, order, per);
+  for (let from = 0; from < mb.batch; from += chunk) {
+    const to = Math.min(mb.batch, from + chunk);
+    yield { part: { patches: sorted.patches.subarray(from * per, to * per), batch: to - from, masks: sliceMasks(sorted.masks, from, to) }, weight: (to - from) / mb.batch };
+  }
+}
+
 /** The micro-batch with its images reordered: image i of the result is image order[i] of mb. */
 export function permuteBatch(mb: MicroBatch, order: number[], per: number): MicroBatch {
   const patches = new Float32Array(mb.patches.length);
@@ -139,18 +153,8 @@ export class TfjsEngine implements Engine {
   forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step: number): StepResult {
     const chunk = this.opts.chunk ?? mb.batch;
     const total = { loss: 0, predLoss: 0, sigreg: 0 };
-    const per = this.numPatches * this.patchDim;
-    // Chunks of images with similar context lengths pad less. The loss is a mean over images with
-    // equal target counts, so regrouping them changes nothing but the padding.
-    const order = [...Array(mb.batch).keys()].sort((a, b) => mb.masks.ctxCount[a] - mb.masks.ctxCount[b]);
-    const sorted = permuteBatch(mb, order, per);
-    for (let from = 0; from < mb.batch; from += chunk) {
-      const to = Math.min(mb.batch, from + chunk);
-      const weight = (to - from) / mb.batch;
-      const part = this.chunkStep(
-        { patches: sorted.patches.subarray(from * per, to * per), batch: to - from, masks: sliceMasks(sorted.masks, from, to) },
-        gradAccum, gradScale * weight, step,
-      );
+    for (const { part: c, weight } of chunksOf(mb, chunk, this.numPatches * this.patchDim)) {
+      const part = this.chunkStep(c, gradAccum, gradScale * weight, step);
       total.loss += weight * part.loss;
       total.predLoss += weight * part.predLoss;
       total.sigreg += weight * part.sigreg;
