@@ -6,7 +6,7 @@ import { decodeImage, type DecodeLimits } from './core/decode.ts';
 import { ApiError } from './errors.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { probeSchema, type ProbeHead } from './format/probe.ts';
-import { readoutDim } from './format/readout.ts';
+import { checkReadout, readoutDim } from './format/readout.ts';
 import type { Manifest } from './format/manifest.ts';
 import type { ImageInput } from './routes/inputs.ts';
 
@@ -61,6 +61,7 @@ export class Service {
       const probe = probeSchema.parse(JSON.parse(new TextDecoder().decode(embedder.files!.file('probe'))));
       const want = readoutDim(probe.readout, m.embeddingDim);
       if (probe.dim !== want) throw new Error(`probe.json: a '${probe.readout}' head over ${m.embeddingDim}-d embeddings has ${want} inputs, not ${probe.dim}`);
+      checkReadout(probe.readout, m.patches.rows, m.patches.cols);
       this.probe = probe;
     }
   }

@@ -79,9 +79,10 @@ export function buildCli(): Command {
     .requiredOption('--run <dir>', 'run directory written by `ijepa train`')
     .requiredOption('--out <dir>', 'package directory (e.g. models/my-model)')
     .option('--id <name>', 'model id (default: the --out directory name)')
+    .option('--layers <k>', 'keep the first k encoder blocks (probe an intermediate layer; no predictor then)', int('--layers'))
     .action(async (opts) => {
       const { exportRun } = await import('./export/export.ts');
-      const manifest = exportRun({ run: opts.run, out: opts.out, id: opts.id });
+      const manifest = exportRun({ run: opts.run, out: opts.out, id: opts.id, layers: opts.layers });
       console.log(JSON.stringify({ id: manifest.id, contentHash: manifest.contentHash, files: manifest.files }, null, 2));
     });
 
@@ -94,7 +95,7 @@ export function buildCli(): Command {
     .option('--l2 <x>', 'L2 penalty on the weights', (v) => Number(v), 1e-3)
     .option('--limit <n>', 'use at most n training images (seeded subsample)', int('--limit'))
     .option('--seed <n>', 'seed for splits and subsamples', int('--seed', 0), 0)
-    .addOption(new Option('--readout <kind>', 'features the head reads: mean of all patches, or the four quadrant means').choices(READOUT_CHOICES).default('mean'))
+    .addOption(new Option('--readout <kind>', 'features the head reads: mean of all patches, or the cell means of a 2×2 / 4×4 split of the patch grid').choices(READOUT_CHOICES).default('mean'))
     .option('--validation', 'score on the validation split of --data (for recipe decisions) instead of the test split')
     .action(async (opts) => {
       const { runProbe } = await import('./probe.ts');
@@ -198,6 +199,8 @@ export function buildCli(): Command {
     .option('--threads <n>', 'onnxruntime threads per run (default: all cores)', int('--threads'))
     .option('--limit <n>', 'labeled training images for the probes (seeded subsample)', int('--limit'))
     .option('--config <file>', 'JSON overrides applied after each recipe (e.g. model, batch)')
+    .option('--readouts <names>', `comma-separated probe readouts (${READOUTS.join(', ')})`, 'mean,grid2')
+    .option('--layers <list>', 'comma-separated encoder depths the probes read (first k blocks; default: all blocks)')
     .option('--report', 'only rebuild study.md / study.png from results.jsonl')
     .action(async (opts) => {
       const { runStudy, writeReport } = await import('./study.ts');
@@ -213,8 +216,11 @@ export function buildCli(): Command {
       }
       const recipes = (opts.recipes as string).split(',').map((r) => r.trim());
       for (const r of recipes) if (!recipeNames.includes(r as never)) throw new InvalidArgumentError(`--recipes: unknown recipe '${r}' (known: ${recipeNames.join(', ')})`);
+      const readouts = (opts.readouts as string).split(',').map((r) => r.trim());
+      for (const r of readouts) if (!READOUT_CHOICES.includes(r as never)) throw new InvalidArgumentError(`--readouts: unknown readout '${r}' (known: ${READOUT_CHOICES.join(', ')})`);
       console.log(await runStudy({
         data: opts.data, out: opts.out, preset: opts.preset, recipes: recipes as never, threads: opts.threads, limit: opts.limit,
+        readouts: readouts as never, layers: opts.layers ? list(opts.layers, '--layers', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)) : undefined,
         config: opts.config ? readConfigFile(opts.config) : undefined,
         budgets: list(opts.budgets, '--budgets', Number), seeds: list(opts.seeds, '--seeds', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)),
       }));

@@ -16,6 +16,7 @@ export const recipes = {
   // SIGReg keeps pooled context features spread out (the reference collapses at these budgets).
   'sigreg': { loss: 'smooth-l1', sigreg: { weight: 0.02 } },
   'sigreg-strong': { loss: 'smooth-l1', sigreg: { weight: 0.1 } },
+  'sigreg-lr2x': { loss: 'smooth-l1', sigreg: { weight: 0.02 }, optim: { lr: 2e-3, startLr: 4e-4 } },
 } satisfies Record<string, ConfigOverrides>;
 
 export type RecipeName = keyof typeof recipes | 'default';

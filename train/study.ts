@@ -5,18 +5,18 @@
  * computed once per architecture. Results append to results.jsonl (several study processes may
  * share one directory, e.g. one per core); study.md and study.png are rebuilt from all of them.
  */
-import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { resolveConfig, type ConfigOverrides } from './config.ts';
 import { recipeOverrides, type RecipeName } from './recipes.ts';
-import type { PresetName } from './model/presets.ts';
+import { gridOf, type PresetName } from './model/presets.ts';
 import { CHECKPOINT_FILE, METRICS_FILE, train, type RunSummary } from './loop.ts';
 import { readCheckpoint } from './checkpoint.ts';
 import { exportRun } from './export/export.ts';
 import { runEval, type EvalRow } from './eval.ts';
 import { collapseWarning } from './diagnostics.ts';
-import { barChartSvg, writePng } from './plot.ts';
-import type { Readout } from '../serve/format/readout.ts';
+import { barChartSvg, writePng, type Bar } from './plot.ts';
+import { READOUTS, readoutFits, type Readout } from '../serve/format/readout.ts';
 
 export interface StudyOptions {
   data: string;
@@ -30,10 +30,18 @@ export interface StudyOptions {
   config?: ConfigOverrides;
   /** Labeled training images for the probes (validation split stays whole). */
   limit?: number;
+  /** How the probes read the encoder: readouts × encoder depths (first k blocks; default: all). */
+  readouts?: Readout[];
+  layers?: number[];
   log?: (s: string) => void;
 }
 
-const READOUTS: Readout[] = ['mean', 'grid2'];
+const DEFAULT_READOUTS: Readout[] = ['mean', 'grid2'];
+
+/** A probe's key in results: its readout, prefixed by `L<k>/` when it reads block k of a deeper encoder. */
+export function probeKey(readout: Readout, layers: number, depth: number): string {
+  return layers === depth ? readout : `L${layers}/${readout}`;
+}
 
 export interface StudyResult {
   recipe: string;
@@ -46,15 +54,18 @@ export interface StudyResult {
   featStd?: number;
   rankMe?: number;
   collapsed: string | null;
-  /** Validation accuracy / macro-F1 by readout. */
-  val: Record<string, { accuracy: number; macroF1: number }>;
+  /** Validation accuracy / macro-F1 by probe (probeKey). */
+  val: Record<string, Score>;
   arch: string;
 }
 
+type Score = { accuracy: number; macroF1: number };
+
 interface Baselines {
   arch: string;
-  randomInit: Record<string, { accuracy: number; macroF1: number }>;
-  pixels: { accuracy: number; macroF1: number };
+  /** By probe key, like StudyResult.val. */
+  randomInit: Record<string, Score>;
+  pixels: Score | null;
 }
 
 const RESULTS = 'results.jsonl';
@@ -64,50 +75,83 @@ export function readResults(out: string): StudyResult[] {
   return existsSync(p) ? readFileSync(p, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as StudyResult) : [];
 }
 
-function byReadout(rows: EvalRow[], kind: string) {
+/** Rewrites one run's line (matched by recipe, budget, seed) in results.jsonl. */
+function updateResult(out: string, r: StudyResult): void {
+  const same = (x: StudyResult) => x.recipe === r.recipe && x.budgetMin === r.budgetMin && x.seed === r.seed;
+  const lines = readResults(out).map((x) => JSON.stringify(same(x) ? r : x));
+  const tmp = join(out, `${RESULTS}.tmp-${process.pid}`);
+  writeFileSync(tmp, lines.join('\n') + '\n');
+  renameSync(tmp, join(out, RESULTS));
+}
+
+function byReadout(rows: EvalRow[], kind: string): Record<string, Score> {
   return Object.fromEntries(rows.filter((r) => r.kind === kind).map((r) => [r.readout!, { accuracy: r.accuracy, macroF1: r.macroF1 }]));
 }
 
 export async function runStudy(o: StudyOptions): Promise<string> {
   const log = o.log ?? ((s: string) => console.error(s));
   const out = resolve(o.out);
+  const allReadouts = o.readouts ?? DEFAULT_READOUTS;
   for (const budget of o.budgets) {
     for (const recipe of o.recipes) {
       for (const seed of o.seeds) {
         const key = `${recipe}-${budget}m-s${seed}`;
-        if (readResults(out).some((r) => r.recipe === recipe && r.budgetMin === budget && r.seed === seed)) {
+        const dir = join(out, key);
+        const config = resolveConfig(o.preset, recipeOverrides(recipe), o.config, { timeBudgetMin: budget, seed, holdout: true });
+        const depth = config.model.depth;
+        const layers = o.layers ?? [depth];
+        for (const k of layers) if (k < 1 || k > depth) throw new Error(`--layers ${k}: the encoder has blocks 1..${depth}`);
+        const grid = gridOf(config.model);
+        // A finer readout than the recipe's patch grid (grid8 on 4×4 patches) is skipped for that recipe.
+        const readouts = allReadouts.filter((r) => readoutFits(r, grid.rows, grid.cols));
+        const wanted = layers.flatMap((k) => readouts.map((r) => probeKey(r, k, depth)));
+        const earlier = readResults(out).find((r) => r.recipe === recipe && r.budgetMin === budget && r.seed === seed);
+        if (earlier && wanted.every((w) => w in earlier.val)) {
           log(`study: ${key} done already, skipping`);
           continue;
         }
-        const dir = join(out, key);
-        const config = resolveConfig(o.preset, recipeOverrides(recipe), o.config, { timeBudgetMin: budget, seed, holdout: true });
-        let s = finishedRun(dir);
-        if (s) log(`study: ${key}: training finished earlier, evaluating it`);
+        let s = earlier ? null : finishedRun(dir);
+        if (earlier) log(`study: ${key}: adding probes ${wanted.filter((w) => !(w in earlier.val)).join(', ')}`);
+        else if (s) log(`study: ${key}: training finished earlier, evaluating it`);
         else {
           // An interrupted training restarts: its time budget would not mean the same after a resume.
           rmSync(dir, { recursive: true, force: true });
           log(`study: ${key}: training`);
           s = await train({ data: o.data, out: dir, config, resume: false, engine: 'ort', threads: o.threads, backend: 'wasm', plain: true, log });
         }
-        const model = join(dir, 'model');
-        if (!existsSync(join(model, 'manifest.json'))) exportRun({ run: dir, out: model, id: key });
         const arch = JSON.stringify(config.model);
-        const evalOpts = { model, data: o.data, validation: true, readouts: READOUTS, limit: o.limit, seed: 0, l2: 1e-3, k: 20, temperature: 0.07, threads: o.threads, out: dir, log };
-        log(`study: ${key}: validation probes`);
-        const baselinePath = join(out, `baselines-${hash(arch)}.json`);
-        const needBaselines = !existsSync(baselinePath);
-        const ev = await runEval({ ...evalOpts, noBaselines: !needBaselines, noKnn: true });
-        if (needBaselines) {
-          const b: Baselines = { arch, randomInit: byReadout(ev.rows, 'random-init'), pixels: pixelsRow(ev.rows) };
-          writeFileSync(baselinePath, JSON.stringify(b, null, 2));
+        const val: Record<string, Score> = { ...earlier?.val };
+        for (const k of layers) {
+          const missing = readouts.filter((r) => !(probeKey(r, k, depth) in val));
+          if (!missing.length) continue;
+          const model = join(dir, k === depth ? 'model' : `model-L${k}`);
+          if (!existsSync(join(model, 'manifest.json'))) exportRun({ run: dir, out: model, id: `${key}${k === depth ? '' : `-L${k}`}`, layers: k });
+          log(`study: ${key}: validation probes (${k === depth ? 'all' : k} blocks)`);
+          const baselinePath = join(out, `baselines-${hash(arch)}.json`);
+          const b: Baselines = existsSync(baselinePath) ? JSON.parse(readFileSync(baselinePath, 'utf8')) : { arch, randomInit: {}, pixels: null };
+          const needBaselines = !b.pixels || missing.some((r) => !(probeKey(r, k, depth) in b.randomInit));
+          const ev = await runEval({
+            model, data: o.data, validation: true, readouts: missing, limit: o.limit, seed: 0, l2: 1e-3, k: 20, temperature: 0.07,
+            threads: o.threads, out: model, log, noBaselines: !needBaselines, noKnn: true,
+          });
+          for (const [r, score] of Object.entries(byReadout(ev.rows, 'ijepa'))) val[probeKey(r as Readout, k, depth)] = score;
+          if (needBaselines) {
+            // Re-read: a parallel study process may have added other probes meanwhile.
+            const now: Baselines = existsSync(baselinePath) ? JSON.parse(readFileSync(baselinePath, 'utf8')) : b;
+            for (const [r, score] of Object.entries(byReadout(ev.rows, 'random-init'))) now.randomInit[probeKey(r as Readout, k, depth)] = score;
+            now.pixels = pixelsRow(ev.rows);
+            writeFileSync(baselinePath, JSON.stringify(now, null, 2));
+          }
         }
-        const d = s.diagnostics;
-        const result: StudyResult = {
-          recipe, budgetMin: budget, seed, steps: s.steps, imagesSeen: s.imagesSeen, elapsedSec: s.elapsedSec, finalLoss: s.finalLoss,
-          featStd: d?.featStd, rankMe: d?.rankMe, collapsed: d ? collapseWarning(d, config.model.dim) : null,
-          val: byReadout(ev.rows, 'ijepa'), arch,
-        };
-        appendFileSync(join(out, RESULTS), JSON.stringify(result) + '\n');
+        if (earlier) updateResult(out, { ...earlier, val });
+        else {
+          const d = s!.diagnostics;
+          const result: StudyResult = {
+            recipe, budgetMin: budget, seed, steps: s!.steps, imagesSeen: s!.imagesSeen, elapsedSec: s!.elapsedSec, finalLoss: s!.finalLoss,
+            featStd: d?.featStd, rankMe: d?.rankMe, collapsed: d ? collapseWarning(d, config.model.dim) : null, val, arch,
+          };
+          appendFileSync(join(out, RESULTS), JSON.stringify(result) + '\n');
+        }
         await writeReport(out);
       }
     }
@@ -152,6 +196,20 @@ function stat(xs: number[]): { mean: number; spread: number; text: string } {
   return { mean, spread, text: xs.length > 1 ? `${pct(mean)} ± ${pct(spread)}` : pct(mean) };
 }
 
+/** Probe keys in table order: all blocks first, then shallower layers; readouts in READOUTS order. */
+function probeOrder(keys: Iterable<string>): string[] {
+  const parse = (k: string) => {
+    const m = /^L(\d+)\/(.+)$/.exec(k);
+    return { layer: m ? Number(m[1]) : Infinity, readout: m ? m[2] : k };
+  };
+  return [...new Set(keys)].sort((a, b) => {
+    const pa = parse(a), pb = parse(b);
+    return pb.layer - pa.layer || READOUTS.indexOf(pa.readout as Readout) - READOUTS.indexOf(pb.readout as Readout);
+  });
+}
+
+const probeLabel = (k: string) => k.replace(/^L(\d+)\//, 'block $1, ');
+
 export async function writeReport(out: string): Promise<string> {
   const results = readResults(out);
   const baselines = new Map<string, Baselines>();
@@ -164,39 +222,40 @@ export async function writeReport(out: string): Promise<string> {
     const k = `${r.budgetMin}\u0000${r.recipe}`;
     groups.set(k, [...(groups.get(k) ?? []), r]);
   }
+  const probes = probeOrder(results.flatMap((r) => Object.keys(r.val)));
   const lines = [
-    `Validation split (1/6 of the labeled training images, never seen in pre-training); linear probes on frozen features. Accuracy in %, mean ± half-range over seeds.`,
+    `Validation split (1/6 of the labeled training images, never seen in pre-training); linear probes on frozen features (probe = which encoder blocks, which readout). Accuracy in %, mean ± half-range over seeds.`,
     '',
-    '| budget | recipe | seeds | images seen | final loss | val acc, mean readout | val acc, grid2 readout | Δ vs random-init (same readout, best) | Δ vs raw pixels (best) | featStd / RankMe | collapse |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    `| budget | recipe | seeds | images seen | final loss | ${probes.map((p) => `val acc, ${probeLabel(p)}`).join(' | ')} | Δ vs random-init (same probe, best) | Δ vs raw pixels (best) | featStd / RankMe | collapse |`,
+    `| --- | --- | --- | --- | --- | ${probes.map(() => '---').join(' | ')} | --- | --- | --- | --- |`,
   ];
-  const bars: { label: string; value: number; spread: number }[] = [];
+  const bars: Bar[] = [];
   for (const rs of [...groups.values()].sort((a, b) => a[0].budgetMin - b[0].budgetMin || a[0].recipe.localeCompare(b[0].recipe))) {
     const r0 = rs[0];
     const b = baselines.get(r0.arch);
-    const mean = stat(rs.map((r) => r.val.mean.accuracy));
-    const grid = stat(rs.map((r) => r.val.grid2.accuracy));
-    const best = grid.mean >= mean.mean ? { s: grid, ro: 'grid2' } : { s: mean, ro: 'mean' };
-    const dRandom = b ? `${(100 * (best.s.mean - b.randomInit[best.ro].accuracy)).toFixed(2)} (${best.ro})` : '-';
-    const dPixels = b ? (100 * (best.s.mean - b.pixels.accuracy)).toFixed(2) : '-';
+    const cells = new Map(probes.filter((p) => rs.every((r) => p in r.val)).map((p) => [p, stat(rs.map((r) => r.val[p].accuracy))]));
+    const [bestKey, best] = [...cells].reduce((x, y) => (y[1].mean > x[1].mean ? y : x));
+    const vsRandom = b?.randomInit[bestKey];
+    const dRandom = vsRandom ? `${(100 * (best.mean - vsRandom.accuracy)).toFixed(2)} (${probeLabel(bestKey)})` : '-';
+    const dPixels = b?.pixels ? (100 * (best.mean - b.pixels.accuracy)).toFixed(2) : '-';
     const collapsed = rs.filter((r) => r.collapsed).length;
-    lines.push(`| ${r0.budgetMin} min | ${r0.recipe} | ${rs.map((r) => r.seed).join(', ')} | ${Math.round(stat(rs.map((r) => r.imagesSeen)).mean)} | ${stat(rs.map((r) => r.finalLoss)).mean.toFixed(4)} | ${mean.text} | ${grid.text} | ${dRandom} | ${dPixels} | ${stat(rs.map((r) => r.featStd ?? NaN)).mean.toFixed(4)} / ${stat(rs.map((r) => r.rankMe ?? NaN)).mean.toFixed(1)} | ${collapsed ? `${collapsed} collapsed` : 'healthy'} |`);
-    bars.push({ label: `${r0.recipe}, ${r0.budgetMin} min (${best.ro})`, value: 100 * best.s.mean, spread: 100 * best.s.spread });
+    lines.push(`| ${r0.budgetMin} min | ${r0.recipe} | ${rs.map((r) => r.seed).join(', ')} | ${Math.round(stat(rs.map((r) => r.imagesSeen)).mean)} | ${stat(rs.map((r) => r.finalLoss)).mean.toFixed(4)} | ${probes.map((p) => cells.get(p)?.text ?? '-').join(' | ')} | ${dRandom} | ${dPixels} | ${stat(rs.map((r) => r.featStd ?? NaN)).mean.toFixed(4)} / ${stat(rs.map((r) => r.rankMe ?? NaN)).mean.toFixed(1)} | ${collapsed ? `${collapsed} collapsed` : 'healthy'} |`);
+    bars.push({ label: `${r0.recipe}, ${r0.budgetMin} min (${probeLabel(bestKey)})`, value: 100 * best.mean, spread: 100 * best.spread, color: collapsed ? '#ff7f0e' : undefined });
+    if (vsRandom) bars.push({ label: 'random-init, same probe', value: 100 * vsRandom.accuracy, spread: 0, color: '#bbbbbb' });
   }
-  lines.push('', 'Baselines on the same validation split:', '', '| architecture | random-init, mean | random-init, grid2 | raw pixels |', '| --- | --- | --- | --- |');
+  const baseProbes = probeOrder([...baselines.values()].flatMap((b) => Object.keys(b.randomInit)));
+  lines.push('', 'Baselines on the same validation split:', '', `| architecture | ${baseProbes.map((p) => `random-init, ${probeLabel(p)}`).join(' | ')} | raw pixels |`, `| --- | ${baseProbes.map(() => '---').join(' | ')} | --- |`);
   for (const b of baselines.values()) {
     const a = JSON.parse(b.arch);
-    lines.push(`| ${a.imageSize}px, patch ${a.patchSize}, d${a.dim}×${a.depth} | ${pct(b.randomInit.mean.accuracy)} | ${pct(b.randomInit.grid2.accuracy)} | ${pct(b.pixels.accuracy)} |`);
+    lines.push(`| ${a.imageSize}px, patch ${a.patchSize}, d${a.dim}×${a.depth} | ${baseProbes.map((p) => (b.randomInit[p] ? pct(b.randomInit[p].accuracy) : '-')).join(' | ')} | ${b.pixels ? pct(b.pixels.accuracy) : '-'} |`);
   }
   const md = lines.join('\n') + '\n';
   writeFileSync(join(out, 'study.md'), md);
-  const b0 = [...baselines.values()][0];
+  const pixels = [...baselines.values()].map((b) => b.pixels?.accuracy).filter((x): x is number => x !== undefined);
   if (bars.length) {
-    const hl = b0 ? [
-      { value: 100 * b0.pixels.accuracy, label: 'raw pixels', color: '#d62728' },
-      { value: 100 * Math.max(b0.randomInit.mean.accuracy, b0.randomInit.grid2.accuracy), label: 'random-init (best readout)', color: '#2ca02c' },
-    ] : [];
-    await writePng(barChartSvg('Validation accuracy of frozen linear probes (%)', bars, hl), join(out, 'study.png'));
+    // Raw pixels do not depend on the architecture (same images, same preprocessing).
+    const hl = pixels.length ? [{ value: 100 * pixels[0], label: 'raw pixels', color: '#d62728' }] : [];
+    await writePng(barChartSvg('Validation accuracy of frozen linear probes (%); orange = collapsed', bars, hl), join(out, 'study.png'));
   }
   return md;
 }

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readCheckpoint } from '../../train/checkpoint.ts';
@@ -26,7 +26,6 @@ const px = new Uint8Array(40 * 256);
 for (let n = 0; n < 40; n++) for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) {
   px[n * 256 + y * 16 + x] = Math.round(127 + 120 * Math.sin((x + n) / 3) * Math.cos((y * (n % 5 + 1)) / 4));
 }
-import { mkdirSync } from 'node:fs';
 mkdirSync(data);
 writeFileSync(join(data, 'train-images-idx3-ubyte'), idx([40, 16, 16], px));
 
@@ -271,5 +270,20 @@ test('ijepa study trains each recipe on the training split, scores on validation
   assert.match(again.stderr, /reference-0\.05m-s0 done already/);
   assert.match(again.stderr, /fast-ema-0\.05m-s0: training finished earlier, evaluating it/);
   assert.equal(readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').length, 2);
+  // More probes later (a shallower layer, a finer readout): added to the finished runs, nothing retrained.
+  const more = run([...args, '--readouts', 'mean,grid4', '--layers', `${tinyModel.depth},1`]);
+  assert.equal(more.status, 0, more.stderr);
+  assert.doesNotMatch(more.stderr, /: training/);
+  assert.match(more.stderr, /reference-0\.05m-s0: adding probes grid4, L1\/mean, L1\/grid4/);
+  const probed = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(probed.length, 2);
+  for (const x of probed) assert.deepEqual(Object.keys(x.val).sort(), ['L1/grid4', 'L1/mean', 'grid2', 'grid4', 'mean']);
+  const l1 = JSON.parse(readFileSync(join(out, 'reference-0.05m-s0', 'model-L1', 'manifest.json'), 'utf8'));
+  assert.equal(l1.architecture.depth, 1);
+  assert.equal(l1.files.predictor, undefined);
+  const baselines = JSON.parse(readFileSync(join(out, readdirSync(out).find((f) => f.startsWith('baselines-'))!), 'utf8'));
+  assert.deepEqual(Object.keys(baselines.randomInit).sort(), ['L1/grid4', 'L1/mean', 'grid2', 'grid4', 'mean']);
+  assert.match(readFileSync(join(out, 'study.md'), 'utf8'), /val acc, block 1, grid4/);
+  assert.match(run([...args, '--layers', '9']).stderr, /--layers 9: the encoder has blocks 1\.\.2/);
   assert.match(run([...args.slice(0, 5), '--recipes', 'nonsense']).stderr, /unknown recipe 'nonsense'/);
 });

@@ -15,18 +15,30 @@ export interface ExportOptions {
   out: string;
   id?: string;
   classes?: string[];
+  /**
+   * Keep only the encoder's first `layers` blocks (then its final norm): the probe reads an
+   * intermediate layer. The predictor expects the full encoder's tokens, so it is left out.
+   */
+  layers?: number;
 }
 
 export function exportRun(o: ExportOptions): Manifest {
   const ckpt = readCheckpoint(join(o.run, CHECKPOINT_FILE));
   const cfg = parseConfig(ckpt.meta.config, o.run);
   const state = ckpt.meta.state as { step: number; imagesSeen: number; elapsedSec: number };
-  const m = cfg.model;
-  const target = new ParamStore(encoderSpecs(m), ckpt.arrays.get('target'));
-  const online = new ParamStore([...encoderSpecs(m), ...predictorSpecs(m)], ckpt.arrays.get('online'));
-  const files = { 'encoder.onnx': encoderGraph(m, target), 'predictor.onnx': predictorGraph(m, online) };
+  const full = cfg.model;
+  const layers = o.layers ?? full.depth;
+  if (!Number.isInteger(layers) || layers < 1 || layers > full.depth) throw new Error(`--layers ${layers}: the encoder has blocks 1..${full.depth}`);
+  const m = { ...full, depth: layers };
+  const target = new ParamStore(encoderSpecs(full), ckpt.arrays.get('target'));
+  const files: Record<string, Uint8Array> = { 'encoder.onnx': encoderGraph(m, target) };
+  const described: Manifest['files'] = { encoder: describeFile('encoder.onnx', files['encoder.onnx']) };
+  if (layers === full.depth) {
+    const online = new ParamStore([...encoderSpecs(full), ...predictorSpecs(full)], ckpt.arrays.get('online'));
+    files['predictor.onnx'] = predictorGraph(full, online);
+    described.predictor = describeFile('predictor.onnx', files['predictor.onnx']);
+  }
   const grid = gridOf(m);
-  const described = { encoder: describeFile('encoder.onnx', files['encoder.onnx']), predictor: describeFile('predictor.onnx', files['predictor.onnx']) };
   const manifest: Manifest = {
     formatVersion: FORMAT_VERSION,
     id: o.id ?? basename(resolve(o.out)),
