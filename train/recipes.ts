@@ -20,7 +20,7 @@ export const recipes = {
 } satisfies Record<string, ConfigOverrides>;
 
 export type RecipeName = keyof typeof recipes | 'default';
-export const DEFAULT_RECIPE: keyof typeof recipes = 'sigreg';
+export const DEFAULT_RECIPE: keyof typeof recipes = 'sigreg-strong';
 export const recipeNames = ['default', ...Object.keys(recipes)] as RecipeName[];
 
 export function recipeOverrides(name: RecipeName): ConfigOverrides {

@@ -39,6 +39,28 @@ for (const [name, m] of [['tiny', tinyModel], ['vit-tiny', presets['vit-tiny']]]
   });
 }
 
+test('an encoder exported at k blocks (export --layers) is the first k blocks + final norm of the full one', async () => {
+  const m = { ...tinyModel, depth: 3 };
+  const weights = ParamStore.init(encoderSpecs(m), 9, 'init');
+  for (let i = 0; i < weights.data.length; i++) weights.data[i] += 0.01 * Math.cos(i);
+  const images = randomArray(2 * 3 * m.imageSize * m.imageSize, 10, 2);
+  const short = { ...m, depth: 1 };
+  const ref = await onBackend('wasm', () => tf.tidy(() => {
+    const tensors = new Map(weights.specs.map((s) => [s.name, tf.tensor(weights.view(s.name), s.shape)]));
+    const ops = new TfOps((n) => tensors.get(n)!);
+    return encode(ops, short, ops.patchify(tf.tensor4d(images, [2, 3, m.imageSize, m.imageSize]), m.patchSize)).dataSync().slice();
+  }));
+  const dims = [2, 3, m.imageSize, m.imageSize];
+  const truncated = await OnnxModel.load(encoderGraph(short, weights));
+  const full = await OnnxModel.load(encoderGraph(m, weights));
+  const a = (await truncated.run({ images: { data: images, dims } })).tokens.data;
+  const b = (await full.run({ images: { data: images, dims } })).tokens.data;
+  assert.ok(maxAbs(a, ref) <= 1e-4, `tokens ${maxAbs(a, ref)}`);
+  assert.ok(maxAbs(a, b) > 1e-2, 'the truncated encoder must differ from the full one');
+  await truncated.release();
+  await full.release();
+});
+
 test('predictor export parity: TF.js vs onnxruntime on the same context and targets', async () => {
   const m = tinyModel;
   const weights = ParamStore.init([...encoderSpecs(m), ...predictorSpecs(m)], 7, 'init');
