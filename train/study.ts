@@ -12,7 +12,7 @@ import { recipeOverrides, type RecipeName } from './recipes.ts';
 import { gridOf, type PresetName } from './model/presets.ts';
 import { CHECKPOINT_FILE, METRICS_FILE, train, type RunSummary } from './loop.ts';
 import { readCheckpoint } from './checkpoint.ts';
-import { exportRun } from './export/export.ts';
+import { checkLayers, exportRun } from './export/export.ts';
 import { runEval, type EvalRow } from './eval.ts';
 import { collapseWarning } from './diagnostics.ts';
 import { barChartSvg, writePng, type Bar } from './plot.ts';
@@ -84,6 +84,15 @@ function updateResult(out: string, r: StudyResult): void {
   renameSync(tmp, join(out, RESULTS));
 }
 
+/** Random-init and raw-pixel probes, computed once per architecture and shared by its runs. */
+function baselinesFile(out: string, arch: string): string {
+  return join(out, `baselines-${hash(arch)}.json`);
+}
+
+function readBaselines(path: string): Baselines | null {
+  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Baselines) : null;
+}
+
 function byReadout(rows: EvalRow[], kind: string): Record<string, Score> {
   return Object.fromEntries(rows.filter((r) => r.kind === kind).map((r) => [r.readout!, { accuracy: r.accuracy, macroF1: r.macroF1 }]));
 }
@@ -100,7 +109,8 @@ export async function runStudy(o: StudyOptions): Promise<string> {
         const config = resolveConfig(o.preset, recipeOverrides(recipe), o.config, { timeBudgetMin: budget, seed, holdout: true });
         const depth = config.model.depth;
         const layers = o.layers ?? [depth];
-        for (const k of layers) if (k < 1 || k > depth) throw new Error(`--layers ${k}: the encoder has blocks 1..${depth}`);
+        // Checked before training, not after it at export.
+        for (const k of layers) checkLayers(k, depth);
         const grid = gridOf(config.model);
         // A finer readout than the recipe's patch grid (grid8 on 4×4 patches) is skipped for that recipe.
         const readouts = allReadouts.filter((r) => readoutFits(r, grid.rows, grid.cols));
@@ -120,6 +130,7 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           s = await train({ data: o.data, out: dir, config, resume: false, engine: 'ort', threads: o.threads, backend: 'wasm', plain: true, log });
         }
         const arch = JSON.stringify(config.model);
+        const baselinePath = baselinesFile(out, arch);
         const val: Record<string, Score> = { ...earlier?.val };
         for (const k of layers) {
           const missing = readouts.filter((r) => !(probeKey(r, k, depth) in val));
@@ -127,8 +138,7 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           const model = join(dir, k === depth ? 'model' : `model-L${k}`);
           if (!existsSync(join(model, 'manifest.json'))) exportRun({ run: dir, out: model, id: `${key}${k === depth ? '' : `-L${k}`}`, layers: k });
           log(`study: ${key}: validation probes (${k === depth ? 'all' : k} blocks)`);
-          const baselinePath = join(out, `baselines-${hash(arch)}.json`);
-          const b: Baselines = existsSync(baselinePath) ? JSON.parse(readFileSync(baselinePath, 'utf8')) : { arch, randomInit: {}, pixels: null };
+          const b = readBaselines(baselinePath) ?? { arch, randomInit: {}, pixels: null };
           const needBaselines = !b.pixels || missing.some((r) => !(probeKey(r, k, depth) in b.randomInit));
           const ev = await runEval({
             model, data: o.data, validation: true, readouts: missing, limit: o.limit, seed: 0, l2: 1e-3, k: 20, temperature: 0.07,
@@ -137,7 +147,7 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           for (const [r, score] of Object.entries(byReadout(ev.rows, 'ijepa'))) val[probeKey(r as Readout, k, depth)] = score;
           if (needBaselines) {
             // Re-read: a parallel study process may have added other probes meanwhile.
-            const now: Baselines = existsSync(baselinePath) ? JSON.parse(readFileSync(baselinePath, 'utf8')) : b;
+            const now = readBaselines(baselinePath) ?? b;
             for (const [r, score] of Object.entries(byReadout(ev.rows, 'random-init'))) now.randomInit[probeKey(r as Readout, k, depth)] = score;
             now.pixels = pixelsRow(ev.rows);
             writeFileSync(baselinePath, JSON.stringify(now, null, 2));
@@ -214,8 +224,8 @@ export async function writeReport(out: string): Promise<string> {
   const results = readResults(out);
   const baselines = new Map<string, Baselines>();
   for (const r of results) {
-    const p = join(out, `baselines-${hash(r.arch)}.json`);
-    if (!baselines.has(r.arch) && existsSync(p)) baselines.set(r.arch, JSON.parse(readFileSync(p, 'utf8')));
+    const b = baselines.has(r.arch) ? null : readBaselines(baselinesFile(out, r.arch));
+    if (b) baselines.set(r.arch, b);
   }
   const groups = new Map<string, StudyResult[]>();
   for (const r of results) {

@@ -22,13 +22,17 @@ export interface ExportOptions {
   layers?: number;
 }
 
+export function checkLayers(layers: number, depth: number): void {
+  if (!Number.isInteger(layers) || layers < 1 || layers > depth) throw new Error(`--layers ${layers}: the encoder has blocks 1..${depth}`);
+}
+
 export function exportRun(o: ExportOptions): Manifest {
   const ckpt = readCheckpoint(join(o.run, CHECKPOINT_FILE));
   const cfg = parseConfig(ckpt.meta.config, o.run);
   const state = ckpt.meta.state as { step: number; imagesSeen: number; elapsedSec: number };
   const full = cfg.model;
   const layers = o.layers ?? full.depth;
-  if (!Number.isInteger(layers) || layers < 1 || layers > full.depth) throw new Error(`--layers ${layers}: the encoder has blocks 1..${full.depth}`);
+  checkLayers(layers, full.depth);
   const m = { ...full, depth: layers };
   const target = new ParamStore(encoderSpecs(full), ckpt.arrays.get('target'));
   const files: Record<string, Uint8Array> = { 'encoder.onnx': encoderGraph(m, target) };
