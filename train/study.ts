@@ -5,7 +5,7 @@
  * computed once per architecture. Results append to results.jsonl (several study processes may
  * share one directory, e.g. one per core); study.md and study.png are rebuilt from all of them.
  */
-import { appendFileSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { resolveConfig, type ConfigOverrides } from './config.ts';
 import { recipeOverrides, type RecipeName } from './recipes.ts';
@@ -70,18 +70,25 @@ interface Baselines {
 
 const RESULTS = 'results.jsonl';
 
+/**
+ * One result per run (recipe, budget, seed). The file is append-only so that parallel study
+ * processes never lose a line: a run given more probes later appends its new record, and the
+ * last record of a run wins.
+ */
 export function readResults(out: string): StudyResult[] {
   const p = join(out, RESULTS);
-  return existsSync(p) ? readFileSync(p, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as StudyResult) : [];
+  if (!existsSync(p)) return [];
+  const byRun = new Map<string, StudyResult>();
+  for (const line of readFileSync(p, 'utf8').split('\n').filter(Boolean)) {
+    const r = JSON.parse(line) as StudyResult;
+    const key = `${r.recipe}\u0000${r.budgetMin}\u0000${r.seed}`;
+    byRun.set(key, r);
+  }
+  return [...byRun.values()];
 }
 
-/** Rewrites one run's line (matched by recipe, budget, seed) in results.jsonl. */
-function updateResult(out: string, r: StudyResult): void {
-  const same = (x: StudyResult) => x.recipe === r.recipe && x.budgetMin === r.budgetMin && x.seed === r.seed;
-  const lines = readResults(out).map((x) => JSON.stringify(same(x) ? r : x));
-  const tmp = join(out, `${RESULTS}.tmp-${process.pid}`);
-  writeFileSync(tmp, lines.join('\n') + '\n');
-  renameSync(tmp, join(out, RESULTS));
+function appendResult(out: string, r: StudyResult): void {
+  appendFileSync(join(out, RESULTS), JSON.stringify(r) + '\n');
 }
 
 /** Random-init and raw-pixel probes, computed once per architecture and shared by its runs. */
@@ -153,14 +160,14 @@ export async function runStudy(o: StudyOptions): Promise<string> {
             writeFileSync(baselinePath, JSON.stringify(now, null, 2));
           }
         }
-        if (earlier) updateResult(out, { ...earlier, val });
+        if (earlier) appendResult(out, { ...earlier, val });
         else {
           const d = s!.diagnostics;
           const result: StudyResult = {
             recipe, budgetMin: budget, seed, steps: s!.steps, imagesSeen: s!.imagesSeen, elapsedSec: s!.elapsedSec, finalLoss: s!.finalLoss,
             featStd: d?.featStd, rankMe: d?.rankMe, collapsed: d ? collapseWarning(d, config.model.dim) : null, val, arch,
           };
-          appendFileSync(join(out, RESULTS), JSON.stringify(result) + '\n');
+          appendResult(out, result);
         }
         await writeReport(out);
       }

@@ -275,15 +275,20 @@ test('ijepa study trains each recipe on the training split, scores on validation
   assert.equal(more.status, 0, more.stderr);
   assert.doesNotMatch(more.stderr, /: training/);
   assert.match(more.stderr, /reference-0\.05m-s0: adding probes grid4, L1\/mean, L1\/grid4/);
-  const probed = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  assert.equal(probed.length, 2);
+  // Append-only: each run's new record follows its old one, and the later one is read.
+  assert.equal(readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').length, 4);
+  const records = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const probed = records.slice(2);
+  assert.deepEqual(probed.map((x) => x.recipe), ['reference', 'fast-ema']);
   for (const x of probed) assert.deepEqual(Object.keys(x.val).sort(), ['L1/grid4', 'L1/mean', 'grid2', 'grid4', 'mean']);
   const l1 = JSON.parse(readFileSync(join(out, 'reference-0.05m-s0', 'model-L1', 'manifest.json'), 'utf8'));
   assert.equal(l1.architecture.depth, 1);
   assert.equal(l1.files.predictor, undefined);
   const baselines = JSON.parse(readFileSync(join(out, readdirSync(out).find((f) => f.startsWith('baselines-'))!), 'utf8'));
   assert.deepEqual(Object.keys(baselines.randomInit).sort(), ['L1/grid4', 'L1/mean', 'grid2', 'grid4', 'mean']);
-  assert.match(readFileSync(join(out, 'study.md'), 'utf8'), /val acc, block 1, grid4/);
+  const report = readFileSync(join(out, 'study.md'), 'utf8');
+  assert.match(report, /val acc, block 1, grid4/);
+  assert.equal(report.match(/\| reference \| 0 \|/g)?.length, 1, 'a run with two records is one row');
   assert.match(run([...args, '--layers', '9']).stderr, /--layers 9: the encoder has blocks 1\.\.2/);
   assert.match(run([...args.slice(0, 5), '--recipes', 'nonsense']).stderr, /unknown recipe 'nonsense'/);
 });
