@@ -264,7 +264,7 @@ export async function writeReport(out: string): Promise<string> {
   lines.push('', 'Baselines on the same validation split:', '', `| architecture | ${baseProbes.map((p) => `random-init, ${probeLabel(p)}`).join(' | ')} | raw pixels |`, `| --- | ${baseProbes.map(() => '---').join(' | ')} | --- |`);
   for (const b of baselines.values()) {
     const a = JSON.parse(b.arch);
-    lines.push(`| ${a.imageSize}px, patch ${a.patchSize}, d${a.dim}×${a.depth} | ${baseProbes.map((p) => (b.randomInit[p] ? pct(b.randomInit[p].accuracy) : '-')).join(' | ')} | ${b.pixels ? pct(b.pixels.accuracy) : '-'} |`);
+    lines.push(`| ${a.imageSize}px, patch ${a.patchSize}, d${a.dim}×${a.depth}, predictor d${a.predDim}×${a.predDepth} | ${baseProbes.map((p) => (b.randomInit[p] ? pct(b.randomInit[p].accuracy) : '-')).join(' | ')} | ${b.pixels ? pct(b.pixels.accuracy) : '-'} |`);
   }
   const md = lines.join('\n') + '\n';
   writeFileSync(join(out, 'study.md'), md);
