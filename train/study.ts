@@ -2,14 +2,14 @@
  * `ijepa study`: the small-budget recipe study. For each budget × recipe × seed: pre-train with
  * the validation split held out (data/split.ts), export, and score frozen linear probes on that
  * validation split (the test split is never read), next to random-init and raw-pixel probes
- * computed once per architecture. Results append to results.jsonl (several study processes may
+ * computed once per encoder architecture. Results append to results.jsonl (several study processes may
  * share one directory, e.g. one per core); study.md and study.png are rebuilt from all of them.
  */
 import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { resolveConfig, type ConfigOverrides } from './config.ts';
 import { recipeOverrides, type RecipeName } from './recipes.ts';
-import { gridOf, type PresetName } from './model/presets.ts';
+import { gridOf, type ModelConfig, type PresetName } from './model/presets.ts';
 import { CHECKPOINT_FILE, METRICS_FILE, train, type RunSummary } from './loop.ts';
 import { readCheckpoint } from './checkpoint.ts';
 import { checkLayers, exportRun } from './export/export.ts';
@@ -91,9 +91,17 @@ function appendResult(out: string, r: StudyResult): void {
   appendFileSync(join(out, RESULTS), JSON.stringify(r) + '\n');
 }
 
-/** Random-init and raw-pixel probes, computed once per architecture and shared by its runs. */
+/**
+ * Random-init and raw-pixel probes, computed once per encoder architecture and shared by its runs
+ * (the predictor is not part of what a probe reads, so recipes that differ only there share them).
+ */
 function baselinesFile(out: string, arch: string): string {
-  return join(out, `baselines-${hash(arch)}.json`);
+  return join(out, `baselines-${hash(encoderArch(arch))}.json`);
+}
+
+function encoderArch(arch: string): string {
+  const { predDim, predDepth, predHeads, ...encoder } = JSON.parse(arch) as ModelConfig;
+  return JSON.stringify(encoder);
 }
 
 function readBaselines(path: string): Baselines | null {
@@ -145,7 +153,7 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           const model = join(dir, k === depth ? 'model' : `model-L${k}`);
           if (!existsSync(join(model, 'manifest.json'))) exportRun({ run: dir, out: model, id: `${key}${k === depth ? '' : `-L${k}`}`, layers: k });
           log(`study: ${key}: validation probes (${k === depth ? 'all' : k} blocks)`);
-          const b = readBaselines(baselinePath) ?? { arch, randomInit: {}, pixels: null };
+          const b = readBaselines(baselinePath) ?? { arch: encoderArch(arch), randomInit: {}, pixels: null };
           const needBaselines = !b.pixels || missing.some((r) => !(probeKey(r, k, depth) in b.randomInit));
           const ev = await runEval({
             model, data: o.data, validation: true, readouts: missing, limit: o.limit, seed: 0, l2: 1e-3, k: 20, temperature: 0.07,
@@ -231,8 +239,8 @@ export async function writeReport(out: string): Promise<string> {
   const results = readResults(out);
   const baselines = new Map<string, Baselines>();
   for (const r of results) {
-    const b = baselines.has(r.arch) ? null : readBaselines(baselinesFile(out, r.arch));
-    if (b) baselines.set(r.arch, b);
+    const b = baselines.has(encoderArch(r.arch)) ? null : readBaselines(baselinesFile(out, r.arch));
+    if (b) baselines.set(encoderArch(r.arch), b);
   }
   const groups = new Map<string, StudyResult[]>();
   for (const r of results) {
@@ -249,7 +257,7 @@ export async function writeReport(out: string): Promise<string> {
   const bars: Bar[] = [];
   for (const rs of [...groups.values()].sort((a, b) => a[0].budgetMin - b[0].budgetMin || a[0].recipe.localeCompare(b[0].recipe))) {
     const r0 = rs[0];
-    const b = baselines.get(r0.arch);
+    const b = baselines.get(encoderArch(r0.arch));
     const cells = new Map(probes.filter((p) => rs.every((r) => p in r.val)).map((p) => [p, stat(rs.map((r) => r.val[p].accuracy))]));
     const [bestKey, best] = [...cells].reduce((x, y) => (y[1].mean > x[1].mean ? y : x));
     const vsRandom = b?.randomInit[bestKey];
@@ -264,7 +272,7 @@ export async function writeReport(out: string): Promise<string> {
   lines.push('', 'Baselines on the same validation split:', '', `| architecture | ${baseProbes.map((p) => `random-init, ${probeLabel(p)}`).join(' | ')} | raw pixels |`, `| --- | ${baseProbes.map(() => '---').join(' | ')} | --- |`);
   for (const b of baselines.values()) {
     const a = JSON.parse(b.arch);
-    lines.push(`| ${a.imageSize}px, patch ${a.patchSize}, d${a.dim}×${a.depth}, predictor d${a.predDim}×${a.predDepth} | ${baseProbes.map((p) => (b.randomInit[p] ? pct(b.randomInit[p].accuracy) : '-')).join(' | ')} | ${b.pixels ? pct(b.pixels.accuracy) : '-'} |`);
+    lines.push(`| ${a.imageSize}px, patch ${a.patchSize}, d${a.dim}×${a.depth} | ${baseProbes.map((p) => (b.randomInit[p] ? pct(b.randomInit[p].accuracy) : '-')).join(' | ')} | ${b.pixels ? pct(b.pixels.accuracy) : '-'} |`);
   }
   const md = lines.join('\n') + '\n';
   writeFileSync(join(out, 'study.md'), md);

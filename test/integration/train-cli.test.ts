@@ -276,8 +276,8 @@ test('ijepa study trains each recipe on the training split, scores on validation
   assert.doesNotMatch(more.stderr, /: training/);
   assert.match(more.stderr, /reference-0\.05m-s0: adding probes grid4, L1\/mean, L1\/grid4/);
   // Append-only: each run's new record follows its old one, and the later one is read.
-  assert.equal(readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').length, 4);
   const records = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(records.length, 4);
   const probed = records.slice(2);
   assert.deepEqual(probed.map((x) => x.recipe), ['reference', 'fast-ema']);
   for (const x of probed) assert.deepEqual(Object.keys(x.val).sort(), ['L1/grid4', 'L1/mean', 'grid2', 'grid4', 'mean']);
@@ -289,6 +289,13 @@ test('ijepa study trains each recipe on the training split, scores on validation
   const report = readFileSync(join(out, 'study.md'), 'utf8');
   assert.match(report, /val acc, block 1, grid4/);
   assert.equal(report.match(/\| reference \| 0 \|/g)?.length, 1, 'a run with two records is one row');
+  // A recipe that changes only the predictor reads the same random-init encoder: baselines are shared.
+  const cfgPred = join(dir, 'study-tiny-pred2.json');
+  writeFileSync(cfgPred, JSON.stringify({ ...JSON.parse(readFileSync(cfg, 'utf8')), model: { ...tinyModel, predDepth: 2 } }));
+  const pred = run([...args.slice(0, 5), '--recipes', 'reference', '--budgets', '0.04', '--seeds', '0', '--threads', '1', '--config', cfgPred]);
+  assert.equal(pred.status, 0, pred.stderr);
+  assert.equal(readdirSync(out).filter((f) => f.startsWith('baselines-')).length, 1);
+  assert.match(readFileSync(join(out, 'study.md'), 'utf8'), /\| 0\.04 min \| reference \| 0 \|.*\| -?\d+\.\d+ \([a-z0-9]+\) \|/, 'its Δ vs random-init comes from the shared baselines');
   assert.match(run([...args, '--layers', '9']).stderr, /--layers 9: the encoder has blocks 1\.\.2/);
   assert.match(run([...args.slice(0, 5), '--recipes', 'nonsense']).stderr, /unknown recipe 'nonsense'/);
 });
