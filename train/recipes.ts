@@ -6,6 +6,12 @@
  */
 import type { ConfigOverrides } from './config.ts';
 
+const sigregStrong: ConfigOverrides = { loss: 'smooth-l1', sigreg: { weight: 0.1 } };
+const narrowModel: ConfigOverrides['model'] = { dim: 96, heads: 3, predDim: 48, predHeads: 3 };
+// Masking knobs: two larger targets (~20 patches each), or a context of half the image (harder, and faster).
+const largeTargets: ConfigOverrides['masks'] = { numTargets: 2, targetScale: [0.25, 0.3] };
+const smallContext: ConfigOverrides['masks'] = { contextScale: [0.5, 0.65] };
+
 export const recipes = {
   reference: { loss: 'smooth-l1' },
   'fast-ema': { loss: 'smooth-l1', optim: { ema: [0.99, 1] } },
@@ -15,28 +21,24 @@ export const recipes = {
   'mse': { loss: 'mse' },
   // SIGReg keeps pooled context features spread out (the reference collapses at these budgets).
   'sigreg': { loss: 'smooth-l1', sigreg: { weight: 0.02 } },
-  'sigreg-strong': { loss: 'smooth-l1', sigreg: { weight: 0.1 } },
+  'sigreg-strong': sigregStrong,
   'sigreg-lr2x': { loss: 'smooth-l1', sigreg: { weight: 0.02 }, optim: { lr: 2e-3, startLr: 4e-4 } },
+  // One knob at a time on sigreg-strong (docs/recipe-study.md).
   // Throughput: a 4×4 grid of 8-px patches (room for 3 target blocks), or a half-width network.
-  'patch8': { loss: 'smooth-l1', sigreg: { weight: 0.1 }, model: { patchSize: 8 }, masks: { numTargets: 3 } },
-  'narrow': { loss: 'smooth-l1', sigreg: { weight: 0.1 }, model: { dim: 96, heads: 3, predDim: 48, predHeads: 3 } },
+  'patch8': { ...sigregStrong, model: { patchSize: 8 }, masks: { numTargets: 3 } },
+  'narrow': { ...sigregStrong, model: narrowModel },
   // After ~300 steps an EMA of 0.996 → 1 still holds ~60% of its random init (Π m); does a target
   // that leaves it sooner learn faster? SIGReg guards it against collapse. (It did not help.)
-  'sigreg-fast-ema': { loss: 'smooth-l1', sigreg: { weight: 0.1 }, optim: { ema: [0.99, 1] } },
-  'sigreg-ema97': { loss: 'smooth-l1', sigreg: { weight: 0.1 }, optim: { ema: [0.97, 1] } },
-  // Masking: two larger targets (~20 patches each), or a context of half the image (harder, and faster).
-  'targets-large': { loss: 'smooth-l1', sigreg: { weight: 0.1 }, masks: { numTargets: 2, targetScale: [0.25, 0.3] } },
-  'context-small': { loss: 'smooth-l1', sigreg: { weight: 0.1 }, masks: { contextScale: [0.5, 0.65] } },
-  'pred-deep': { loss: 'smooth-l1', sigreg: { weight: 0.1 }, model: { predDepth: 6 } },
-  'sigreg-batch64': { loss: 'smooth-l1', sigreg: { weight: 0.1 }, batch: 64 },
+  'sigreg-fast-ema': { ...sigregStrong, optim: { ema: [0.99, 1] } },
+  'sigreg-ema97': { ...sigregStrong, optim: { ema: [0.97, 1] } },
+  'targets-large': { ...sigregStrong, masks: largeTargets },
+  'context-small': { ...sigregStrong, masks: smallContext },
+  'pred-deep': { ...sigregStrong, model: { predDepth: 6 } },
+  'sigreg-batch64': { ...sigregStrong, batch: 64 },
   // 5% of the run in warmup instead of the reference's 15 of 100 epochs.
-  'sigreg-warmup5': { loss: 'smooth-l1', sigreg: { weight: 0.1 }, optim: { warmupEpochs: 5 } },
-  // The small wins above, stacked: half width, half-image context, two large targets.
-  'narrow-masks': {
-    loss: 'smooth-l1', sigreg: { weight: 0.1 },
-    model: { dim: 96, heads: 3, predDim: 48, predHeads: 3 },
-    masks: { numTargets: 2, targetScale: [0.25, 0.3], contextScale: [0.5, 0.65] },
-  },
+  'sigreg-warmup5': { ...sigregStrong, optim: { warmupEpochs: 5 } },
+  // The small wins above, stacked.
+  'narrow-masks': { ...sigregStrong, model: narrowModel, masks: { ...largeTargets, ...smallContext } },
 } satisfies Record<string, ConfigOverrides>;
 
 export type RecipeName = keyof typeof recipes | 'default';

@@ -95,8 +95,8 @@ function appendResult(out: string, r: StudyResult): void {
  * Random-init and raw-pixel probes, computed once per encoder architecture and shared by its runs
  * (the predictor is not part of what a probe reads, so recipes that differ only there share them).
  */
-function baselinesFile(out: string, arch: string): string {
-  return join(out, `baselines-${hash(encoderArch(arch))}.json`);
+function baselinesFile(out: string, encoder: string): string {
+  return join(out, `baselines-${hash(encoder)}.json`);
 }
 
 function encoderArch(arch: string): string {
@@ -145,7 +145,8 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           s = await train({ data: o.data, out: dir, config, resume: false, engine: 'ort', threads: o.threads, backend: 'wasm', plain: true, log });
         }
         const arch = JSON.stringify(config.model);
-        const baselinePath = baselinesFile(out, arch);
+        const encoder = encoderArch(arch);
+        const baselinePath = baselinesFile(out, encoder);
         const val: Record<string, Score> = { ...earlier?.val };
         for (const k of layers) {
           const missing = readouts.filter((r) => !(probeKey(r, k, depth) in val));
@@ -153,7 +154,7 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           const model = join(dir, k === depth ? 'model' : `model-L${k}`);
           if (!existsSync(join(model, 'manifest.json'))) exportRun({ run: dir, out: model, id: `${key}${k === depth ? '' : `-L${k}`}`, layers: k });
           log(`study: ${key}: validation probes (${k === depth ? 'all' : k} blocks)`);
-          const b = readBaselines(baselinePath) ?? { arch: encoderArch(arch), randomInit: {}, pixels: null };
+          const b = readBaselines(baselinePath) ?? { arch: encoder, randomInit: {}, pixels: null };
           const needBaselines = !b.pixels || missing.some((r) => !(probeKey(r, k, depth) in b.randomInit));
           const ev = await runEval({
             model, data: o.data, validation: true, readouts: missing, limit: o.limit, seed: 0, l2: 1e-3, k: 20, temperature: 0.07,
@@ -239,8 +240,9 @@ export async function writeReport(out: string): Promise<string> {
   const results = readResults(out);
   const baselines = new Map<string, Baselines>();
   for (const r of results) {
-    const b = baselines.has(encoderArch(r.arch)) ? null : readBaselines(baselinesFile(out, r.arch));
-    if (b) baselines.set(encoderArch(r.arch), b);
+    const encoder = encoderArch(r.arch);
+    const b = baselines.has(encoder) ? null : readBaselines(baselinesFile(out, encoder));
+    if (b) baselines.set(encoder, b);
   }
   const groups = new Map<string, StudyResult[]>();
   for (const r of results) {
