@@ -48,6 +48,7 @@ export function buildCli(): Command {
     .option('--chunk <n>', 'images per forward/backward pass inside a micro-batch (memory only)', int('--chunk'))
     .addOption(new Option('--loss <kind>', 'prediction loss').choices(['mse', 'smooth-l1']))
     .option('--sigreg <lambda>', 'weight of the SIGReg regulariser (off by default)', (v) => Number(v))
+    .option('--target-layers <k>', 'targets average the top k target-encoder blocks (1 = I-JEPA)', int('--target-layers'))
     .addOption(new Option('--engine <name>', 'training engine: onnxruntime (fast) or TF.js (reference, autodiff)').choices(['ort', 'tfjs']).default('ort'))
     .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', int('--threads'))
     .addOption(new Option('--backend <name>', 'TF.js backend (--engine tfjs)').choices(['wasm', 'cpu', 'tensorflow']).default('wasm'))
@@ -61,7 +62,7 @@ export function buildCli(): Command {
         timeBudgetMin: opts.timeBudget, chunk: opts.chunk, loss: opts.loss,
         optim: opts.lr !== undefined ? { lr: opts.lr } : undefined,
         sigreg: opts.sigreg !== undefined ? { weight: opts.sigreg } : undefined,
-        holdout: opts.holdout,
+        targetLayers: opts.targetLayers, holdout: opts.holdout,
       };
       for (const k of Object.keys(flags) as (keyof ConfigOverrides)[]) if (flags[k] === undefined) delete flags[k];
       const config = resolveConfig(opts.preset as PresetName, recipeOverrides(opts.recipe), opts.config ? readConfigFile(opts.config) : undefined, flags);

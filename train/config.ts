@@ -41,6 +41,8 @@ export const trainConfigSchema = z
       .strict(),
     loss: z.enum(['mse', 'smooth-l1']),
     sigreg: z.object({ weight: z.number().nonnegative(), projections: z.number().int().positive() }).strict(),
+    /** Targets average this many top blocks of the target encoder (vit.ts targetTokens); 1 = I-JEPA. */
+    targetLayers: z.number().int().positive().default(1),
     batch: z.number().int().positive(),
     accum: z.number().int().positive(),
     /** Images per forward/backward inside a batch (memory); the result does not depend on it. */
@@ -59,7 +61,8 @@ export const trainConfigSchema = z
     diagEvery: z.number().int().positive(),
     checkpointEvery: z.number().int().positive(),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.targetLayers <= c.model.depth, { message: 'targetLayers exceeds the encoder depth', path: ['targetLayers'] });
 
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
 
@@ -72,6 +75,7 @@ export function defaultConfig(preset: PresetName): TrainConfig {
     optim: { lr: 1e-3, startLr: 2e-4, finalLr: 1e-6, warmupEpochs: 15, weightDecay: [0.04, 0.4], ema: [0.996, 1.0], beta1: 0.9, beta2: 0.999 },
     loss: 'mse',
     sigreg: { weight: 0, projections: 64 },
+    targetLayers: 1,
     batch: 128,
     accum: 1,
     chunk: 32,

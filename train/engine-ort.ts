@@ -21,6 +21,8 @@ export interface OrtEngineOptions {
   chunk?: number;
   /** Intra-op threads (default: all cores). */
   threads?: number;
+  /** Top target-encoder blocks the targets average (default 1). */
+  targetLayers?: number;
 }
 
 const int64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
@@ -64,8 +66,8 @@ export class OrtEngine implements Engine {
     };
     const create = ort.InferenceSession.create as (m: Uint8Array, o: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>;
     const [step, diag] = await Promise.all([
-      create(stepGraph(model, opts.numTargets, opts.loss, { sigreg: opts.sigreg?.weight ? opts.sigreg : undefined }), options),
-      create(probeGraph(model, opts.numTargets, opts.loss), options),
+      create(stepGraph(model, opts.numTargets, opts.loss, { sigreg: opts.sigreg?.weight ? opts.sigreg : undefined, targetLayers: opts.targetLayers }), options),
+      create(probeGraph(model, opts.numTargets, opts.loss, opts.targetLayers), options),
     ]);
     return new OrtEngine(model, online, target, opts, step, diag);
   }

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { permuteMasks, sliceMasks, type MaskBatch } from './masks.ts';
 import type { ModelConfig } from './model/presets.ts';
 import { TfOps } from './model/ops-tfjs.ts';
-import { encode, predict, targets } from './model/vit.ts';
+import { encode, encoderOutput, encoderStream, predict, targetTokens, targets } from './model/vit.ts';
 import type { ParamStore } from './params.ts';
 import { predictionLoss, sigreg, sigregDirections, type LossKind } from './loss.ts';
 
@@ -56,6 +56,8 @@ export interface EngineOptions {
   chunk?: number;
   /** Use the fused kernels of kernels.ts (default: when the backend has them). */
   fused?: boolean;
+  /** Top target-encoder blocks the targets average (default 1: its output). */
+  targetLayers?: number;
 }
 
 /** Key mask over [context repeated per target block, target tokens]: [M·B, L + T]. */
@@ -166,7 +168,7 @@ export class TfjsEngine implements Engine {
     const m = mb.masks;
     const x = this.inputs(mb);
     // Step 1: targets from the EMA encoder on the full image, outside the gradient tape.
-    const tgt = tf.tidy(() => targets(this.targetOps, this.model, encode(this.targetOps, this.model, x.patches), x.tgtIdx, m.numTargets));
+    const tgt = tf.tidy(() => targets(this.targetOps, this.targetTokens(x.patches).tokens, x.tgtIdx, m.numTargets));
     const { loss, predLoss, sig, grads } = tf.tidy(() => {
       let parts: { pred: tf.Scalar; sig: tf.Scalar } | null = null;
       const { value, grads } = tf.variableGrads(() => {
@@ -198,6 +200,13 @@ export class TfjsEngine implements Engine {
     return out;
   }
 
+  /** Target-encoder output tokens and the regression targets per patch, from one forward pass. */
+  private targetTokens(patches: tf.Tensor): { output: tf.Tensor; tokens: tf.Tensor } {
+    const stream = encoderStream(this.targetOps, this.model, patches);
+    const output = encoderOutput(this.targetOps, this.model, stream);
+    return { output, tokens: targetTokens(this.targetOps, this.model, stream, output, this.opts.targetLayers ?? 1) };
+  }
+
   /** Random unit directions [D, P] for SIGReg, fresh each optimizer step. */
   private directions(step: number): tf.Tensor2D {
     const d = this.model.dim;
@@ -210,8 +219,8 @@ export class TfjsEngine implements Engine {
     const m = mb.masks;
     const [tokens, pooled, zero] = tf.tidy(() => {
       const x = this.inputs(mb);
-      const h = encode(this.targetOps, this.model, x.patches);
-      const tgt = targets(this.targetOps, this.model, h, x.tgtIdx, m.numTargets);
+      const { output: h, tokens } = this.targetTokens(x.patches);
+      const tgt = targets(this.targetOps, tokens, x.tgtIdx, m.numTargets);
       return [h, tf.mean(h, 1), predictionLoss(tf.zerosLike(tgt), tgt, this.opts.loss)];
     });
     const out = {

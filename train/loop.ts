@@ -149,10 +149,10 @@ export async function train(o: RunOptions): Promise<RunSummary> {
 
   const engine: Engine = engineName === 'ort'
     ? await OrtEngine.create(cfg.model, online, target, {
-      loss: cfg.loss, numTargets: cfg.masks.numTargets, chunk: cfg.chunk, threads: o.threads, sigreg: { ...cfg.sigreg, seed: cfg.seed },
+      loss: cfg.loss, numTargets: cfg.masks.numTargets, chunk: cfg.chunk, threads: o.threads, sigreg: { ...cfg.sigreg, seed: cfg.seed }, targetLayers: cfg.targetLayers,
     })
     : new TfjsEngine(cfg.model, online, target, {
-      loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk,
+      loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk, targetLayers: cfg.targetLayers,
     });
   log(engineName === 'ort' ? `engine: onnxruntime, ${o.threads ?? availableParallelism()} thread(s)` : `engine: TF.js (${o.backend})`);
   const grad = new Float32Array(online.size);

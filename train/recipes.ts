@@ -37,6 +37,9 @@ export const recipes = {
   'sigreg-batch64': { ...sigregStrong, batch: 64 },
   // 5% of the run in warmup instead of the reference's 15 of 100 epochs.
   'sigreg-warmup5': { ...sigregStrong, optim: { warmupEpochs: 5 } },
+  // data2vec 2.0's targets: the mean of the top 4 of 6 target-encoder blocks, each layer-normalised.
+  'avg-targets': { ...sigregStrong, targetLayers: 4 },
+  'avg-targets-all': { ...sigregStrong, targetLayers: 6 },
   // The small wins above, stacked.
   'narrow-masks': { ...sigregStrong, model: narrowModel, masks: { ...largeTargets, ...smallContext } },
 } satisfies Record<string, ConfigOverrides>;

@@ -175,8 +175,9 @@ test('autodiff refuses an op it has no rule for, naming it', () => {
   assert.throws(() => gradients(g, g.op('ReduceSum', [g.op('Sigmoid', [x])], { keepdims: 0 }), ['x']), /no gradient rule for Sigmoid/);
 });
 
-for (const [kind, sigregWeight] of [['mse', 0], ['smooth-l1', 0], ['mse', 0.5]] as [LossKind, number][]) {
-  test(`whole I-JEPA step (${kind}${sigregWeight ? ' + SIGReg' : ''}): onnxruntime engine = TF.js engine on the same weights, batch and masks`, async () => {
+const stepCases: [LossKind, number, number][] = [['mse', 0, 1], ['smooth-l1', 0, 1], ['mse', 0.5, 1], ['smooth-l1', 0, 2]];
+for (const [kind, sigregWeight, targetLayers] of stepCases) {
+  test(`whole I-JEPA step (${kind}${sigregWeight ? ' + SIGReg' : ''}${targetLayers > 1 ? `, targets from ${targetLayers} blocks` : ''}): onnxruntime engine = TF.js engine on the same weights, batch and masks`, async () => {
     const m = tinyModel;
     const specs = [...encoderSpecs(m), ...predictorSpecs(m)];
     const online = ParamStore.init(specs, 3, 'init');
@@ -189,15 +190,16 @@ for (const [kind, sigregWeight] of [['mse', 0], ['smooth-l1', 0], ['mse', 0.5]] 
     assert.ok(Math.min(...masks.ctxCount) < masks.ctxLen, 'the batch has padded contexts');
     const mb = { patches: randomArray(batch * 16 * 48, 9), batch, masks };
 
-    const gTf = new Float32Array(online.size);
-    const ref = await onBackend('cpu', () => {
-      const e = new TfjsEngine(m, online, target, { loss: kind, sigregWeight, sigregProjections: 8, seed: 1, chunk: 4 });
-      const r = { step: e.forwardBackward(mb, gTf, 0.5, 3), probe: e.probe(mb) };
+    const tfStep = (layers: number, grads: Float32Array) => onBackend('cpu', () => {
+      const e = new TfjsEngine(m, online, target, { loss: kind, sigregWeight, sigregProjections: 8, seed: 1, chunk: 4, targetLayers: layers });
+      const r = { step: e.forwardBackward(mb, grads, 0.5, 3), probe: e.probe(mb) };
       e.dispose();
       return r;
     });
+    const gTf = new Float32Array(online.size);
+    const ref = await tfStep(targetLayers, gTf);
     const gOrt = new Float32Array(online.size);
-    const engine = await OrtEngine.create(m, online, target, { loss: kind, numTargets: masks.numTargets, chunk: 4, threads: 1, sigreg: { weight: sigregWeight, projections: 8, seed: 1 } });
+    const engine = await OrtEngine.create(m, online, target, { loss: kind, numTargets: masks.numTargets, chunk: 4, threads: 1, sigreg: { weight: sigregWeight, projections: 8, seed: 1 }, targetLayers });
     const got = await engine.forwardBackward(mb, gOrt, 0.5, 3);
     const probe = await engine.probe(mb);
     await engine.dispose();
@@ -214,5 +216,9 @@ for (const [kind, sigregWeight] of [['mse', 0], ['smooth-l1', 0], ['mse', 0.5]] 
     assert.ok(relErr(probe.tokens, ref.probe.tokens) <= 1e-4);
     assert.ok(relErr(probe.pooled, ref.probe.pooled) <= 1e-4);
     assert.ok(Math.abs(probe.zeroLoss - ref.probe.zeroLoss) <= 1e-5);
+    if (targetLayers > 1) {
+      const single = (await tfStep(1, new Float32Array(online.size))).step.predLoss;
+      assert.ok(Math.abs(got.predLoss - single) > 1e-4 * single, `averaged targets change the loss (10× the engines' tolerance) (${got.predLoss} vs ${single})`);
+    }
   });
 }

@@ -77,4 +77,6 @@ test('config: presets, file overrides and flags merge; unknown or invalid fields
   assert.equal(c.batch, 16);
   assert.throws(() => resolveConfig('vit-tiny', { batchSize: 3 } as never), /batchSize|unrecognized/i);
   assert.throws(() => resolveConfig('vit-tiny', { model: { patchSize: 5 } }), /multiple of patchSize/);
+  assert.equal(c.targetLayers, 1);
+  assert.throws(() => resolveConfig('vit-tiny', { targetLayers: 7 }), /targetLayers: targetLayers exceeds the encoder depth/);
 });

@@ -10,7 +10,7 @@ import { OnnxOps } from './ops-onnx.ts';
 import { gradients } from './autodiff.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import { gridOf } from '../model/presets.ts';
-import { encode, encoderSpecs, predict, predictorSpecs, targets } from '../model/vit.ts';
+import { encode, encoderOutput, encoderSpecs, encoderStream, predict, predictorSpecs, targetTokens, targets } from '../model/vit.ts';
 import { KNOTS, sigregKnots, type LossKind } from '../loss.ts';
 import type { ParamStore } from '../params.ts';
 
@@ -79,6 +79,8 @@ function sigregNode(g: GraphBuilder, context: string, ctxMask: string, direction
 export interface StepGraphOptions {
   /** SIGReg weight and number of random projections (fed per step as `directions`). */
   sigreg?: { weight: number; projections: number };
+  /** Top target-encoder blocks the targets average (default 1). */
+  targetLayers?: number;
 }
 
 /**
@@ -92,7 +94,8 @@ export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o:
   const online = new OnnxOps(g, { prefix: ONLINE, specs }, m);
   const target = new OnnxOps(g, { prefix: TARGET, specs: encoderSpecs(m) }, m);
   const x = stepInputs(g, m);
-  const tgt = targets(target, m, encode(target, m, x.patches), x.tgtIdx, numTargets);
+  const stream = encoderStream(target, m, x.patches);
+  const tgt = targets(target, targetTokens(target, m, stream, encoderOutput(target, m, stream), o.targetLayers ?? 1), x.tgtIdx, numTargets);
   const context = encode(online, m, x.patches, { idx: x.ctxIdx, mask: x.ctxMask });
   const pred = predict(online, m, { context, ctxIdx: x.ctxIdx, keyMask: x.keyMask, tgtIdx: x.tgtIdx, numTargets });
   const predLoss = lossNode(g, pred, tgt, loss);
@@ -115,14 +118,15 @@ export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o:
  * Diagnostics: target-encoder `tokens` [batch, N, D] (before the target norm), `pooled` [batch, D],
  * and `zero_loss`, the loss of predicting zeros for this batch's targets.
  */
-export function probeGraph(m: ModelConfig, numTargets: number, loss: LossKind): Uint8Array {
+export function probeGraph(m: ModelConfig, numTargets: number, loss: LossKind, targetLayers = 1): Uint8Array {
   const g = new GraphBuilder('ijepa_probe');
   const target = new OnnxOps(g, { prefix: TARGET, specs: encoderSpecs(m) }, m);
   const { rows, cols } = gridOf(m);
   const patches = g.input('patches', 'float32', ['batch', rows * cols, m.patchSize * m.patchSize * m.channels]);
   const tgtIdx = g.input('tgt_idx', 'int64', ['targets_x_batch', 'tgt']);
-  const tokens = encode(target, m, patches);
-  const tgt = targets(target, m, tokens, tgtIdx, numTargets);
+  const stream = encoderStream(target, m, patches);
+  const tokens = encoderOutput(target, m, stream);
+  const tgt = targets(target, targetTokens(target, m, stream, tokens, targetLayers), tgtIdx, numTargets);
   g.output(tokens, 'tokens', 'float32', ['batch', rows * cols, m.dim]);
   g.output(g.op('ReduceMean', [tokens], { axes: [1], keepdims: 0 }), 'pooled', 'float32', ['batch', m.dim]);
   g.output(lossNode(g, g.op('Mul', [tgt, g.scalar(0)]), tgt, loss), 'zero_loss', 'float32', []);

@@ -105,10 +105,11 @@ export interface ContextSelection<T> {
 }
 
 /**
- * Encoder: patches [B, N, p·p·C] → tokens [B, N, D], or [B, L, D] for a context selection.
- * Positions are added before selection, so kept tokens remember where they came from.
+ * Encoder up to its blocks: patches [B, N, p·p·C] → the residual stream after each block,
+ * [B, N, D] each, or [B, L, D] for a context selection. Positions are added before selection,
+ * so kept tokens remember where they came from.
  */
-export function encode<T>(ops: Ops<T>, m: ModelConfig, patches: T, ctx?: ContextSelection<T>): T {
+export function encoderStream<T>(ops: Ops<T>, m: ModelConfig, patches: T, ctx?: ContextSelection<T>): T[] {
   const { rows, cols } = gridOf(m);
   let x = ops.linear(patches, 'encoder.patch.w', 'encoder.patch.b');
   x = ops.add(x, ops.reshape(positions(ops, 'encoder', m.dim, m), [1, rows * cols, m.dim]));
@@ -117,8 +118,19 @@ export function encode<T>(ops: Ops<T>, m: ModelConfig, patches: T, ctx?: Context
     x = ops.gatherTokens(x, ctx.idx);
     bias = keyBias(ops, ctx.mask);
   }
-  for (let i = 0; i < m.depth; i++) x = block(ops, x, `encoder.blocks.${i}`, m.heads, m.dim, m.eps, bias);
-  return ops.layerNorm(x, m.eps, 'encoder.norm.g', 'encoder.norm.b');
+  const stream: T[] = [];
+  for (let i = 0; i < m.depth; i++) stream.push(x = block(ops, x, `encoder.blocks.${i}`, m.heads, m.dim, m.eps, bias));
+  return stream;
+}
+
+/** The encoder's output tokens: its final norm on the last block's output. */
+export function encoderOutput<T>(ops: Ops<T>, m: ModelConfig, stream: T[]): T {
+  return ops.layerNorm(stream[stream.length - 1], m.eps, 'encoder.norm.g', 'encoder.norm.b');
+}
+
+/** Encoder: patches [B, N, p·p·C] → tokens [B, N, D], or [B, L, D] for a context selection. */
+export function encode<T>(ops: Ops<T>, m: ModelConfig, patches: T, ctx?: ContextSelection<T>): T {
+  return encoderOutput(ops, m, encoderStream(ops, m, patches, ctx));
 }
 
 export interface PredictorInputs<T> {
@@ -146,8 +158,19 @@ export function predict<T>(ops: Ops<T>, m: ModelConfig, p: PredictorInputs<T>): 
   return ops.linear(ops.lastTokens(x, p.tgtIdx), 'predictor.proj.w', 'predictor.proj.b');
 }
 
-/** Targets: target-encoder tokens [B, N, D], layer-normalised without affine, gathered per block → [M·B, T, D]. */
-export function targets<T>(ops: Ops<T>, m: ModelConfig, encoded: T, tgtIdx: T, numTargets: number): T {
-  const normed = ops.layerNorm(encoded, m.eps);
-  return ops.gatherTokens(ops.repeatBatch(normed, numTargets), tgtIdx);
+/**
+ * What the predictor regresses, per patch [B, N, D]: the target encoder's output layer-normalised
+ * without affine (I-JEPA), or with `layers` > 1 the mean of its last `layers` block outputs, each
+ * layer-normalised, normalised again (data2vec 2.0's targets: early in training the top block of
+ * a near-random teacher says little that the lower blocks do not say more plainly).
+ */
+export function targetTokens<T>(ops: Ops<T>, m: ModelConfig, stream: T[], output: T, layers: number): T {
+  if (layers === 1) return ops.layerNorm(output, m.eps);
+  const top = stream.slice(-layers).map((x) => ops.layerNorm(x, m.eps));
+  return ops.layerNorm(ops.scale(top.reduce((a, b) => ops.add(a, b)), 1 / layers), m.eps);
+}
+
+/** Target tokens [B, N, D] gathered per target block → [M·B, T, D]. */
+export function targets<T>(ops: Ops<T>, tokens: T, tgtIdx: T, numTargets: number): T {
+  return ops.gatherTokens(ops.repeatBatch(tokens, numTargets), tgtIdx);
 }
