@@ -48,7 +48,7 @@ export interface EvalRow {
   macroF1: number;
 }
 
-function modelConfig(m: Manifest): ModelConfig {
+export function modelConfig(m: Manifest): ModelConfig {
   const a = m.architecture;
   return { imageSize: a.imageSize, patchSize: a.patchSize, channels: 3, dim: a.dim, depth: a.depth, heads: a.heads, mlpRatio: a.mlpRatio, predDim: a.predDim, predDepth: a.predDepth, predHeads: a.heads, eps: a.eps };
 }

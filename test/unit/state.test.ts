@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readCheckpoint, writeCheckpoint } from '../../train/checkpoint.ts';
-import { normalizedFeatureStd, rankMe, collapseWarning } from '../../train/diagnostics.ts';
+import { normalizedFeatureStd, rankMe, collapseWarning, tokenVarianceShares } from '../../train/diagnostics.ts';
 import { AdamW } from '../../train/optim/adamw.ts';
 import { emaGap, emaUpdate } from '../../train/ema.ts';
 import { randomArray } from '../helpers.ts';
@@ -50,6 +50,21 @@ test('feature std is ~1/sqrt(d) for isotropic features and 0 on collapse; RankMe
   assert.ok(rankMe(collapsed, n, d) < 1.1);
   assert.match(collapseWarning({ featStd: 0, featStdHealthy: 0.17, rankMe: 1, emaGap: 0, zeroLoss: 1 }, d)!, /COLLAPSE/);
   assert.equal(collapseWarning({ featStd: 0.17, featStdHealthy: 0.17, rankMe: 30, emaGap: 0, zeroLoss: 1 }, d), null);
+});
+
+test('token variance splits into position, image and residual shares', () => {
+  const [b, n, d] = [6, 5, 8];
+  const make = (f: (i: number, p: number, j: number) => number) => Float32Array.from({ length: b * n * d }, (_, k) => f(Math.floor(k / (n * d)), Math.floor(k / d) % n, k % d));
+  // Every image the same: all of the variance is position.
+  const pos = tokenVarianceShares(make((_i, p, j) => Math.sin(3 * p + j) + 0.1 * p * j), b, n, d);
+  assert.ok(pos.position > 0.999 && pos.image < 1e-9 && Math.abs(pos.residual) < 1e-9, JSON.stringify(pos));
+  // Every patch of an image the same: all of it is image.
+  const img = tokenVarianceShares(make((i, _p, j) => Math.cos(2 * i + j) + 0.2 * i * j), b, n, d);
+  assert.ok(img.image > 0.999 && img.position < 1e-9, JSON.stringify(img));
+  // A mixture: the shares are fractions that sum to 1, each part present.
+  const mix = tokenVarianceShares(make((i, p, j) => Math.sin(3 * p + j) + Math.cos(2 * i + j) + Math.sin(7 * i * p + 5 * j + i)), b, n, d);
+  assert.ok(Math.abs(mix.position + mix.image + mix.residual - 1) < 1e-9);
+  for (const v of Object.values(mix)) assert.ok(v > 0.05 && v < 0.9, JSON.stringify(mix));
 });
 
 test('AdamW decays only parameters marked for decay; EMA moves the target towards the online weights', () => {
