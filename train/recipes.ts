@@ -37,6 +37,8 @@ export const recipes = {
   'sigreg-batch64': { ...sigregStrong, batch: 64 },
   // 5% of the run in warmup instead of the reference's 15 of 100 epochs.
   'sigreg-warmup5': { ...sigregStrong, optim: { warmupEpochs: 5 } },
+  // Longer runs drift further from random-init's probes (docs/recipe-study.md): a gentler peak LR.
+  'sigreg-lr-half': { ...sigregStrong, optim: { lr: 5e-4, startLr: 1e-4 } },
   // data2vec 2.0's targets: the mean of the top 4 of 6 target-encoder blocks, each layer-normalised.
   'avg-targets': { ...sigregStrong, targetLayers: 4 },
   'avg-targets-all': { ...sigregStrong, targetLayers: 6 },
