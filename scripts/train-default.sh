@@ -9,7 +9,7 @@ DATA=${DATA:-/usr/share/datasets/fashion-mnist}
 RUN=${RUN:-runs/fmnist-default}
 MODEL=${MODEL:-models/fmnist-vit-tiny}
 BUDGET=${BUDGET:-30}
-READOUT=${READOUT:-grid4}
+READOUT=${READOUT:-grid8}
 THREADS=${THREADS:-$(nproc)}
 ijepa() { node bin/ijepa.js "$@"; }
 
