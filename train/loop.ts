@@ -185,8 +185,8 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   let lastDiag: Diagnostics | undefined;
   let stoppedBy: RunSummary['stoppedBy'] = 'steps';
   const timed: number[] = [];
-  // Where the re-fit measures the run's pace from (set when the first fit is made, or on resume).
-  let paceFrom: { t: number; step: number } | null = null;
+  // Where the re-fit measures the run's pace from: the first fit, or here when resuming after it.
+  let paceFrom = { t: performance.now(), step: state.step };
   let windowStart = performance.now();
   let windowImages = 0;
   const startedAt = performance.now() - state.elapsedSec * 1000;
@@ -239,11 +239,11 @@ export async function train(o: RunOptions): Promise<RunSummary> {
           bar?.setTotal(plan.totalSteps);
           log(`\ntime budget ${cfg.timeBudgetMin} min at ${perStep.toFixed(2)} s/step → ${plan.totalSteps} steps (warmup ${plan.warmupSteps})`);
         }
-      } else if (cfg.timeBudgetMin && !state.refitted && state.step >= plan.warmupSteps && state.step - (paceFrom ??= { t: performance.now(), step: state.step }).step > TIMING_STEPS) {
+      } else if (cfg.timeBudgetMin && !state.refitted && state.step >= plan.warmupSteps && state.step - paceFrom.step > TIMING_STEPS) {
         // Early steps are often slower (allocator warm-up, load): re-fit the step count once, at
         // the end of warmup, where the cosine starts at its peak whatever its length. The pace is
-        // the mean wall time per step, diagnostics and checkpoints included: the median bare step
-        // undercounted it by ~15%, and a 30-minute run stopped at 87% of its cosine.
+        // the mean wall time per step, diagnostics and checkpoints included (the median bare step
+        // undercounted it by ~15%, and the run stopped short of its cosine's end).
         const perStep = (performance.now() - paceFrom.t) / 1000 / (state.step - paceFrom.step);
         const left = budgetSec - (performance.now() - startedAt) / 1000;
         plan = { ...plan, totalSteps: Math.max(state.step + 1, state.step + Math.floor(left / perStep)) };

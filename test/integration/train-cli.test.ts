@@ -111,7 +111,7 @@ test('with --accum, schedules advance once per optimizer step, and diagnostics a
   assert.equal(lines.length, 10);
   // 40 images / batch 8 = 5 batches per epoch; accum 2 → 2 optimizer steps per epoch; 10 epochs capped at 10 steps.
   const plan = planByEpochs(5, 2, 10, 3, 10);
-  // The LR values come from the run's resolved config (they are the default recipe's); the shape under test is the step count.
+  // The LR values come from the run's resolved config (the pinned recipe's); what is under test is the step they are taken at.
   const { optim } = JSON.parse(readFileSync(join(dir, 'runA', 'config.json'), 'utf8'));
   const c = { ...plan, startLr: optim.startLr, peakLr: optim.lr, finalLr: optim.finalLr, weightDecay: optim.weightDecay, emaMomentum: optim.ema };
   lines.forEach((l, i) => assert.ok(Math.abs(l.lr - learningRate(i, c)) < 1e-12, `step ${l.step}: lr ${l.lr}`));
