@@ -40,6 +40,11 @@ export const recipes = {
   // Longer runs drift further from random-init's probes (docs/recipe-study.md): a gentler peak LR.
   // The default since the 30-minute all-core runs (the issue's setting).
   'sigreg-lr-half': { ...sigregStrong, optim: { lr: 5e-4, startLr: 1e-4 } },
+  // Does the trend go on? A quarter of the published peak LR (same best probe as half; mean and grid4 higher).
+  'sigreg-lr-quarter': { ...sigregStrong, optim: { lr: 2.5e-4, startLr: 5e-5 } },
+  // The probes read whole images; pre-training on random 30–100% crops may spend its few epochs
+  // on scale changes the probe never sees.
+  'lr-half-no-crop': { ...sigregStrong, optim: { lr: 5e-4, startLr: 1e-4 }, augment: { cropScale: null } },
   // data2vec 2.0's targets: the mean of the top 4 of 6 target-encoder blocks, each layer-normalised.
   'avg-targets': { ...sigregStrong, targetLayers: 4 },
   'avg-targets-all': { ...sigregStrong, targetLayers: 6 },
