@@ -7,6 +7,7 @@
 import type { ConfigOverrides } from './config.ts';
 
 const sigregStrong: ConfigOverrides = { loss: 'smooth-l1', sigreg: { weight: 0.1 } };
+const sigregLrHalf: ConfigOverrides = { ...sigregStrong, optim: { lr: 5e-4, startLr: 1e-4 } };
 const narrowModel: ConfigOverrides['model'] = { dim: 96, heads: 3, predDim: 48, predHeads: 3 };
 // Masking knobs: two larger targets (~20 patches each), or a context of half the image (harder, and faster).
 const largeTargets: ConfigOverrides['masks'] = { numTargets: 2, targetScale: [0.25, 0.3] };
@@ -39,12 +40,12 @@ export const recipes = {
   'sigreg-warmup5': { ...sigregStrong, optim: { warmupEpochs: 5 } },
   // Longer runs drift further from random-init's probes (docs/recipe-study.md): a gentler peak LR.
   // The default since the 30-minute all-core runs (the issue's setting).
-  'sigreg-lr-half': { ...sigregStrong, optim: { lr: 5e-4, startLr: 1e-4 } },
+  'sigreg-lr-half': sigregLrHalf,
   // Does the trend go on? A quarter of the published peak LR (same best probe as half; mean and grid4 higher).
   'sigreg-lr-quarter': { ...sigregStrong, optim: { lr: 2.5e-4, startLr: 5e-5 } },
   // The probes read whole images; pre-training on random 30–100% crops may spend its few epochs
   // on scale changes the probe never sees. (30 min, both cores: grid8 84.21, the study's best; one seed.)
-  'lr-half-no-crop': { ...sigregStrong, optim: { lr: 5e-4, startLr: 1e-4 }, augment: { cropScale: null } },
+  'lr-half-no-crop': { ...sigregLrHalf, augment: { cropScale: null } },
   // data2vec 2.0's targets: the mean of the top 4 of 6 target-encoder blocks, each layer-normalised.
   'avg-targets': { ...sigregStrong, targetLayers: 4 },
   'avg-targets-all': { ...sigregStrong, targetLayers: 6 },
