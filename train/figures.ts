@@ -103,12 +103,20 @@ async function masksFigure(images: Uint8Array[], masks: MaskBatch, m: ModelConfi
   await writePng(`<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif"><rect width="100%" height="100%" fill="white"/>${title}${body.join('')}</svg>`, path);
 }
 
-async function curvesFigure(run: string, path: string): Promise<void> {
+async function curvesFigure(run: string, sigregWeight: number, path: string): Promise<void> {
   const lines = readFileSync(join(run, METRICS_FILE), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, number>);
+  // The zero predictor is scored on the prediction loss alone, so that is the curve to hold against
+  // it; runs recorded before predLoss was logged get it back from the total and the SIGReg term.
+  for (const l of lines) if (!Number.isFinite(l.predLoss)) l.predLoss = l.loss - sigregWeight * (l.sigreg ?? 0);
   const pts = (k: string) => lines.filter((l) => Number.isFinite(l[k])).map((l) => [l.step, l[k]] as [number, number]);
   const healthy = lines.find((l) => Number.isFinite(l.featStdHealthy))?.featStdHealthy;
+  const lossSeries = [
+    ...(sigregWeight > 0 ? [{ name: `total (+ ${sigregWeight} × SIGReg)`, points: pts('loss') }] : []),
+    { name: 'prediction loss', points: pts('predLoss') },
+    { name: 'predict zeros', points: pts('zeroLoss'), dashed: true },
+  ];
   const panels: LinePanel[] = [
-    { title: 'training loss', xLabel: 'optimizer step', series: [{ name: 'loss', points: pts('loss') }, { name: 'predict zeros', points: pts('zeroLoss'), dashed: true }], logY: true },
+    { title: 'training loss', xLabel: 'optimizer step', series: lossSeries, logY: true },
     { title: 'learning rate', xLabel: 'optimizer step', series: [{ name: 'lr', points: pts('lr') }] },
     { title: 'EMA momentum', xLabel: 'optimizer step', series: [{ name: 'momentum', points: pts('momentum') }] },
     {
@@ -168,7 +176,7 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
   written.push(join(out, 'masks.png'));
 
   if (existsSync(join(o.run, METRICS_FILE))) {
-    await curvesFigure(o.run, join(out, 'curves.png'));
+    await curvesFigure(o.run, cfg.sigreg.weight, join(out, 'curves.png'));
     written.push(join(out, 'curves.png'));
   }
 

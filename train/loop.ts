@@ -203,6 +203,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       grad.fill(0);
       let loss = 0;
       let sig = 0;
+      let predLoss = 0;
       let lastBatch: { patches: Float32Array; batch: number; masks: ReturnType<typeof sampleMasks> } | null = null;
       for (let k = 0; k < cfg.accum; k++) {
         const b = await loader.next();
@@ -212,6 +213,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         if (!Number.isFinite(r.loss)) throw new Error(`loss became ${r.loss} at step ${state.step}; the last checkpoint is intact`);
         loss += r.loss / cfg.accum;
         sig += r.sigreg / cfg.accum;
+        predLoss += r.predLoss / cfg.accum;
         state.position = b.end;
         state.skipped += b.skipped;
       }
@@ -255,7 +257,8 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       const record: Record<string, unknown> = {
         step: state.step, loss, lr: s.lr, wd: s.weightDecay, momentum: s.momentum,
         epoch: state.position.epoch, images: state.imagesSeen, elapsed: (performance.now() - startedAt) / 1000,
-        ...(cfg.sigreg.weight > 0 ? { sigreg: sig } : {}),
+        // The zero-predictor diagnostic is a prediction loss: compare it with predLoss, not the total.
+        ...(cfg.sigreg.weight > 0 ? { sigreg: sig, predLoss } : {}),
       };
       const last = plan !== null && state.step >= plan.totalSteps;
       if (state.step % cfg.diagEvery === 0 || state.step === 1 || last) {
@@ -279,7 +282,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         windowImages = 0;
         appendFileSync(metricsPath, JSON.stringify(record) + '\n');
         if (o.plain) {
-          log(`step ${state.step}/${plan?.totalSteps ?? '?'} loss ${loss.toFixed(4)} lr ${s.lr.toExponential(2)} mom ${s.momentum.toFixed(4)} ${(record.imgPerSec as number).toFixed(1)} img/s` +
+          log(`step ${state.step}/${plan?.totalSteps ?? '?'} loss ${loss.toFixed(4)}${cfg.sigreg.weight > 0 ? ` (prediction ${predLoss.toFixed(4)})` : ''} lr ${s.lr.toExponential(2)} mom ${s.momentum.toFixed(4)} ${(record.imgPerSec as number).toFixed(1)} img/s` +
             (lastDiag && 'featStd' in record ? ` | featStd ${lastDiag.featStd.toFixed(4)} (healthy ${lastDiag.featStdHealthy.toFixed(4)}) rankMe ${lastDiag.rankMe.toFixed(1)} emaGap ${lastDiag.emaGap.toExponential(2)} zeroLoss ${lastDiag.zeroLoss.toFixed(4)}` : ''));
         }
         bar?.update(state.step, { loss: loss.toFixed(4), lr: s.lr.toExponential(2), mom: s.momentum.toFixed(4), ips: (record.imgPerSec as number).toFixed(1) });

@@ -8,6 +8,8 @@ import type { ConfigOverrides } from './config.ts';
 
 const sigregStrong: ConfigOverrides = { loss: 'smooth-l1', sigreg: { weight: 0.1 } };
 const sigregLrHalf: ConfigOverrides = { ...sigregStrong, optim: { lr: 5e-4, startLr: 1e-4 } };
+const sigregLrQuarter: ConfigOverrides = { ...sigregStrong, optim: { lr: 2.5e-4, startLr: 5e-5 } };
+const wholeImages: ConfigOverrides['augment'] = { cropScale: null };
 const narrowModel: ConfigOverrides['model'] = { dim: 96, heads: 3, predDim: 48, predHeads: 3 };
 // Masking knobs: two larger targets (~20 patches each), or a context of half the image (harder, and faster).
 const largeTargets: ConfigOverrides['masks'] = { numTargets: 2, targetScale: [0.25, 0.3] };
@@ -41,11 +43,13 @@ export const recipes = {
   // Longer runs drift further from random-init's probes (docs/recipe-study.md): a gentler peak LR.
   'sigreg-lr-half': sigregLrHalf,
   // Does the trend go on? A quarter of the published peak LR (same best probe as half; mean and grid4 higher).
-  'sigreg-lr-quarter': { ...sigregStrong, optim: { lr: 2.5e-4, startLr: 5e-5 } },
+  'sigreg-lr-quarter': sigregLrQuarter,
   // The probes read whole images; pre-training on random 30–100% crops spends its few epochs on
   // scale changes the probe never sees. The default: above sigreg-lr-half on every Fashion-MNIST
   // probe at 30 min on all cores (two seeds), level with it on CIFAR-10 at 60 min.
-  'lr-half-no-crop': { ...sigregLrHalf, augment: { cropScale: null } },
+  'lr-half-no-crop': { ...sigregLrHalf, augment: wholeImages },
+  // Both findings stacked: the quarter LR that lifted grid4 and mean, on whole images.
+  'lr-quarter-no-crop': { ...sigregLrQuarter, augment: wholeImages },
   // data2vec 2.0's targets: the mean of the top 4 of 6 target-encoder blocks, each layer-normalised.
   'avg-targets': { ...sigregStrong, targetLayers: 4 },
   'avg-targets-all': { ...sigregStrong, targetLayers: 6 },

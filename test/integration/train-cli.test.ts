@@ -112,13 +112,16 @@ test('with --accum, schedules advance once per optimizer step, and diagnostics a
   // 40 images / batch 8 = 5 batches per epoch; accum 2 → 2 optimizer steps per epoch; 10 epochs capped at 10 steps.
   const plan = planByEpochs(5, 2, 10, 3, 10);
   // The LR values come from the run's resolved config (the pinned recipe's); what is under test is the step they are taken at.
-  const { optim } = JSON.parse(readFileSync(join(dir, 'runA', 'config.json'), 'utf8'));
+  const { optim, sigreg } = JSON.parse(readFileSync(join(dir, 'runA', 'config.json'), 'utf8'));
   const c = { ...plan, startLr: optim.startLr, peakLr: optim.lr, finalLr: optim.finalLr, weightDecay: optim.weightDecay, emaMomentum: optim.ema };
   lines.forEach((l, i) => assert.ok(Math.abs(l.lr - learningRate(i, c)) < 1e-12, `step ${l.step}: lr ${l.lr}`));
   assert.equal(lines[9].images, 10 * 16);
   const diag = lines.find((l) => l.step === 5);
   for (const k of ['featStd', 'rankMe', 'emaGap', 'zeroLoss']) assert.ok(Number.isFinite(diag[k]), k);
   assert.ok(lines[9].loss < lines[0].loss, `loss ${lines[0].loss} → ${lines[9].loss}`);
+  // The prediction loss is logged apart from SIGReg: it is what the zero-predictor loss compares with.
+  assert.ok(sigreg.weight > 0);
+  for (const l of lines) assert.ok(Math.abs(l.predLoss + sigreg.weight * l.sigreg - l.loss) < 1e-5 && l.predLoss < l.loss, `step ${l.step}: ${l.predLoss} + ${sigreg.weight} × ${l.sigreg} vs ${l.loss}`);
 });
 
 test('CLI errors name the problem', () => {
