@@ -106,7 +106,8 @@ async function masksFigure(images: Uint8Array[], masks: MaskBatch, m: ModelConfi
 async function curvesFigure(run: string, sigregWeight: number, path: string): Promise<void> {
   const lines = readFileSync(join(run, METRICS_FILE), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, number>);
   // The zero predictor is scored on the prediction loss alone, so that is the curve to hold against
-  // it; runs recorded before predLoss was logged get it back from the total and the SIGReg term.
+  // it. Runs without SIGReg do not log predLoss (it is their loss), nor do SIGReg runs recorded
+  // before it was logged: both get it back from the total and the SIGReg term.
   for (const l of lines) if (!Number.isFinite(l.predLoss)) l.predLoss = l.loss - sigregWeight * (l.sigreg ?? 0);
   const pts = (k: string) => lines.filter((l) => Number.isFinite(l[k])).map((l) => [l.step, l[k]] as [number, number]);
   const healthy = lines.find((l) => Number.isFinite(l.featStdHealthy))?.featStdHealthy;
