@@ -23,6 +23,13 @@ function positive(name: string) {
   };
 }
 
+function l2Option(v: string): number | 'auto' {
+  if (v === 'auto') return v;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`--l2 must be a number ≥ 0 or 'auto', got '${v}'`);
+  return n;
+}
+
 export function buildCli(): Command {
   const program = new Command('ijepa')
     .description('I-JEPA: learn image features without labels, and serve them')
@@ -93,7 +100,7 @@ export function buildCli(): Command {
     .requiredOption('--model <dir>', 'model package (from `ijepa export`)')
     .requiredOption('--data <path>', 'labeled training data (image class folders, STL-10, IDX)')
     .option('--test <path>', 'labeled test data (default: the source\'s test split, else a seeded 20% hold-out)')
-    .option('--l2 <x>', 'L2 penalty on the weights', (v) => Number(v), 1e-3)
+    .option('--l2 <x|auto>', 'L2 penalty on the weights, or auto: chosen on a seeded 20% of the training images', l2Option, 1e-3)
     .option('--limit <n>', 'use at most n training images (seeded subsample)', int('--limit'))
     .option('--seed <n>', 'seed for splits and subsamples', int('--seed', 0), 0)
     .addOption(new Option('--readout <kind>', 'features the head reads: mean of all patches, or the cell means of a 2×2 / 4×4 split of the patch grid').choices(READOUT_CHOICES).default('mean'))
@@ -104,7 +111,7 @@ export function buildCli(): Command {
         model: opts.model, data: opts.data, test: opts.test, l2: opts.l2, limit: opts.limit, seed: opts.seed, progress: process.stderr.isTTY,
         readout: opts.readout, validation: opts.validation,
       });
-      console.log(`linear probe on ${r.testSplit}: ${r.testCount} test images, ${r.trainCount} train images, L-BFGS ${r.iterations} iterations${r.converged ? '' : ' (not converged)'}`);
+      console.log(`linear probe on ${r.testSplit}: ${r.testCount} test images, ${r.trainCount} train images, L2 ${r.l2}, L-BFGS ${r.iterations} iterations${r.converged ? '' : ' (not converged)'}`);
       console.log(`top-1 accuracy ${(100 * r.accuracy).toFixed(2)}%   macro-F1 ${(100 * r.macroF1).toFixed(2)}%\n`);
       console.log('| class | precision | recall | F1 | support |\n| --- | --- | --- | --- | --- |');
       for (const c of r.perClass) console.log(`| ${c.name} | ${(100 * c.precision).toFixed(1)} | ${(100 * c.recall).toFixed(1)} | ${(100 * c.f1).toFixed(1)} | ${c.support} |`);
@@ -154,7 +161,7 @@ export function buildCli(): Command {
     .option('--test <path>', 'labeled test data (default: the source\'s test split, else a seeded 20% hold-out)')
     .option('--limit <n>', 'use at most n training images (seeded subsample)', int('--limit'))
     .option('--seed <n>', 'seed for splits, subsamples and the random-init baseline', int('--seed', 0), 0)
-    .option('--l2 <x>', 'L2 penalty of the linear probes', (v) => Number(v), 1e-3)
+    .option('--l2 <x|auto>', 'L2 penalty of the linear probes, or auto: chosen per probe on a seeded 20% of its training images', l2Option, 'auto')
     .option('--k <n>', 'neighbours for kNN', int('--k'), 20)
     .option('--temperature <t>', 'kNN temperature', (v) => Number(v), 0.07)
     .option('--out <dir>', 'where eval.md and eval.json go (default: the package directory)')
@@ -202,6 +209,7 @@ export function buildCli(): Command {
     .option('--config <file>', 'JSON overrides applied after each recipe (e.g. model, batch)')
     .option('--readouts <names>', `comma-separated probe readouts (${READOUTS.join(', ')})`, 'mean,grid2')
     .option('--layers <list>', 'comma-separated encoder depths the probes read (first k blocks; default: all blocks)')
+    .option('--l2 <x|auto>', 'L2 penalty of the probes, or auto: chosen per probe on a seeded 20% of its training images (one setting per study directory)', l2Option, 'auto')
     .option('--report', 'only rebuild study.md / study.png from results.jsonl')
     .action(async (opts) => {
       const { runStudy, writeReport } = await import('./study.ts');
@@ -222,7 +230,7 @@ export function buildCli(): Command {
       console.log(await runStudy({
         data: opts.data, out: opts.out, preset: opts.preset, recipes: recipes as never, threads: opts.threads, limit: opts.limit,
         readouts: readouts as never, layers: opts.layers ? list(opts.layers, '--layers', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)) : undefined,
-        config: opts.config ? readConfigFile(opts.config) : undefined,
+        config: opts.config ? readConfigFile(opts.config) : undefined, l2: opts.l2,
         budgets: list(opts.budgets, '--budgets', Number), seeds: list(opts.seeds, '--seeds', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)),
       }));
     });

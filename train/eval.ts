@@ -11,7 +11,7 @@ import { normalizeChw, toRgb } from '../serve/format/preprocess.ts';
 import type { Manifest } from '../serve/format/manifest.ts';
 import type { Dataset } from './data/dataset.ts';
 import { classificationReport } from './logreg.ts';
-import { extractFeatures, extractReadouts, fitAndScore, labeledSplits, type Features } from './probe.ts';
+import { extractFeatures, extractReadouts, fitAndScore, L2_GRID, labeledSplits, type Features, type L2 } from './probe.ts';
 import { readoutDim, type Readout } from '../serve/format/readout.ts';
 import { encoderGraph } from './export/graphs.ts';
 import { encoderSpecs } from './model/vit.ts';
@@ -32,7 +32,7 @@ export interface EvalOptions {
   threads?: number;
   limit?: number;
   seed: number;
-  l2: number;
+  l2: L2;
   k: number;
   temperature: number;
   out?: string;
@@ -46,6 +46,8 @@ export interface EvalRow {
   readout?: Readout;
   accuracy: number;
   macroF1: number;
+  /** The probe's L2 penalty (chosen on the training images when `auto`). */
+  l2?: number;
 }
 
 export function modelConfig(m: Manifest): ModelConfig {
@@ -116,8 +118,9 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     const tr = await extractReadouts(e, sp.train, sp.trainItems, log, readouts);
     const te = await extractReadouts(e, sp.test, sp.testItems, log, readouts);
     for (const r of readouts) {
-      const rep = (await fitAndScore(tr.get(r)!, te.get(r)!, readoutDim(r, d), c, o.l2)).report;
-      rows.push({ method: `${name} (frozen, ${label(r)})`, kind, readout: r, accuracy: rep.accuracy, macroF1: rep.macroF1 });
+      const { report: rep, l2 } = await fitAndScore(tr.get(r)!, te.get(r)!, readoutDim(r, d), c, o.l2);
+      rows.push({ method: `${name} (frozen, ${label(r)})`, kind, readout: r, accuracy: rep.accuracy, macroF1: rep.macroF1, l2 });
+      log(`${name}, ${r}: ${(100 * rep.accuracy).toFixed(2)}% (L2 ${l2})`);
     }
     return { tr: tr.get('mean'), te: te.get('mean') };
   };
@@ -132,8 +135,8 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
 
       const ptr = await pixelFeatures(sp.train, sp.trainItems, m);
       const pte = await pixelFeatures(sp.test, sp.testItems, m);
-      const pix = (await fitAndScore(ptr, pte, 3 * m.preprocess.size ** 2, c, o.l2, 200)).report;
-      rows.push({ method: 'raw pixels (linear)', kind: 'pixels', accuracy: pix.accuracy, macroF1: pix.macroF1 });
+      const { report: pix, l2 } = await fitAndScore(ptr, pte, 3 * m.preprocess.size ** 2, c, o.l2, 200);
+      rows.push({ method: 'raw pixels (linear)', kind: 'pixels', accuracy: pix.accuracy, macroF1: pix.macroF1, l2 });
     }
 
     if (!o.noKnn) {
@@ -146,18 +149,18 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     const t = m.training;
     const budget = `pre-training: ${t.imagesSeen} images seen, ${t.steps} steps, ${(t.elapsedSec / 60).toFixed(1)} min on ${cpus()[0]?.model ?? 'unknown CPU'} (${cpus().length} cores); data ${t.data}`;
     const markdown = [
-      `Evaluation of ${m.id} on ${sp.testSplit}: ${counts.test} test images, ${counts.train} training images, seed ${o.seed}.`,
+      `Evaluation of ${m.id} on ${sp.testSplit}: ${counts.test} test images, ${counts.train} training images, seed ${o.seed}; probe L2 ${o.l2 === 'auto' ? `chosen per row from ${L2_GRID.join(', ')} on a seeded 20% of the training images` : o.l2}.`,
       '',
-      '| method | top-1 accuracy | macro-F1 |',
-      '| --- | --- | --- |',
-      ...rows.map((r) => `| ${r.method} | ${(100 * r.accuracy).toFixed(2)}% | ${(100 * r.macroF1).toFixed(2)}% |`),
+      '| method | top-1 accuracy | macro-F1 | probe L2 |',
+      '| --- | --- | --- | --- |',
+      ...rows.map((r) => `| ${r.method} | ${(100 * r.accuracy).toFixed(2)}% | ${(100 * r.macroF1).toFixed(2)}% | ${r.l2 ?? '-'} |`),
       '',
       budget,
       '',
     ].join('\n');
     const out = o.out ?? o.model;
     writeFileSync(join(out, 'eval.md'), markdown);
-    writeFileSync(join(out, 'eval.json'), JSON.stringify({ model: m.id, testSplit: sp.testSplit, trainCount: counts.train, testCount: counts.test, seed: o.seed, rows, training: t }, null, 2));
+    writeFileSync(join(out, 'eval.json'), JSON.stringify({ model: m.id, testSplit: sp.testSplit, trainCount: counts.train, testCount: counts.test, seed: o.seed, l2: o.l2, rows, training: t }, null, 2));
     return { rows, markdown };
   } finally {
     await embedder.close();

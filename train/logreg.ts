@@ -20,6 +20,8 @@ export interface FitOptions {
   maxIter: number;
   /** Stop when the gradient's max-norm falls below this. */
   tol: number;
+  /** Start from these weights and biases (a warm start along a regularisation path). */
+  init?: LogRegModel;
 }
 
 /** f(θ) with its gradient written into `grad`. */
@@ -83,6 +85,10 @@ export async function fitLogReg(x: Float32Array, y: Int32Array, n: number, d: nu
 
 async function lbfgs(objective: Objective, p: number, c: number, d: number, o: FitOptions): Promise<LogRegModel & { iterations: number; converged: boolean; loss: number }> {
   let theta = new Float64Array(p);
+  if (o.init) {
+    theta.set(o.init.weights);
+    theta.set(o.init.bias, c * d);
+  }
   let g = new Float64Array(p);
   let f = await objective(theta, g);
   const m = 10;

@@ -17,6 +17,7 @@ import { runEval, type EvalRow } from './eval.ts';
 import { collapseWarning } from './diagnostics.ts';
 import { barChartSvg, writePng, type Bar } from './plot.ts';
 import { READOUTS, readoutFits, type Readout } from '../serve/format/readout.ts';
+import { L2_GRID, type L2 } from './probe.ts';
 
 export interface StudyOptions {
   data: string;
@@ -33,6 +34,8 @@ export interface StudyOptions {
   /** How the probes read the encoder: readouts × encoder depths (first k blocks; default: all). */
   readouts?: Readout[];
   layers?: number[];
+  /** The probes' L2 penalty; one study directory holds probes of one setting. */
+  l2?: L2;
   log?: (s: string) => void;
 }
 
@@ -57,6 +60,8 @@ export interface StudyResult {
   /** Validation accuracy / macro-F1 by probe (probeKey). */
   val: Record<string, Score>;
   arch: string;
+  /** The probes' L2 penalty (records written before it was recorded: 1e-3). */
+  l2?: L2;
 }
 
 type Score = { accuracy: number; macroF1: number };
@@ -66,6 +71,15 @@ interface Baselines {
   /** By probe key, like StudyResult.val. */
   randomInit: Record<string, Score>;
   pixels: Score | null;
+  l2?: L2;
+}
+
+const LEGACY_L2 = 1e-3;
+
+/** Mixing probe settings in one table would compare unlike numbers. */
+function checkL2(out: string, l2: L2): void {
+  const other = readResults(out).map((r) => r.l2 ?? LEGACY_L2).find((x) => x !== l2);
+  if (other !== undefined) throw new Error(`${out} holds probes fitted with --l2 ${other}, this study asks for --l2 ${l2}: use another --out, or --l2 ${other}`);
 }
 
 const RESULTS = 'results.jsonl';
@@ -116,6 +130,8 @@ export async function runStudy(o: StudyOptions): Promise<string> {
   const log = o.log ?? ((s: string) => console.error(s));
   const out = resolve(o.out);
   const allReadouts = o.readouts ?? DEFAULT_READOUTS;
+  const l2 = o.l2 ?? 'auto';
+  checkL2(out, l2);
   for (const budget of o.budgets) {
     for (const recipe of o.recipes) {
       for (const seed of o.seeds) {
@@ -154,10 +170,10 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           const model = join(dir, k === depth ? 'model' : `model-L${k}`);
           if (!existsSync(join(model, 'manifest.json'))) exportRun({ run: dir, out: model, id: `${key}${k === depth ? '' : `-L${k}`}`, layers: k });
           log(`study: ${key}: validation probes (${k === depth ? 'all' : k} blocks)`);
-          const b = readBaselines(baselinePath) ?? { arch: encoder, randomInit: {}, pixels: null };
+          const b = readBaselines(baselinePath) ?? { arch: encoder, randomInit: {}, pixels: null, l2 };
           const needBaselines = !b.pixels || missing.some((r) => !(probeKey(r, k, depth) in b.randomInit));
           const ev = await runEval({
-            model, data: o.data, validation: true, readouts: missing, limit: o.limit, seed: 0, l2: 1e-3, k: 20, temperature: 0.07,
+            model, data: o.data, validation: true, readouts: missing, limit: o.limit, seed: 0, l2, k: 20, temperature: 0.07,
             threads: o.threads, out: model, log, noBaselines: !needBaselines, noKnn: true,
           });
           for (const [r, score] of Object.entries(byReadout(ev.rows, 'ijepa'))) val[probeKey(r as Readout, k, depth)] = score;
@@ -174,7 +190,7 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           const d = s!.diagnostics;
           const result: StudyResult = {
             recipe, budgetMin: budget, seed, steps: s!.steps, imagesSeen: s!.imagesSeen, elapsedSec: s!.elapsedSec, finalLoss: s!.finalLoss,
-            featStd: d?.featStd, rankMe: d?.rankMe, collapsed: d ? collapseWarning(d, config.model.dim) : null, val, arch,
+            featStd: d?.featStd, rankMe: d?.rankMe, collapsed: d ? collapseWarning(d, config.model.dim) : null, val, arch, l2,
           };
           appendResult(out, result);
         }
@@ -250,8 +266,10 @@ export async function writeReport(out: string): Promise<string> {
     groups.set(k, [...(groups.get(k) ?? []), r]);
   }
   const probes = probeOrder(results.flatMap((r) => Object.keys(r.val)));
+  const l2 = results[0]?.l2 ?? LEGACY_L2;
+  const l2Text = l2 === 'auto' ? `L2 chosen per probe from ${L2_GRID.join(', ')} on a seeded 20% of its training images` : `L2 ${l2}`;
   const lines = [
-    `Validation split (1/6 of the labeled training images, never seen in pre-training); linear probes on frozen features (probe = which encoder blocks, which readout). Accuracy in %, mean ± half-range over seeds.`,
+    `Validation split (1/6 of the labeled training images, never seen in pre-training); linear probes on frozen features (probe = which encoder blocks, which readout; ${l2Text}). Accuracy in %, mean ± half-range over seeds.`,
     '',
     `| budget | recipe | seeds | images seen | final loss | ${probes.map((p) => `val acc, ${probeLabel(p)}`).join(' | ')} | Δ vs random-init (same probe, best) | Δ vs raw pixels (best) | featStd / RankMe | collapse |`,
     `| --- | --- | --- | --- | --- | ${probes.map(() => '---').join(' | ')} | --- | --- | --- | --- |`,

@@ -16,7 +16,7 @@ export const probeSchema = z
     /** [classes][dim] */
     weights: z.array(z.array(z.number())),
     bias: z.array(z.number()),
-    metrics: z.object({ accuracy: z.number(), macroF1: z.number(), split: z.string(), count: z.number().int() }).strict().optional(),
+    metrics: z.object({ accuracy: z.number(), macroF1: z.number(), split: z.string(), count: z.number().int(), l2: z.number().nonnegative().optional() }).strict().optional(),
   })
   .strict()
   .superRefine((p, ctx) => {

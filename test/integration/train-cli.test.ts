@@ -216,6 +216,9 @@ test('ijepa eval reports I-JEPA, random-init, raw-pixel and kNN rows with sane n
   // The two classes differ in brightness: raw pixels separate them perfectly.
   assert.equal(report.rows[2].accuracy, 1);
   assert.equal(report.testCount, 20);
+  // Each probe's penalty is chosen on its own training images (--l2 auto, the default).
+  assert.equal(report.l2, 'auto');
+  for (const row of report.rows.slice(0, 3)) assert.ok([1, 0.1, 0.01, 0.001, 0.0001].includes(row.l2), JSON.stringify(row));
   assert.match(readFileSync(join(evalDir, 'eval.md'), 'utf8'), /\| I-JEPA \(frozen, linear probe\) \| [\d.]+% \| [\d.]+% \|/);
   assert.match(r.stdout, /pre-training: 160 images seen, 10 steps/);
   // Deterministic given the seed.
@@ -269,6 +272,10 @@ test('ijepa study trains each recipe on the training split, scores on validation
   const md = readFileSync(join(out, 'study.md'), 'utf8');
   assert.match(md, /\| 0\.05 min \| reference \| 0 \|/);
   assert.match(md, /random-init, mean/);
+  assert.match(md, /L2 chosen per probe from 1, 0\.1, 0\.01, 0\.001, 0\.0001/);
+  assert.ok(results.every((x) => x.l2 === 'auto'));
+  assert.match(run([...args, '--l2', '0.001']).stderr, /holds probes fitted with --l2 auto, this study asks for --l2 0\.001/, 'one probe setting per study directory');
+  assert.match(run([...args, '--l2', 'strong']).stderr, /--l2 must be a number ≥ 0 or 'auto', got 'strong'/);
   assert.equal((await sharp(join(out, 'study.png')).metadata()).format, 'png');
   // Lose the last result (as if evaluation had been interrupted): the trained run is evaluated, not retrained.
   writeFileSync(join(out, 'results.jsonl'), readFileSync(join(out, 'results.jsonl'), 'utf8').split('\n')[0] + '\n');
