@@ -11,7 +11,7 @@ import { normalizeChw, toRgb } from '../serve/format/preprocess.ts';
 import type { Manifest } from '../serve/format/manifest.ts';
 import type { Dataset } from './data/dataset.ts';
 import { classificationReport } from './logreg.ts';
-import { extractFeatures, extractReadouts, fitAndScore, L2_GRID, labeledSplits, type Features, type L2 } from './probe.ts';
+import { extractFeatures, extractReadouts, describeL2, fitAndScore, labeledSplits, type Features, type L2 } from './probe.ts';
 import { readoutDim, type Readout } from '../serve/format/readout.ts';
 import { encoderGraph } from './export/graphs.ts';
 import { encoderSpecs } from './model/vit.ts';
@@ -149,7 +149,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     const t = m.training;
     const budget = `pre-training: ${t.imagesSeen} images seen, ${t.steps} steps, ${(t.elapsedSec / 60).toFixed(1)} min on ${cpus()[0]?.model ?? 'unknown CPU'} (${cpus().length} cores); data ${t.data}`;
     const markdown = [
-      `Evaluation of ${m.id} on ${sp.testSplit}: ${counts.test} test images, ${counts.train} training images, seed ${o.seed}; probe L2 ${o.l2 === 'auto' ? `chosen per row from ${L2_GRID.join(', ')} on a seeded 20% of the training images` : o.l2}.`,
+      `Evaluation of ${m.id} on ${sp.testSplit}: ${counts.test} test images, ${counts.train} training images, seed ${o.seed}; ${describeL2(o.l2)}.`,
       '',
       '| method | top-1 accuracy | macro-F1 | probe L2 |',
       '| --- | --- | --- | --- |',

@@ -173,6 +173,11 @@ export const L2_GRID = [1, 1e-1, 1e-2, 1e-3, 1e-4];
 /** A fixed L2 penalty, or `auto`: chosen per feature set on a split of the probe's training images. */
 export type L2 = number | 'auto';
 
+/** How a report states its probes' penalty. */
+export function describeL2(l2: L2): string {
+  return l2 === 'auto' ? `L2 chosen per probe from ${L2_GRID.join(', ')} on a seeded 20% of its training images` : `L2 ${l2}`;
+}
+
 function predict(fit: LogRegModel, xs: Float32Array, n: number, d: number): Int32Array {
   const pred = new Int32Array(n);
   for (let i = 0; i < n; i++) {
@@ -206,7 +211,7 @@ function rowsOf(f: Features, rows: ArrayLike<number>, d: number): Features {
  * favours some feature sets: at 1e-3 the 12,288-value grid8 readout of a random encoder overfits
  * 10k images by 4 points more than it does at 0.1, while a 3,072-value grid4 readout wants less.
  */
-export async function selectL2(tr: Features, d: number, classes: number, maxIter: number, grid = L2_GRID) {
+export async function selectL2(tr: Features, d: number, classes: number, maxIter: number) {
   const perm = Rng.for(0, 'probe-l2').permutation(tr.n);
   const cut = Math.floor(tr.n * 0.8);
   const fitRows = rowsOf(tr, perm.subarray(0, cut), d);
@@ -216,7 +221,7 @@ export async function selectL2(tr: Features, d: number, classes: number, maxIter
   const held = standardize(heldRows.x, heldRows.n, d, scale);
   const scores: { l2: number; accuracy: number }[] = [];
   let init: LogRegModel | undefined;
-  for (const l2 of grid) {
+  for (const l2 of L2_GRID) {
     init = await fitLogReg(xs, fitRows.y, fitRows.n, d, classes, { l2, maxIter, tol: 1e-4, init });
     scores.push({ l2, accuracy: classificationReport(predict(init, held, heldRows.n, d), heldRows.y, classes).accuracy });
   }

@@ -17,7 +17,7 @@ import { runEval, type EvalRow } from './eval.ts';
 import { collapseWarning } from './diagnostics.ts';
 import { barChartSvg, writePng, type Bar } from './plot.ts';
 import { READOUTS, readoutFits, type Readout } from '../serve/format/readout.ts';
-import { L2_GRID, type L2 } from './probe.ts';
+import { describeL2, type L2 } from './probe.ts';
 
 export interface StudyOptions {
   data: string;
@@ -71,7 +71,6 @@ interface Baselines {
   /** By probe key, like StudyResult.val. */
   randomInit: Record<string, Score>;
   pixels: Score | null;
-  l2?: L2;
 }
 
 const LEGACY_L2 = 1e-3;
@@ -170,7 +169,7 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           const model = join(dir, k === depth ? 'model' : `model-L${k}`);
           if (!existsSync(join(model, 'manifest.json'))) exportRun({ run: dir, out: model, id: `${key}${k === depth ? '' : `-L${k}`}`, layers: k });
           log(`study: ${key}: validation probes (${k === depth ? 'all' : k} blocks)`);
-          const b = readBaselines(baselinePath) ?? { arch: encoder, randomInit: {}, pixels: null, l2 };
+          const b = readBaselines(baselinePath) ?? { arch: encoder, randomInit: {}, pixels: null };
           const needBaselines = !b.pixels || missing.some((r) => !(probeKey(r, k, depth) in b.randomInit));
           const ev = await runEval({
             model, data: o.data, validation: true, readouts: missing, limit: o.limit, seed: 0, l2, k: 20, temperature: 0.07,
@@ -266,10 +265,8 @@ export async function writeReport(out: string): Promise<string> {
     groups.set(k, [...(groups.get(k) ?? []), r]);
   }
   const probes = probeOrder(results.flatMap((r) => Object.keys(r.val)));
-  const l2 = results[0]?.l2 ?? LEGACY_L2;
-  const l2Text = l2 === 'auto' ? `L2 chosen per probe from ${L2_GRID.join(', ')} on a seeded 20% of its training images` : `L2 ${l2}`;
   const lines = [
-    `Validation split (1/6 of the labeled training images, never seen in pre-training); linear probes on frozen features (probe = which encoder blocks, which readout; ${l2Text}). Accuracy in %, mean ± half-range over seeds.`,
+    `Validation split (1/6 of the labeled training images, never seen in pre-training); linear probes on frozen features (probe = which encoder blocks, which readout; ${describeL2(results[0]?.l2 ?? LEGACY_L2)}). Accuracy in %, mean ± half-range over seeds.`,
     '',
     `| budget | recipe | seeds | images seen | final loss | ${probes.map((p) => `val acc, ${probeLabel(p)}`).join(' | ')} | Δ vs random-init (same probe, best) | Δ vs raw pixels (best) | featStd / RankMe | collapse |`,
     `| --- | --- | --- | --- | --- | ${probes.map(() => '---').join(' | ')} | --- | --- | --- | --- |`,
