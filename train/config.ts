@@ -54,7 +54,13 @@ export const trainConfigSchema = z
     /** Pre-train without the validation split of data/split.ts (recipe studies). */
     holdout: z.boolean().default(false),
     augment: z
-      .object({ cropScale: fraction.nullable(), cropRatio: range, hflip: z.boolean() })
+      .object({
+        cropScale: fraction.nullable(),
+        cropRatio: range,
+        hflip: z.boolean(),
+        /** The target encoder sees the image mirrored half the time (views.ts). */
+        targetFlip: z.boolean().default(false),
+      })
       .strict(),
     normalize: z.object({ mean: z.tuple([z.number(), z.number(), z.number()]), std: z.tuple([z.number(), z.number(), z.number()]) }).strict(),
     logEvery: z.number().int().positive(),
@@ -82,7 +88,7 @@ export function defaultConfig(preset: PresetName): TrainConfig {
     epochs: 100,
     seed: 0,
     holdout: false,
-    augment: { cropScale: [0.3, 1.0], cropRatio: [0.75, 4 / 3], hflip: false },
+    augment: { cropScale: [0.3, 1.0], cropRatio: [0.75, 4 / 3], hflip: false, targetFlip: false },
     normalize: { mean: IMAGENET_MEAN, std: IMAGENET_STD },
     logEvery: 10,
     diagEvery: 50,

@@ -6,11 +6,11 @@
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import type { ModelConfig } from './model/presets.ts';
+import { gridOf, type ModelConfig } from './model/presets.ts';
 import type { ParamStore } from './params.ts';
 import { sigregDirections, type LossKind } from './loss.ts';
 import { GRAD, ONLINE, TARGET, probeGraph, stepGraph } from './export/training-graphs.ts';
-import { chunksOf, predictorKeyMask, type Engine, type MicroBatch, type ProbeResult, type StepResult } from './engine-tfjs.ts';
+import { chunksOf, predictorKeyMask, targetSourceIdx, type Engine, type MicroBatch, type ProbeResult, type StepResult } from './engine-tfjs.ts';
 
 export interface OrtEngineOptions {
   loss: LossKind;
@@ -23,6 +23,8 @@ export interface OrtEngineOptions {
   threads?: number;
   /** Top target-encoder blocks the targets average (default 1). */
   targetLayers?: number;
+  /** Micro-batches carry a view for the target encoder (augment.targetFlip). */
+  targetView?: boolean;
 }
 
 const int64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
@@ -66,7 +68,7 @@ export class OrtEngine implements Engine {
     };
     const create = ort.InferenceSession.create as (m: Uint8Array, o: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>;
     const [step, diag] = await Promise.all([
-      create(stepGraph(model, opts.numTargets, opts.loss, { sigreg: opts.sigreg?.weight ? opts.sigreg : undefined, targetLayers: opts.targetLayers }), options),
+      create(stepGraph(model, opts.numTargets, opts.loss, { sigreg: opts.sigreg?.weight ? opts.sigreg : undefined, targetLayers: opts.targetLayers, targetView: opts.targetView }), options),
       create(probeGraph(model, opts.numTargets, opts.loss, opts.targetLayers), options),
     ]);
     return new OrtEngine(model, online, target, opts, step, diag);
@@ -79,12 +81,20 @@ export class OrtEngine implements Engine {
   private feeds(mb: MicroBatch): Record<string, ort.Tensor> {
     const m = mb.masks;
     const mb2 = m.numTargets * m.batch;
+    const shape = [mb.batch, this.numPatches, this.patchDim];
+    const view: Record<string, ort.Tensor> = this.opts.targetView
+      ? {
+        target_patches: new ort.Tensor('float32', mb.targetView?.patches ?? mb.patches, shape),
+        tgt_src_idx: new ort.Tensor('int64', int64(targetSourceIdx(mb, gridOf(this.model))), [mb2, m.tgtLen]),
+      }
+      : {};
     return {
-      patches: new ort.Tensor('float32', mb.patches, [mb.batch, this.numPatches, this.patchDim]),
+      patches: new ort.Tensor('float32', mb.patches, shape),
       ctx_idx: new ort.Tensor('int64', int64(m.ctxIdx), [m.batch, m.ctxLen]),
       ctx_mask: new ort.Tensor('float32', m.ctxMask, [m.batch, m.ctxLen]),
       key_mask: new ort.Tensor('float32', predictorKeyMask(m), [mb2, m.ctxLen + m.tgtLen]),
       tgt_idx: new ort.Tensor('int64', int64(m.tgtIdx), [mb2, m.tgtLen]),
+      ...view,
     };
   }
 

@@ -5,10 +5,11 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { permuteMasks, sliceMasks, type MaskBatch } from './masks.ts';
-import type { ModelConfig } from './model/presets.ts';
+import { gridOf, type ModelConfig } from './model/presets.ts';
 import { TfOps } from './model/ops-tfjs.ts';
 import { encode, encoderOutput, encoderStream, predict, targetTokens, targets } from './model/vit.ts';
 import type { ParamStore } from './params.ts';
+import { targetViewIdx, type TargetView } from './views.ts';
 import { predictionLoss, sigreg, sigregDirections, type LossKind } from './loss.ts';
 
 export interface MicroBatch {
@@ -16,6 +17,8 @@ export interface MicroBatch {
   patches: Float32Array;
   batch: number;
   masks: MaskBatch;
+  /** What the target encoder sees instead of `patches` (augment.targetFlip). */
+  targetView?: TargetView;
 }
 
 export interface StepResult {
@@ -60,6 +63,12 @@ export interface EngineOptions {
   targetLayers?: number;
 }
 
+/** Target-patch indices into the target encoder's tokens: the mask's own, or mapped into the target view. */
+export function targetSourceIdx(mb: MicroBatch, grid: { rows: number; cols: number }): Int32Array {
+  const m = mb.masks;
+  return mb.targetView ? targetViewIdx(m.tgtIdx, m.numTargets, m.batch, m.tgtLen, mb.targetView.flipped, grid) : m.tgtIdx;
+}
+
 /** Key mask over [context repeated per target block, target tokens]: [M·B, L + T]. */
 export function predictorKeyMask(m: MaskBatch): Float32Array {
   const width = m.ctxLen + m.tgtLen;
@@ -84,15 +93,29 @@ export function* chunksOf(mb: MicroBatch, chunk: number, per: number): Generator
   const sorted = permuteBatch(mb, order, per);
   for (let from = 0; from < mb.batch; from += chunk) {
     const to = Math.min(mb.batch, from + chunk);
-    yield { part: { patches: sorted.patches.subarray(from * per, to * per), batch: to - from, masks: sliceMasks(sorted.masks, from, to) }, weight: (to - from) / mb.batch };
+    const view = sorted.targetView;
+    yield {
+      part: {
+        patches: sorted.patches.subarray(from * per, to * per), batch: to - from, masks: sliceMasks(sorted.masks, from, to),
+        ...(view ? { targetView: { patches: view.patches.subarray(from * per, to * per), flipped: view.flipped.subarray(from, to) } } : {}),
+      },
+      weight: (to - from) / mb.batch,
+    };
   }
 }
 
 /** The micro-batch with its images reordered: image i of the result is image order[i] of mb. */
 export function permuteBatch(mb: MicroBatch, order: number[], per: number): MicroBatch {
-  const patches = new Float32Array(mb.patches.length);
-  order.forEach((src, i) => patches.set(mb.patches.subarray(src * per, (src + 1) * per), i * per));
-  return { patches, batch: mb.batch, masks: permuteMasks(mb.masks, order) };
+  const reorder = (a: Float32Array) => {
+    const out = new Float32Array(a.length);
+    order.forEach((src, i) => out.set(a.subarray(src * per, (src + 1) * per), i * per));
+    return out;
+  };
+  const view = mb.targetView;
+  return {
+    patches: reorder(mb.patches), batch: mb.batch, masks: permuteMasks(mb.masks, order),
+    ...(view ? { targetView: { patches: reorder(view.patches), flipped: Uint8Array.from(order, (src) => view.flipped[src]) } } : {}),
+  };
 }
 
 export class TfjsEngine implements Engine {
@@ -137,8 +160,11 @@ export class TfjsEngine implements Engine {
 
   private inputs(mb: MicroBatch) {
     const m = mb.masks;
+    const shape: [number, number, number] = [mb.batch, this.numPatches, this.patchDim];
     return {
-      patches: tf.tensor3d(mb.patches, [mb.batch, this.numPatches, this.patchDim]),
+      patches: tf.tensor3d(mb.patches, shape),
+      targetPatches: tf.tensor3d(mb.targetView?.patches ?? mb.patches, shape),
+      tgtSrcIdx: tf.tensor2d(targetSourceIdx(mb, gridOf(this.model)), [m.numTargets * m.batch, m.tgtLen], 'int32'),
       ctxIdx: tf.tensor2d(m.ctxIdx, [m.batch, m.ctxLen], 'int32'),
       ctxMask: tf.tensor2d(m.ctxMask, [m.batch, m.ctxLen]),
       tgtIdx: tf.tensor2d(m.tgtIdx, [m.numTargets * m.batch, m.tgtLen], 'int32'),
@@ -167,8 +193,8 @@ export class TfjsEngine implements Engine {
   private chunkStep(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step: number): StepResult {
     const m = mb.masks;
     const x = this.inputs(mb);
-    // Step 1: targets from the EMA encoder on the full image, outside the gradient tape.
-    const tgt = tf.tidy(() => targets(this.targetOps, this.targetTokens(x.patches).tokens, x.tgtIdx, m.numTargets));
+    // Step 1: targets from the EMA encoder on the full image (or its target view), outside the gradient tape.
+    const tgt = tf.tidy(() => targets(this.targetOps, this.targetTokens(x.targetPatches).tokens, x.tgtSrcIdx, m.numTargets));
     const { loss, predLoss, sig, grads } = tf.tidy(() => {
       let parts: { pred: tf.Scalar; sig: tf.Scalar } | null = null;
       const { value, grads } = tf.variableGrads(() => {

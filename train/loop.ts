@@ -20,7 +20,7 @@ import { ParamStore } from './params.ts';
 import { AdamW } from './optim/adamw.ts';
 import { emaGap, emaUpdate } from './ema.ts';
 import { planByBudget, planByEpochs, scheduleAt, type Plan } from './schedule.ts';
-import { TfjsEngine, type Engine } from './engine-tfjs.ts';
+import { TfjsEngine, type Engine, type MicroBatch } from './engine-tfjs.ts';
 import { OrtEngine } from './engine-ort.ts';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.ts';
 import { collapseWarning, normalizedFeatureStd, rankMe, type Diagnostics } from './diagnostics.ts';
@@ -150,6 +150,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   const engine: Engine = engineName === 'ort'
     ? await OrtEngine.create(cfg.model, online, target, {
       loss: cfg.loss, numTargets: cfg.masks.numTargets, chunk: cfg.chunk, threads: o.threads, sigreg: { ...cfg.sigreg, seed: cfg.seed }, targetLayers: cfg.targetLayers,
+      targetView: cfg.augment.targetFlip,
     })
     : new TfjsEngine(cfg.model, online, target, {
       loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk, targetLayers: cfg.targetLayers,
@@ -204,11 +205,11 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       let loss = 0;
       let sig = 0;
       let predLoss = 0;
-      let lastBatch: { patches: Float32Array; batch: number; masks: ReturnType<typeof sampleMasks> } | null = null;
+      let lastBatch: MicroBatch | null = null;
       for (let k = 0; k < cfg.accum; k++) {
         const b = await loader.next();
         const masks = sampleMasks(Rng.for(cfg.seed, 'masks', state.step, k), grid, b.batch, cfg.masks);
-        lastBatch = { patches: b.patches, batch: b.batch, masks };
+        lastBatch = { patches: b.patches, batch: b.batch, masks, ...(b.targetView ? { targetView: b.targetView } : {}) };
         const r = await engine.forwardBackward(lastBatch, grad, 1 / cfg.accum, state.step);
         if (!Number.isFinite(r.loss)) throw new Error(`loss became ${r.loss} at step ${state.step}; the last checkpoint is intact`);
         loss += r.loss / cfg.accum;

@@ -50,6 +50,9 @@ export const recipes = {
   'lr-half-no-crop': { ...sigregLrHalf, augment: wholeImages },
   // Both findings stacked: the quarter LR that lifted grid4 and mean, on whole images.
   'lr-quarter-no-crop': { ...sigregLrQuarter, augment: wholeImages },
+  // A view-invariance signal on top of masked prediction: the target encoder sees the image
+  // mirrored half the time (views.ts), the context encoder never.
+  'flip-targets': { ...sigregLrHalf, augment: { ...wholeImages, targetFlip: true } },
   // data2vec 2.0's targets: the mean of the top 4 of 6 target-encoder blocks, each layer-normalised.
   'avg-targets': { ...sigregStrong, targetLayers: 4 },
   'avg-targets-all': { ...sigregStrong, targetLayers: 6 },

@@ -175,9 +175,9 @@ test('autodiff refuses an op it has no rule for, naming it', () => {
   assert.throws(() => gradients(g, g.op('ReduceSum', [g.op('Sigmoid', [x])], { keepdims: 0 }), ['x']), /no gradient rule for Sigmoid/);
 });
 
-const stepCases: [LossKind, number, number][] = [['mse', 0, 1], ['smooth-l1', 0, 1], ['mse', 0.5, 1], ['smooth-l1', 0, 2]];
-for (const [kind, sigregWeight, targetLayers] of stepCases) {
-  test(`whole I-JEPA step (${kind}${sigregWeight ? ' + SIGReg' : ''}${targetLayers > 1 ? `, targets from ${targetLayers} blocks` : ''}): onnxruntime engine = TF.js engine on the same weights, batch and masks`, async () => {
+const stepCases: [LossKind, number, number, boolean][] = [['mse', 0, 1, false], ['smooth-l1', 0, 1, false], ['mse', 0.5, 1, false], ['smooth-l1', 0, 2, false], ['smooth-l1', 0.5, 1, true]];
+for (const [kind, sigregWeight, targetLayers, view] of stepCases) {
+  test(`whole I-JEPA step (${kind}${sigregWeight ? ' + SIGReg' : ''}${targetLayers > 1 ? `, targets from ${targetLayers} blocks` : ''}${view ? ', target view' : ''}): onnxruntime engine = TF.js engine on the same weights, batch and masks`, async () => {
     const m = tinyModel;
     const specs = [...encoderSpecs(m), ...predictorSpecs(m)];
     const online = ParamStore.init(specs, 3, 'init');
@@ -188,18 +188,20 @@ for (const [kind, sigregWeight, targetLayers] of stepCases) {
     const batch = 6;
     const masks = sampleMasks(Rng.for(1, 'm', 0), gridOf(m), batch, defaultMaskConfig);
     assert.ok(Math.min(...masks.ctxCount) < masks.ctxLen, 'the batch has padded contexts');
-    const mb = { patches: randomArray(batch * 16 * 48, 9), batch, masks };
+    const plain = { patches: randomArray(batch * 16 * 48, 9), batch, masks };
+    // Chunks of 4 sort the 6 images by context length: the view must travel with its image.
+    const mb = view ? { ...plain, targetView: { patches: randomArray(batch * 16 * 48, 10), flipped: Uint8Array.from([1, 0, 1, 1, 0, 0]) } } : plain;
 
-    const tfStep = (layers: number, grads: Float32Array) => onBackend('cpu', () => {
+    const tfStep = (layers: number, grads: Float32Array, batchIn: typeof mb = mb) => onBackend('cpu', () => {
       const e = new TfjsEngine(m, online, target, { loss: kind, sigregWeight, sigregProjections: 8, seed: 1, chunk: 4, targetLayers: layers });
-      const r = { step: e.forwardBackward(mb, grads, 0.5, 3), probe: e.probe(mb) };
+      const r = { step: e.forwardBackward(batchIn, grads, 0.5, 3), probe: e.probe(batchIn) };
       e.dispose();
       return r;
     });
     const gTf = new Float32Array(online.size);
     const ref = await tfStep(targetLayers, gTf);
     const gOrt = new Float32Array(online.size);
-    const engine = await OrtEngine.create(m, online, target, { loss: kind, numTargets: masks.numTargets, chunk: 4, threads: 1, sigreg: { weight: sigregWeight, projections: 8, seed: 1 }, targetLayers });
+    const engine = await OrtEngine.create(m, online, target, { loss: kind, numTargets: masks.numTargets, chunk: 4, threads: 1, sigreg: { weight: sigregWeight, projections: 8, seed: 1 }, targetLayers, targetView: view });
     const got = await engine.forwardBackward(mb, gOrt, 0.5, 3);
     const probe = await engine.probe(mb);
     await engine.dispose();
@@ -219,6 +221,10 @@ for (const [kind, sigregWeight, targetLayers] of stepCases) {
     if (targetLayers > 1) {
       const single = (await tfStep(1, new Float32Array(online.size))).step.predLoss;
       assert.ok(Math.abs(got.predLoss - single) > 1e-4 * single, `averaged targets change the loss (10× the engines' tolerance) (${got.predLoss} vs ${single})`);
+    }
+    if (view) {
+      const without = (await tfStep(targetLayers, new Float32Array(online.size), plain)).step.predLoss;
+      assert.ok(Math.abs(got.predLoss - without) > 1e-4 * without, `the targets come from the view (${got.predLoss} vs ${without})`);
     }
   });
 }

@@ -10,6 +10,7 @@ import { Stl10Dataset, stl10ToHwc } from '../../train/data/stl10.ts';
 import { FolderDataset } from '../../train/data/folder.ts';
 import { openDataset } from '../../train/data/open.ts';
 import { BatchLoader } from '../../train/data/loader.ts';
+import { mirrorIndex } from '../../train/views.ts';
 import { decodeRgb, defaultPreprocess, normalizePatches, toRgb } from '../../serve/format/preprocess.ts';
 
 function idxBytes(dims: number[], data: Uint8Array, type = 0x08): Buffer {
@@ -140,4 +141,32 @@ test('the validation split is fixed, disjoint from training, and 1/6 of the item
   assert.equal(s.size, 10);
   assert.equal(s.label(3), labels[v.train[3]]);
   assert.equal(s.describe(0), `#${v.train[0]}`);
+});
+
+test('target view: the mirrored image, flagged per item, whose patch at mirrorIndex(i) is patch i mirrored; the context stream is unchanged', async () => {
+  const dir = tmp();
+  writeFileSync(join(dir, 'train-images-idx3-ubyte'), idxBytes([12, 8, 8], Uint8Array.from({ length: 768 }, (_, i) => (i * 37) % 251)));
+  const ds = openDataset(dir);
+  const augment = { cropScale: null, cropRatio: [0.75, 1.33] as [number, number], hflip: false };
+  const opts = { batch: 6, seed: 2, preprocess: defaultPreprocess(8), patch: 4 };
+  const plain = await new BatchLoader(ds, { ...opts, augment }).next();
+  const b = await new BatchLoader(ds, { ...opts, augment: { ...augment, targetFlip: true } }).next();
+  assert.deepEqual(b.patches, plain.patches, 'the context view does not depend on the target view');
+  const v = b.targetView!;
+  const flips = Array.from(v.flipped).reduce((a, f) => a + f, 0);
+  assert.ok(flips > 0 && flips < 6, `some items mirrored, some not (${flips} of 6)`);
+  const grid = { rows: 2, cols: 2 };
+  const per = 16 * 3;
+  const img = 4 * per;
+  for (let n = 0; n < 6; n++) {
+    for (let i = 0; i < 4; i++) {
+      const src = b.patches.subarray(n * img + i * per, n * img + (i + 1) * per);
+      const j = v.flipped[n] ? mirrorIndex(grid, i) : i;
+      const dst = v.patches.subarray(n * img + j * per, n * img + (j + 1) * per);
+      for (let y = 0; y < 4; y++) for (let x = 0; x < 4; x++) for (let c = 0; c < 3; c++) {
+        const xx = v.flipped[n] ? 3 - x : x;
+        assert.equal(dst[(y * 4 + xx) * 3 + c], src[(y * 4 + x) * 3 + c]);
+      }
+    }
+  }
 });

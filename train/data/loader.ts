@@ -7,12 +7,15 @@
 import type { Dataset } from './dataset.ts';
 import { decodeRgb, normalizePatches, resizeRgb, type Crop, type Preprocess } from '../../serve/format/preprocess.ts';
 import { Rng } from '../rng.ts';
+import type { TargetView } from '../views.ts';
 
 export interface Augment {
   /** Random-resized-crop area fraction range, or null for none. */
   cropScale: [number, number] | null;
   cropRatio: [number, number];
   hflip: boolean;
+  /** Also yield a target view: the image mirrored with probability ½ (views.ts). */
+  targetFlip?: boolean;
 }
 
 export interface LoaderOptions {
@@ -33,6 +36,8 @@ export interface Batch {
   /** [batch, N, p·p·3] */
   patches: Float32Array;
   batch: number;
+  /** With augment.targetFlip: what the target encoder sees. */
+  targetView?: TargetView;
   /** Stream position after this batch. */
   end: Position;
   skipped: number;
@@ -91,14 +96,15 @@ export class BatchLoader {
     return this.order!;
   }
 
-  private async item(epoch: number, index: number): Promise<Uint8Array> {
+  private async item(epoch: number, index: number): Promise<{ rgb: Uint8Array; flipped: boolean }> {
     const { preprocess: p, augment: a } = this.o;
     const img = await decodeRgb(await this.ds.read(index));
     const rng = Rng.for(this.o.seed, 'augment', epoch, index);
     const crop = a.cropScale ? sampleCrop(rng, img.width, img.height, a.cropScale, a.cropRatio) : undefined;
     let rgb = await resizeRgb(img, p, crop);
     if (a.hflip && rng.next() < 0.5) rgb = flipHwc(rgb, p.size);
-    return rgb;
+    // Drawn last, so that turning it on leaves every other view of the stream as it was.
+    return { rgb, flipped: !!a.targetFlip && rng.next() < 0.5 };
   }
 
   private async load(start: Position): Promise<Batch> {
@@ -106,6 +112,7 @@ export class BatchLoader {
     let { epoch, cursor } = start;
     const per = (preprocess.size / patch) ** 2 * patch * patch * 3;
     const patches = new Float32Array(batch * per);
+    const view = this.o.augment.targetFlip ? { patches: new Float32Array(batch * per), flipped: new Uint8Array(batch) } : undefined;
     let filled = 0;
     let skipped = 0;
     while (filled < batch) {
@@ -122,15 +129,22 @@ export class BatchLoader {
       cursor += want;
       const results = await Promise.allSettled(idx.map((i) => this.item(epoch, i)));
       results.forEach((r, k) => {
-        if (r.status === 'fulfilled') normalizePatches(r.value, preprocess, patch, patches, (filled++) * per);
-        else {
+        if (r.status === 'fulfilled') {
+          const { rgb, flipped } = r.value;
+          normalizePatches(rgb, preprocess, patch, patches, filled * per);
+          if (view) {
+            view.flipped[filled] = flipped ? 1 : 0;
+            normalizePatches(flipped ? flipHwc(rgb, preprocess.size) : rgb, preprocess, patch, view.patches, filled * per);
+          }
+          filled++;
+        } else {
           skipped++;
           this.o.onSkip?.(this.ds.describe(idx[k]), r.reason as Error);
         }
       });
     }
     this.skippedTotal += skipped;
-    return { patches, batch, end: { epoch, cursor }, skipped };
+    return { patches, batch, ...(view ? { targetView: view } : {}), end: { epoch, cursor }, skipped };
   }
 
   /** The next batch; the one after it is already decoding while the caller trains. */

@@ -81,11 +81,14 @@ export interface StepGraphOptions {
   sigreg?: { weight: number; projections: number };
   /** Top target-encoder blocks the targets average (default 1). */
   targetLayers?: number;
+  /** The target encoder reads its own view (`target_patches`, targets at `tgt_src_idx`; views.ts). */
+  targetView?: boolean;
 }
 
 /**
  * One training step on a micro-batch: inputs `patches`, `ctx_idx`, `ctx_mask`, `key_mask`,
- * `tgt_idx` (as the TF.js engine builds them; `directions` [D, P] with SIGReg), the online and
+ * `tgt_idx` (as the TF.js engine builds them; `directions` [D, P] with SIGReg; `target_patches`
+ * and `tgt_src_idx` with a target view), the online and
  * target weights → `loss`, `pred_loss`, `sigreg` and the gradient of every online parameter.
  */
 export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o: StepGraphOptions = {}): Uint8Array {
@@ -94,8 +97,15 @@ export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o:
   const online = new OnnxOps(g, { prefix: ONLINE, specs }, m);
   const target = new OnnxOps(g, { prefix: TARGET, specs: encoderSpecs(m) }, m);
   const x = stepInputs(g, m);
-  const stream = encoderStream(target, m, x.patches);
-  const tgt = targets(target, targetTokens(target, m, stream, encoderOutput(target, m, stream), o.targetLayers ?? 1), x.tgtIdx, numTargets);
+  const { rows, cols } = gridOf(m);
+  const view = o.targetView
+    ? {
+      patches: g.input('target_patches', 'float32', ['batch', rows * cols, m.patchSize * m.patchSize * m.channels]),
+      idx: g.input('tgt_src_idx', 'int64', ['targets_x_batch', 'tgt']),
+    }
+    : { patches: x.patches, idx: x.tgtIdx };
+  const stream = encoderStream(target, m, view.patches);
+  const tgt = targets(target, targetTokens(target, m, stream, encoderOutput(target, m, stream), o.targetLayers ?? 1), view.idx, numTargets);
   const context = encode(online, m, x.patches, { idx: x.ctxIdx, mask: x.ctxMask });
   const pred = predict(online, m, { context, ctxIdx: x.ctxIdx, keyMask: x.keyMask, tgtIdx: x.tgtIdx, numTargets });
   const predLoss = lossNode(g, pred, tgt, loss);
