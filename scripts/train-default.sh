@@ -13,7 +13,10 @@ READOUT=${READOUT:-grid8}
 THREADS=${THREADS:-$(nproc)}
 ijepa() { node bin/ijepa.js "$@"; }
 
-ijepa train --data "$DATA" --preset vit-tiny --recipe default --holdout --time-budget "$BUDGET" --threads "$THREADS" --out "$RUN" --plain
+# SKIP_TRAIN=1 packages a finished run instead (RUN=its directory).
+if [ "${SKIP_TRAIN:-0}" != 1 ]; then
+  ijepa train --data "$DATA" --preset vit-tiny --recipe default --holdout --time-budget "$BUDGET" --threads "$THREADS" --out "$RUN" --plain
+fi
 ijepa export --run "$RUN" --out "$MODEL" --id "$(basename "$MODEL")"
 # Recipe decisions (readout included) are made on the validation split ...
 mkdir -p "$RUN/validation"

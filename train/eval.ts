@@ -4,7 +4,7 @@
  * probe, plus a kNN classifier on the I-JEPA features. Deterministic given the seed.
  */
 import { cpus } from 'node:os';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Embedder } from '../serve/core/embedder.ts';
 import { normalizeChw, toRgb } from '../serve/format/preprocess.ts';
@@ -106,6 +106,9 @@ export function knnPredict(tr: Features, te: Features, d: number, classes: numbe
 export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdown: string }> {
   const log = o.log ?? ((s: string) => console.error(s));
   const sp = labeledSplits(o.data, o.test, o.seed, o.limit, o.validation);
+  // Before the probes, not after: a missing --out directory must not cost a finished evaluation.
+  const out = o.out ?? o.model;
+  mkdirSync(out, { recursive: true });
   const c = sp.classes.length;
   const readouts = o.readouts ?? ['mean'];
   const embedder = await Embedder.open(o.model, o.threads);
@@ -158,7 +161,6 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
       budget,
       '',
     ].join('\n');
-    const out = o.out ?? o.model;
     writeFileSync(join(out, 'eval.md'), markdown);
     writeFileSync(join(out, 'eval.json'), JSON.stringify({ model: m.id, testSplit: sp.testSplit, trainCount: counts.train, testCount: counts.test, seed: o.seed, l2: o.l2, rows, training: t }, null, 2));
     return { rows, markdown };

@@ -61,7 +61,7 @@ export const recipes = {
 } satisfies Record<string, ConfigOverrides>;
 
 export type RecipeName = keyof typeof recipes | 'default';
-export const DEFAULT_RECIPE: keyof typeof recipes = 'lr-half-no-crop';
+export const DEFAULT_RECIPE: keyof typeof recipes = 'lr-quarter-no-crop';
 export const recipeNames = ['default', ...Object.keys(recipes)] as RecipeName[];
 
 export function recipeOverrides(name: RecipeName): ConfigOverrides {

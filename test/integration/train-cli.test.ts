@@ -204,8 +204,7 @@ test('ijepa probe fits a linear head on frozen features and stores it in the pac
 
 test('ijepa eval reports I-JEPA, random-init, raw-pixel and kNN rows with sane numbers', async () => {
   const out = join(dir, 'pkg-probe');
-  const evalDir = join(dir, 'eval');
-  mkdirSync(evalDir);
+  const evalDir = join(dir, 'eval', 'new');
   const r = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--k', '5']);
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8'));
