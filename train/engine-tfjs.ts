@@ -161,13 +161,16 @@ export class TfjsEngine implements Engine {
   private inputs(mb: MicroBatch) {
     const m = mb.masks;
     const shape: [number, number, number] = [mb.batch, this.numPatches, this.patchDim];
+    const patches = tf.tensor3d(mb.patches, shape);
+    const tgtIdx = tf.tensor2d(m.tgtIdx, [m.numTargets * m.batch, m.tgtLen], 'int32');
     return {
-      patches: tf.tensor3d(mb.patches, shape),
-      targetPatches: tf.tensor3d(mb.targetView?.patches ?? mb.patches, shape),
-      tgtSrcIdx: tf.tensor2d(targetSourceIdx(mb, gridOf(this.model)), [m.numTargets * m.batch, m.tgtLen], 'int32'),
+      patches,
+      tgtIdx,
+      // Without a target view the target encoder reads the same tensors (disposing twice is a no-op).
+      targetPatches: mb.targetView ? tf.tensor3d(mb.targetView.patches, shape) : patches,
+      tgtSrcIdx: mb.targetView ? tf.tensor2d(targetSourceIdx(mb, gridOf(this.model)), [m.numTargets * m.batch, m.tgtLen], 'int32') : tgtIdx,
       ctxIdx: tf.tensor2d(m.ctxIdx, [m.batch, m.ctxLen], 'int32'),
       ctxMask: tf.tensor2d(m.ctxMask, [m.batch, m.ctxLen]),
-      tgtIdx: tf.tensor2d(m.tgtIdx, [m.numTargets * m.batch, m.tgtLen], 'int32'),
       keyMask: tf.tensor2d(predictorKeyMask(m), [m.numTargets * m.batch, m.ctxLen + m.tgtLen]),
     };
   }
