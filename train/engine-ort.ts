@@ -81,20 +81,22 @@ export class OrtEngine implements Engine {
   private feeds(mb: MicroBatch): Record<string, ort.Tensor> {
     const m = mb.masks;
     const mb2 = m.numTargets * m.batch;
-    const shape = [mb.batch, this.numPatches, this.patchDim];
-    const view: Record<string, ort.Tensor> = this.opts.targetView
-      ? {
-        target_patches: new ort.Tensor('float32', mb.targetView?.patches ?? mb.patches, shape),
-        tgt_src_idx: new ort.Tensor('int64', int64(targetSourceIdx(mb, gridOf(this.model))), [mb2, m.tgtLen]),
-      }
-      : {};
     return {
-      patches: new ort.Tensor('float32', mb.patches, shape),
+      patches: new ort.Tensor('float32', mb.patches, [mb.batch, this.numPatches, this.patchDim]),
       ctx_idx: new ort.Tensor('int64', int64(m.ctxIdx), [m.batch, m.ctxLen]),
       ctx_mask: new ort.Tensor('float32', m.ctxMask, [m.batch, m.ctxLen]),
       key_mask: new ort.Tensor('float32', predictorKeyMask(m), [mb2, m.ctxLen + m.tgtLen]),
       tgt_idx: new ort.Tensor('int64', int64(m.tgtIdx), [mb2, m.tgtLen]),
-      ...view,
+    };
+  }
+
+  /** The step graph's target-view inputs (only the training step reads them, not diagnostics). */
+  private viewFeeds(mb: MicroBatch): Record<string, ort.Tensor> {
+    if (!this.opts.targetView) return {};
+    const m = mb.masks;
+    return {
+      target_patches: new ort.Tensor('float32', mb.targetView?.patches ?? mb.patches, [mb.batch, this.numPatches, this.patchDim]),
+      tgt_src_idx: new ort.Tensor('int64', int64(targetSourceIdx(mb, gridOf(this.model))), [m.numTargets * m.batch, m.tgtLen]),
     };
   }
 
@@ -107,7 +109,7 @@ export class OrtEngine implements Engine {
       ? { directions: new ort.Tensor('float32', sigregDirections(this.model.dim, sg.projections, sg.seed, step), [this.model.dim, sg.projections]) }
       : {};
     for (const { part, weight } of chunksOf(mb, chunk, this.numPatches * this.patchDim)) {
-      const out = await this.step.run({ ...this.feeds(part), ...extra, ...this.weightFeeds }, this.fetches);
+      const out = await this.step.run({ ...this.feeds(part), ...this.viewFeeds(part), ...extra, ...this.weightFeeds }, this.fetches);
       total.loss += weight * (out.loss.data as Float32Array)[0];
       total.predLoss += weight * (out.pred_loss.data as Float32Array)[0];
       total.sigreg += weight * (out.sigreg.data as Float32Array)[0];
