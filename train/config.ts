@@ -39,6 +39,11 @@ export const trainConfigSchema = z
         beta2: z.number().min(0).lt(1),
       })
       .strict(),
+    /**
+     * What the encoder learns from: I-JEPA's masked prediction (`ijepa`), or agreement between
+     * augmented views of each image kept Gaussian by SIGReg (`views`: LeJEPA's signal, views.ts).
+     */
+    objective: z.enum(['ijepa', 'views']).default('ijepa'),
     loss: z.enum(['mse', 'smooth-l1']),
     sigreg: z.object({ weight: z.number().nonnegative(), projections: z.number().int().positive() }).strict(),
     /** Targets average this many top blocks of the target encoder (vit.ts targetTokens); 1 = I-JEPA. */
@@ -60,6 +65,10 @@ export const trainConfigSchema = z
         hflip: z.boolean(),
         /** The target encoder sees the image mirrored half the time (views.ts). */
         targetFlip: z.boolean().default(false),
+        /** Views per image for objective `views`, each its own crop, flip and colour jitter. */
+        views: z.number().int().min(2).default(2),
+        /** Colour-jitter strength of those views (0: none; brightness/contrast/saturation ±0.8·s). */
+        jitter: z.number().min(0).max(1).default(0),
       })
       .strict(),
     normalize: z.object({ mean: z.tuple([z.number(), z.number(), z.number()]), std: z.tuple([z.number(), z.number(), z.number()]) }).strict(),
@@ -68,7 +77,8 @@ export const trainConfigSchema = z
     checkpointEvery: z.number().int().positive(),
   })
   .strict()
-  .refine((c) => c.targetLayers <= c.model.depth, { message: 'targetLayers exceeds the encoder depth', path: ['targetLayers'] });
+  .refine((c) => c.targetLayers <= c.model.depth, { message: 'targetLayers exceeds the encoder depth', path: ['targetLayers'] })
+  .refine((c) => c.objective === 'ijepa' || c.sigreg.weight > 0, { message: "objective 'views' needs SIGReg (sigreg.weight > 0): without it the views agree by collapsing", path: ['sigreg', 'weight'] });
 
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
 
@@ -79,6 +89,7 @@ export function defaultConfig(preset: PresetName): TrainConfig {
     model: { ...presets[preset] },
     masks: { ...defaultMaskConfig },
     optim: { lr: 1e-3, startLr: 2e-4, finalLr: 1e-6, warmupEpochs: 15, weightDecay: [0.04, 0.4], ema: [0.996, 1.0], beta1: 0.9, beta2: 0.999 },
+    objective: 'ijepa',
     loss: 'mse',
     sigreg: { weight: 0, projections: 64 },
     targetLayers: 1,
@@ -88,7 +99,7 @@ export function defaultConfig(preset: PresetName): TrainConfig {
     epochs: 100,
     seed: 0,
     holdout: false,
-    augment: { cropScale: [0.3, 1.0], cropRatio: [0.75, 4 / 3], hflip: false, targetFlip: false },
+    augment: { cropScale: [0.3, 1.0], cropRatio: [0.75, 4 / 3], hflip: false, targetFlip: false, views: 2, jitter: 0 },
     normalize: { mean: IMAGENET_MEAN, std: IMAGENET_STD },
     logEvery: 10,
     diagEvery: 50,

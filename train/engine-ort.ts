@@ -9,7 +9,8 @@ import * as ort from 'onnxruntime-node';
 import { gridOf, type ModelConfig } from './model/presets.ts';
 import type { ParamStore } from './params.ts';
 import { sigregDirections, type LossKind } from './loss.ts';
-import { GRAD, ONLINE, TARGET, probeGraph, stepGraph } from './export/training-graphs.ts';
+import { GRAD, ONLINE, TARGET, probeGraph, stepGraph, viewsGraph } from './export/training-graphs.ts';
+import { PROJECTOR_DIM } from './model/vit.ts';
 import { chunksOf, predictorKeyMask, targetSourceIdx, type Engine, type MicroBatch, type ProbeResult, type StepResult } from './engine-tfjs.ts';
 
 export interface OrtEngineOptions {
@@ -25,6 +26,8 @@ export interface OrtEngineOptions {
   targetLayers?: number;
   /** Micro-batches carry a view for the target encoder (augment.targetFlip). */
   targetView?: boolean;
+  /** Objective `views` with this many views per image (micro-batches carry them; needs SIGReg). */
+  views?: number;
 }
 
 const int64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
@@ -68,10 +71,17 @@ export class OrtEngine implements Engine {
     };
     const create = ort.InferenceSession.create as (m: Uint8Array, o: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>;
     const [step, diag] = await Promise.all([
-      create(stepGraph(model, opts.numTargets, opts.loss, { sigreg: opts.sigreg?.weight ? opts.sigreg : undefined, targetLayers: opts.targetLayers, targetView: opts.targetView }), options),
+      create(opts.views
+        ? viewsGraph(model, opts.views, opts.sigreg!)
+        : stepGraph(model, opts.numTargets, opts.loss, { sigreg: opts.sigreg?.weight ? opts.sigreg : undefined, targetLayers: opts.targetLayers, targetView: opts.targetView }), options),
       create(probeGraph(model, opts.numTargets, opts.loss, opts.targetLayers), options),
     ]);
     return new OrtEngine(model, online, target, opts, step, diag);
+  }
+
+  /** Width of what SIGReg measures: the pooled context (I-JEPA) or the projection (views). */
+  private get sigregDim(): number {
+    return this.opts.views ? PROJECTOR_DIM : this.model.dim;
   }
 
   /** Weights are read from the ParamStores at every run: nothing to copy. */
@@ -100,16 +110,31 @@ export class OrtEngine implements Engine {
     };
   }
 
+  private *maskChunks(mb: MicroBatch, chunk: number): Generator<{ feeds: Record<string, ort.Tensor>; weight: number }> {
+    for (const { part, weight } of chunksOf(mb, chunk, this.numPatches * this.patchDim)) yield { feeds: { ...this.feeds(part), ...this.viewFeeds(part) }, weight };
+  }
+
+  /** Objective `views`: runs of whole images, all their views together (the loss pairs them up). */
+  private *viewChunks(mb: MicroBatch, chunk: number): Generator<{ feeds: Record<string, ort.Tensor>; weight: number }> {
+    if (!mb.views) throw new Error('objective views: the micro-batch carries no views');
+    const v = this.opts.views!;
+    const per = v * this.numPatches * this.patchDim;
+    for (let from = 0; from < mb.batch; from += chunk) {
+      const to = Math.min(mb.batch, from + chunk);
+      yield { feeds: { views: new ort.Tensor('float32', mb.views.subarray(from * per, to * per), [(to - from) * v, this.numPatches, this.patchDim]) }, weight: (to - from) / mb.batch };
+    }
+  }
+
   /** Same contract as TfjsEngine.forwardBackward: gradients are added into `gradAccum`, scaled. */
   async forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step = 0): Promise<StepResult> {
     const chunk = this.opts.chunk ?? mb.batch;
     const total = { loss: 0, predLoss: 0, sigreg: 0 };
     const sg = this.opts.sigreg;
     const extra: Record<string, ort.Tensor> = sg?.weight
-      ? { directions: new ort.Tensor('float32', sigregDirections(this.model.dim, sg.projections, sg.seed, step), [this.model.dim, sg.projections]) }
+      ? { directions: new ort.Tensor('float32', sigregDirections(this.sigregDim, sg.projections, sg.seed, step), [this.sigregDim, sg.projections]) }
       : {};
-    for (const { part, weight } of chunksOf(mb, chunk, this.numPatches * this.patchDim)) {
-      const out = await this.step.run({ ...this.feeds(part), ...this.viewFeeds(part), ...extra, ...this.weightFeeds }, this.fetches);
+    for (const { feeds, weight } of this.opts.views ? this.viewChunks(mb, chunk) : this.maskChunks(mb, chunk)) {
+      const out = await this.step.run({ ...feeds, ...extra, ...this.weightFeeds }, this.fetches);
       total.loss += weight * (out.loss.data as Float32Array)[0];
       total.predLoss += weight * (out.pred_loss.data as Float32Array)[0];
       total.sigreg += weight * (out.sigreg.data as Float32Array)[0];

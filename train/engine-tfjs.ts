@@ -19,6 +19,8 @@ export interface MicroBatch {
   masks: MaskBatch;
   /** What the target encoder sees instead of `patches` (augment.targetFlip). */
   targetView?: TargetView;
+  /** Objective `views`: [B, V, N, p·p·C], the views of each image together. */
+  views?: Float32Array;
 }
 
 export interface StepResult {

@@ -157,6 +157,7 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
   if (!existsSync(ckptPath)) throw new Error(`${o.run} has no ${CHECKPOINT_FILE}: is it a run directory written by \`ijepa train\`?`);
   const ckpt = readCheckpoint(ckptPath);
   const cfg = parseConfig(ckpt.meta.config, o.run);
+  if (cfg.objective !== 'ijepa') throw new Error(`${o.run} was trained with objective '${cfg.objective}': it has no predictor to draw figures from`);
   const m = cfg.model;
   const pre = preprocessOf(cfg);
   const grid = gridOf(m);

@@ -15,7 +15,7 @@ import { validationSplit } from './data/split.ts';
 import { BatchLoader, type Position } from './data/loader.ts';
 import { sampleMasks, validateMaskConfig } from './masks.ts';
 import { gridOf } from './model/presets.ts';
-import { encoderSpecs, predictorSpecs } from './model/vit.ts';
+import { encoderSpecs, headSpecs } from './model/vit.ts';
 import { ParamStore } from './params.ts';
 import { AdamW } from './optim/adamw.ts';
 import { emaGap, emaUpdate } from './ema.ts';
@@ -112,7 +112,10 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   const grid = gridOf(cfg.model);
   validateMaskConfig(cfg.masks, grid);
   const engineName = o.engine ?? 'ort';
-  if (engineName === 'tfjs') await useBackend(o.backend);
+  if (engineName === 'tfjs') {
+    if (cfg.objective !== 'ijepa') throw new Error(`objective '${cfg.objective}' runs on the onnxruntime engine only (--engine ort)`);
+    await useBackend(o.backend);
+  }
 
   const dataset = cfg.holdout ? heldOut(o.data) : openDataset(o.data);
   const loader = new BatchLoader(
@@ -122,7 +125,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       seed: cfg.seed,
       preprocess: preprocessOf(cfg),
       patch: cfg.model.patchSize,
-      augment: cfg.augment,
+      augment: { ...cfg.augment, views: cfg.objective === 'views' ? cfg.augment.views : 0 },
       onSkip: (what, err) => log(`warning: skipped unreadable image ${what}: ${err.message.split('\n')[0]}`),
     },
     state.position,
@@ -131,7 +134,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   let plan: Plan | null = state.plan ?? (cfg.timeBudgetMin ? null : epochPlan);
 
   const encSpecs = encoderSpecs(cfg.model);
-  const specs = [...encSpecs, ...predictorSpecs(cfg.model)];
+  const specs = [...encSpecs, ...headSpecs(cfg.model, cfg.objective)];
   const online = restored ? new ParamStore(specs, restored.arrays.get('online')) : ParamStore.init(specs, cfg.seed, 'init');
   const encSize = new ParamStore(encSpecs).size;
   const target = restored ? new ParamStore(encSpecs, restored.arrays.get('target')) : new ParamStore(encSpecs, online.data.slice(0, encSize));
@@ -150,7 +153,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   const engine: Engine = engineName === 'ort'
     ? await OrtEngine.create(cfg.model, online, target, {
       loss: cfg.loss, numTargets: cfg.masks.numTargets, chunk: cfg.chunk, threads: o.threads, sigreg: { ...cfg.sigreg, seed: cfg.seed }, targetLayers: cfg.targetLayers,
-      targetView: cfg.augment.targetFlip,
+      targetView: cfg.augment.targetFlip, views: cfg.objective === 'views' ? cfg.augment.views : undefined,
     })
     : new TfjsEngine(cfg.model, online, target, {
       loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk, targetLayers: cfg.targetLayers,
@@ -209,7 +212,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       for (let k = 0; k < cfg.accum; k++) {
         const b = await loader.next();
         const masks = sampleMasks(Rng.for(cfg.seed, 'masks', state.step, k), grid, b.batch, cfg.masks);
-        lastBatch = { patches: b.patches, batch: b.batch, masks, ...(b.targetView ? { targetView: b.targetView } : {}) };
+        lastBatch = { patches: b.patches, batch: b.batch, masks, ...(b.targetView ? { targetView: b.targetView } : {}), ...(b.views ? { views: b.views } : {}) };
         const r = await engine.forwardBackward(lastBatch, grad, 1 / cfg.accum, state.step);
         if (!Number.isFinite(r.loss)) throw new Error(`loss became ${r.loss} at step ${state.step}; the last checkpoint is intact`);
         loss += r.loss / cfg.accum;
@@ -283,7 +286,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         windowImages = 0;
         appendFileSync(metricsPath, JSON.stringify(record) + '\n');
         if (o.plain) {
-          log(`step ${state.step}/${plan?.totalSteps ?? '?'} loss ${loss.toFixed(4)}${cfg.sigreg.weight > 0 ? ` (prediction ${predLoss.toFixed(4)})` : ''} lr ${s.lr.toExponential(2)} mom ${s.momentum.toFixed(4)} ${(record.imgPerSec as number).toFixed(1)} img/s` +
+          log(`step ${state.step}/${plan?.totalSteps ?? '?'} loss ${loss.toFixed(4)}${cfg.sigreg.weight > 0 ? ` (${cfg.objective === 'views' ? 'disagreement' : 'prediction'} ${predLoss.toFixed(4)})` : ''} lr ${s.lr.toExponential(2)} mom ${s.momentum.toFixed(4)} ${(record.imgPerSec as number).toFixed(1)} img/s` +
             (lastDiag && 'featStd' in record ? ` | featStd ${lastDiag.featStd.toFixed(4)} (healthy ${lastDiag.featStdHealthy.toFixed(4)}) rankMe ${lastDiag.rankMe.toFixed(1)} emaGap ${lastDiag.emaGap.toExponential(2)} zeroLoss ${lastDiag.zeroLoss.toFixed(4)}` : ''));
         }
         bar?.update(state.step, { loss: loss.toFixed(4), lr: s.lr.toExponential(2), mom: s.momentum.toFixed(4), ips: (record.imgPerSec as number).toFixed(1) });

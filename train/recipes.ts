@@ -56,6 +56,14 @@ export const recipes = {
   // data2vec 2.0's targets: the mean of the top 4 of 6 target-encoder blocks, each layer-normalised.
   'avg-targets': { ...sigregStrong, targetLayers: 4 },
   'avg-targets-all': { ...sigregStrong, targetLayers: 6 },
+  // A different signal (LeJEPA): no masks, predictor or teacher; two crops of each image, each
+  // flipped and colour-jittered, projected to one embedding kept Gaussian by SIGReg. The EMA only
+  // averages the weights that are kept.
+  'views': {
+    objective: 'views', sigreg: { weight: 0.05 }, batch: 64, chunk: 64,
+    optim: { lr: 5e-4, startLr: 1e-4, ema: [0.99, 0.999] },
+    augment: { cropScale: [0.3, 1], hflip: true, views: 2, jitter: 0.5 },
+  },
   // The small wins above, stacked.
   'narrow-masks': { ...sigregStrong, model: narrowModel, masks: { ...largeTargets, ...smallContext } },
 } satisfies Record<string, ConfigOverrides>;

@@ -170,3 +170,22 @@ test('target view: the mirrored image, flagged per item, whose patch at mirrorIn
     }
   }
 });
+
+test('views: each image comes as its own crops, laid out [image, view]; the batch patches are the whole image; seeded', async () => {
+  const dir = tmp();
+  writeFileSync(join(dir, 'train-images-idx3-ubyte'), idxBytes([12, 8, 8], Uint8Array.from({ length: 768 }, (_, i) => (i * 37) % 251)));
+  const ds = openDataset(dir);
+  const augment = { cropScale: [0.3, 1] as [number, number], cropRatio: [0.75, 1.33] as [number, number], hflip: true, jitter: 0.5 };
+  const opts = { batch: 4, seed: 3, preprocess: defaultPreprocess(8), patch: 4 };
+  const whole = await new BatchLoader(ds, { ...opts, augment: { ...augment, cropScale: null, hflip: false, jitter: 0 } }).next();
+  const b = await new BatchLoader(ds, { ...opts, augment: { ...augment, views: 3 } }).next();
+  const again = await new BatchLoader(ds, { ...opts, augment: { ...augment, views: 3 } }).next();
+  const per = 4 * 48;
+  assert.equal(b.views!.length, 4 * 3 * per);
+  assert.deepEqual(b.views, again.views);
+  assert.deepEqual(b.patches, whole.patches);
+  for (let i = 0; i < 4; i++) {
+    const view = (v: number) => b.views!.subarray((i * 3 + v) * per, (i * 3 + v + 1) * per);
+    assert.notDeepEqual(view(0), view(1), `image ${i}: its views differ`);
+  }
+});

@@ -7,7 +7,7 @@
 import type { Dataset } from './dataset.ts';
 import { decodeRgb, normalizePatches, resizeRgb, type Crop, type Preprocess } from '../../serve/format/preprocess.ts';
 import { Rng } from '../rng.ts';
-import type { TargetView } from '../views.ts';
+import { jitterRgb, type TargetView } from '../views.ts';
 
 export interface Augment {
   /** Random-resized-crop area fraction range, or null for none. */
@@ -16,6 +16,10 @@ export interface Augment {
   hflip: boolean;
   /** Also yield a target view: the image mirrored with probability ½ (views.ts). */
   targetFlip?: boolean;
+  /** Also yield this many views per image (objective `views`): crop, flip and jitter each. */
+  views?: number;
+  /** Colour-jitter strength of those views (views.ts jitterRgb). */
+  jitter?: number;
 }
 
 export interface LoaderOptions {
@@ -38,6 +42,8 @@ export interface Batch {
   batch: number;
   /** With augment.targetFlip: what the target encoder sees. */
   targetView?: TargetView;
+  /** With augment.views: [batch, views, N, p·p·3], the views of each image together. */
+  views?: Float32Array;
   /** Stream position after this batch. */
   end: Position;
   skipped: number;
@@ -96,15 +102,26 @@ export class BatchLoader {
     return this.order!;
   }
 
-  private async item(epoch: number, index: number): Promise<{ rgb: Uint8Array; flipped: boolean }> {
+  private async item(epoch: number, index: number): Promise<{ rgb: Uint8Array; flipped: boolean; views: Uint8Array[] }> {
     const { preprocess: p, augment: a } = this.o;
     const img = await decodeRgb(await this.ds.read(index));
     const rng = Rng.for(this.o.seed, 'augment', epoch, index);
+    if (a.views) {
+      // The views carry the augmentation; the batch's own patches (diagnostics) are the whole image.
+      const views: Uint8Array[] = [];
+      for (let v = 0; v < a.views; v++) {
+        const crop = a.cropScale ? sampleCrop(rng, img.width, img.height, a.cropScale, a.cropRatio) : undefined;
+        let rgb = await resizeRgb(img, p, crop);
+        if (a.hflip && rng.next() < 0.5) rgb = flipHwc(rgb, p.size);
+        views.push(jitterRgb(rgb, rng, a.jitter ?? 0));
+      }
+      return { rgb: await resizeRgb(img, p), flipped: false, views };
+    }
     const crop = a.cropScale ? sampleCrop(rng, img.width, img.height, a.cropScale, a.cropRatio) : undefined;
     let rgb = await resizeRgb(img, p, crop);
     if (a.hflip && rng.next() < 0.5) rgb = flipHwc(rgb, p.size);
     // Drawn last, so that turning it on leaves every other view of the stream as it was.
-    return { rgb, flipped: !!a.targetFlip && rng.next() < 0.5 };
+    return { rgb, flipped: !!a.targetFlip && rng.next() < 0.5, views: [] };
   }
 
   private async load(start: Position): Promise<Batch> {
@@ -113,6 +130,8 @@ export class BatchLoader {
     const per = (preprocess.size / patch) ** 2 * patch * patch * 3;
     const patches = new Float32Array(batch * per);
     const view = this.o.augment.targetFlip ? { patches: new Float32Array(batch * per), flipped: new Uint8Array(batch) } : undefined;
+    const nViews = this.o.augment.views ?? 0;
+    const views = nViews ? new Float32Array(batch * nViews * per) : undefined;
     let filled = 0;
     let skipped = 0;
     while (filled < batch) {
@@ -132,6 +151,7 @@ export class BatchLoader {
         if (r.status === 'fulfilled') {
           const { rgb, flipped } = r.value;
           normalizePatches(rgb, preprocess, patch, patches, filled * per);
+          r.value.views.forEach((v, k) => normalizePatches(v, preprocess, patch, views!, (filled * nViews + k) * per));
           if (view) {
             view.flipped[filled] = flipped ? 1 : 0;
             normalizePatches(flipped ? flipHwc(rgb, preprocess.size) : rgb, preprocess, patch, view.patches, filled * per);
@@ -144,7 +164,7 @@ export class BatchLoader {
       });
     }
     this.skippedTotal += skipped;
-    return { patches, batch, ...(view ? { targetView: view } : {}), end: { epoch, cursor }, skipped };
+    return { patches, batch, ...(view ? { targetView: view } : {}), ...(views ? { views } : {}), end: { epoch, cursor }, skipped };
   }
 
   /** The next batch; the one after it is already decoding while the caller trains. */

@@ -37,7 +37,8 @@ export function exportRun(o: ExportOptions): Manifest {
   const target = new ParamStore(encoderSpecs(full), ckpt.arrays.get('target'));
   const files: Record<string, Uint8Array> = { 'encoder.onnx': encoderGraph(m, target) };
   const described: Manifest['files'] = { encoder: describeFile('encoder.onnx', files['encoder.onnx']) };
-  if (layers === full.depth) {
+  // A views run has no predictor (its online head is a projector), so its package has none.
+  if (layers === full.depth && cfg.objective === 'ijepa') {
     const online = new ParamStore([...encoderSpecs(full), ...predictorSpecs(full)], ckpt.arrays.get('online'));
     files['predictor.onnx'] = predictorGraph(full, online);
     described.predictor = describeFile('predictor.onnx', files['predictor.onnx']);

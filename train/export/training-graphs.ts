@@ -10,7 +10,7 @@ import { OnnxOps } from './ops-onnx.ts';
 import { gradients } from './autodiff.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import { gridOf } from '../model/presets.ts';
-import { encode, encoderOutput, encoderSpecs, encoderStream, predict, predictorSpecs, targetTokens, targets } from '../model/vit.ts';
+import { type ParamSpec, encode, encoderOutput, encoderSpecs, encoderStream, predict, predictorSpecs, project, projectorSpecs, targetTokens, targets, PROJECTOR_DIM } from '../model/vit.ts';
 import { KNOTS, sigregKnots, type LossKind } from '../loss.ts';
 import type { ParamStore } from '../params.ts';
 
@@ -53,15 +53,20 @@ function stepInputs(g: GraphBuilder, m: ModelConfig, contextOnly = false): Parti
   return x;
 }
 
-/**
- * SIGReg (loss.ts) on the key-masked mean of the context tokens [B, L, D]: projections on the
- * `directions` input [D, P], Epps–Pulley statistic against N(0, 1), averaged, times B. Written so
- * that every broadcast falls on a constant (autodiff.ts reduces only parameter broadcasts).
- */
+/** SIGReg on the key-masked mean of the context tokens [B, L, D] (sigregOf). */
 function sigregNode(g: GraphBuilder, context: string, ctxMask: string, directions: string): string {
-  const { t, gauss, weights } = sigregKnots();
   const w = g.op('Unsqueeze', [ctxMask, g.ints([2])]);
   const pooled = g.op('Div', [g.op('ReduceSum', [g.op('Mul', [context, w]), g.ints([1])], { keepdims: 0 }), g.op('ReduceSum', [w, g.ints([1])], { keepdims: 0 })]);
+  return sigregOf(g, pooled, directions);
+}
+
+/**
+ * SIGReg (loss.ts) on embeddings [B, D]: projections on the `directions` input [D, P], Epps–Pulley
+ * statistic against N(0, 1), averaged, times B. Written so that every broadcast falls on a
+ * constant (autodiff.ts reduces only parameter broadcasts).
+ */
+function sigregOf(g: GraphBuilder, pooled: string, directions: string): string {
+  const { t, gauss, weights } = sigregKnots();
   const proj = g.op('MatMul', [pooled, directions]); // [B, P]
   const tx = g.op('Reshape', [
     g.op('MatMul', [g.initializer(g.fresh('sigreg_t'), Float32Array.from(t), [KNOTS, 1]), g.op('Reshape', [proj, g.ints([1, -1])])]),
@@ -74,6 +79,16 @@ function sigregNode(g: GraphBuilder, context: string, ctxMask: string, direction
   const integral = g.op('ReduceSum', [g.op('Mul', [err, g.initializer(g.fresh('sigreg_w'), Float32Array.from(weights), [KNOTS, 1])]), g.ints([0])], { keepdims: 0 });
   const n = g.op('Cast', [g.op('Squeeze', [g.op('Shape', [proj], { start: 0, end: 1 }), g.ints([0])])], { to: 1 });
   return g.op('Mul', [g.op('ReduceMean', [integral], { keepdims: 0 }), n]);
+}
+
+/** A training step's outputs, as the engine fetches them: the loss, its parts, and `grad/<name>` of every online parameter. */
+function stepOutputs(g: GraphBuilder, parts: { loss: string; predLoss: string; sigreg: string }, specs: ParamSpec[], doc: string): Uint8Array {
+  g.output(parts.loss, 'loss', 'float32', []);
+  g.output(parts.predLoss, 'pred_loss', 'float32', []);
+  g.output(parts.sigreg, 'sigreg', 'float32', []);
+  const grads = gradients(g, parts.loss, specs.map((s) => ONLINE + s.name));
+  for (const s of specs) g.output(grads.get(ONLINE + s.name)!, GRAD + s.name, 'float32', s.shape);
+  return g.toBytes(doc);
 }
 
 export interface StepGraphOptions {
@@ -116,12 +131,39 @@ export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o:
     reg = sigregNode(g, context, x.ctxMask, directions);
     value = g.op('Add', [predLoss, g.op('Mul', [reg, g.scalar(o.sigreg.weight)])]);
   }
-  g.output(value, 'loss', 'float32', []);
-  g.output(predLoss, 'pred_loss', 'float32', []);
-  g.output(reg, 'sigreg', 'float32', []);
-  const grads = gradients(g, value, specs.map((s) => ONLINE + s.name));
-  for (const s of specs) g.output(grads.get(ONLINE + s.name)!, GRAD + s.name, 'float32', s.shape);
-  return g.toBytes('I-JEPA training step (forward + backward)');
+  return stepOutputs(g, { loss: value, predLoss, sigreg: reg }, specs, 'I-JEPA training step (forward + backward)');
+}
+
+/**
+ * One step of objective `views` (LeJEPA's signal) on a micro-batch: input `views`
+ * [B·V, N, p·p·C] (the V views of each image together), the online encoder and projector weights
+ * and `directions` [PROJECTOR_DIM, P] → `loss`, `pred_loss` (the views' disagreement: the mean
+ * squared distance of each view's projected embedding from the image's mean projection), `sigreg`
+ * (of each view's projections, averaged over views) and the gradient of every online parameter.
+ * No predictor, no target encoder.
+ */
+export function viewsGraph(m: ModelConfig, views: number, sigreg: { weight: number; projections: number }): Uint8Array {
+  const g = new GraphBuilder('ijepa_views_step');
+  const specs = [...encoderSpecs(m), ...projectorSpecs(m)];
+  const online = new OnnxOps(g, { prefix: ONLINE, specs }, m);
+  const { rows, cols } = gridOf(m);
+  const x = g.input('views', 'float32', ['batch_x_views', rows * cols, m.patchSize * m.patchSize * m.channels]);
+  const directions = g.input('directions', 'float32', [PROJECTOR_DIM, sigreg.projections]);
+  const z = project(online, g.op('ReduceMean', [encode(online, m, x)], { axes: [1], keepdims: 0 })); // [B·V, PROJECTOR_DIM]
+  // Each view's distance from its image's mean, written without broadcasting an activation (which
+  // autodiff.ts refuses) and without mean‖z‖² − ‖c‖², which cancels catastrophically in float32.
+  const perView = g.node('Split', [g.op('Reshape', [z, g.ints([-1, views, PROJECTOR_DIM])]), g.ints(Array(views).fill(1))], { axis: 1 }, views); // V × [B, 1, P]
+  const mean = (xs: string[]) => g.op('Mul', [xs.reduce((a, b) => g.op('Add', [a, b])), g.scalar(1 / xs.length)]);
+  const centre = mean(perView);
+  const disagreement = mean(perView.map((zv) => {
+    const d = g.op('Sub', [zv, centre]);
+    return g.op('ReduceMean', [g.op('Mul', [d, d])], { keepdims: 0 });
+  }));
+  // SIGReg per view, as LeJEPA: over all views at once, an image's agreeing views would form a
+  // cluster that the test against N(0, 1) pushes apart, working against the invariance.
+  const reg = mean(perView.map((zv) => sigregOf(g, g.op('Reshape', [zv, g.ints([-1, PROJECTOR_DIM])]), directions)));
+  const value = g.op('Add', [disagreement, g.op('Mul', [reg, g.scalar(sigreg.weight)])]);
+  return stepOutputs(g, { loss: value, predLoss: disagreement, sigreg: reg }, specs, 'multi-view training step (forward + backward)');
 }
 
 /**

@@ -66,6 +66,27 @@ export function predictorSpecs(m: ModelConfig): ParamSpec[] {
   return specs;
 }
 
+/** Width of the views objective's projector output, where its loss and SIGReg are measured. */
+export const PROJECTOR_DIM = 128;
+
+/**
+ * The views objective's projector (LeJEPA, SimCLR): a 2-layer MLP on the pooled embedding. Its
+ * loss acts on the projection, so the encoder need not be exactly invariant to the augmentations,
+ * and the projection's scale is free for SIGReg's N(0, 1) (the encoder's output is layer-normed).
+ */
+export function projectorSpecs(m: ModelConfig): ParamSpec[] {
+  return [...linearSpecs('projector.fc1', m.dim, 2 * m.dim), ...linearSpecs('projector.fc2', 2 * m.dim, PROJECTOR_DIM)];
+}
+
+export function project<T>(ops: Ops<T>, pooled: T): T {
+  return ops.linear(ops.gelu(ops.linear(pooled, 'projector.fc1.w', 'projector.fc1.b')), 'projector.fc2.w', 'projector.fc2.b');
+}
+
+/** The online parameters beside the encoder: the predictor (I-JEPA) or the projector (views). */
+export function headSpecs(m: ModelConfig, objective: 'ijepa' | 'views' = 'ijepa'): ParamSpec[] {
+  return objective === 'views' ? projectorSpecs(m) : predictorSpecs(m);
+}
+
 export function countParams(specs: ParamSpec[]): number {
   return specs.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
 }
