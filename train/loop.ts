@@ -117,6 +117,8 @@ export async function train(o: RunOptions): Promise<RunSummary> {
     await useBackend(o.backend);
   }
 
+  // Views per image: only objective `views` draws them.
+  const views = cfg.objective === 'views' ? cfg.augment.views : 0;
   const dataset = cfg.holdout ? heldOut(o.data) : openDataset(o.data);
   const loader = new BatchLoader(
     dataset,
@@ -125,7 +127,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       seed: cfg.seed,
       preprocess: preprocessOf(cfg),
       patch: cfg.model.patchSize,
-      augment: { ...cfg.augment, views: cfg.objective === 'views' ? cfg.augment.views : 0 },
+      augment: { ...cfg.augment, views },
       onSkip: (what, err) => log(`warning: skipped unreadable image ${what}: ${err.message.split('\n')[0]}`),
     },
     state.position,
@@ -153,7 +155,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   const engine: Engine = engineName === 'ort'
     ? await OrtEngine.create(cfg.model, online, target, {
       loss: cfg.loss, numTargets: cfg.masks.numTargets, chunk: cfg.chunk, threads: o.threads, sigreg: { ...cfg.sigreg, seed: cfg.seed }, targetLayers: cfg.targetLayers,
-      targetView: cfg.augment.targetFlip, views: cfg.objective === 'views' ? cfg.augment.views : undefined,
+      targetView: cfg.augment.targetFlip, views: views || undefined,
     })
     : new TfjsEngine(cfg.model, online, target, {
       loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk, targetLayers: cfg.targetLayers,
