@@ -5,7 +5,8 @@
  * Differences from the reference sampler, on purpose:
  * - a block's top-left corner ranges over [0, H - h] inclusive, so blocks reach the last row/column;
  * - a context left with fewer than `minKeep` patches falls back to "everything but the targets"
- *   after a bounded number of re-placements (the reference loops forever on small grids);
+ *   after a bounded number of re-placements (the reference loops forever on small grids), and
+ *   targets that leave fewer than `minKeep` patches in all are placed again;
  * - contexts of different lengths are padded to the longest with a key mask, not truncated to the
  *   shortest in raster order (which drops context and biases it towards the top rows).
  */
@@ -73,29 +74,39 @@ export function placeBlock(rng: Rng, grid: Grid, size: BlockSize): number[] {
   return out;
 }
 
-/** Largest block area the target scale range can produce on this grid. */
+/**
+ * Largest block area the target scale and aspect ranges can produce on this grid. Rounding makes
+ * the area non-monotonic in the aspect (on 8×8, scale 0.2 gives 4×3 at both aspect ends and 4×4
+ * near 1), so the ranges are scanned, not just their corners.
+ */
 function maxBlockArea(grid: Grid, scale: [number, number], aspect: [number, number]): number {
+  const STEPS = 200;
   let worst = 0;
-  for (const s of scale) for (const a of aspect) {
-    const b = blockSize(grid, s, a);
-    worst = Math.max(worst, b.h * b.w);
+  for (let i = 0; i <= STEPS; i++) {
+    for (let j = 0; j <= STEPS; j++) {
+      const b = blockSize(grid, scale[0] + ((scale[1] - scale[0]) * i) / STEPS, aspect[0] + ((aspect[1] - aspect[0]) * j) / STEPS);
+      worst = Math.max(worst, b.h * b.w);
+    }
   }
   return worst;
 }
 
-/** Throws when the configuration cannot guarantee `minKeep` context patches on this grid. */
+/**
+ * Throws when no placement of the targets can leave `minKeep` context patches on this grid (even
+ * all of them on one spot). Placements that cover more are drawn again (sampleMasks).
+ */
 export function validateMaskConfig(c: MaskConfig, grid: Grid): void {
-  const n = grid.rows * grid.cols;
-  const left = n - c.numTargets * maxBlockArea(grid, c.targetScale, c.targetAspect);
+  const left = grid.rows * grid.cols - maxBlockArea(grid, c.targetScale, c.targetAspect);
   if (left < c.minKeep) {
     throw new RangeError(
-      `masking: ${c.numTargets} target blocks of up to ${c.targetScale[1]} of a ${grid.rows}x${grid.cols} grid ` +
+      `masking: a target block of up to ${c.targetScale[1]} of a ${grid.rows}x${grid.cols} grid ` +
         `can leave ${left} context patches, fewer than minKeep=${c.minKeep}`,
     );
   }
 }
 
 const MAX_CONTEXT_TRIES = 20;
+const MAX_TARGET_DRAWS = 1000;
 
 export function sampleMasks(rng: Rng, grid: Grid, batch: number, c: MaskConfig): MaskBatch {
   const n = grid.rows * grid.cols;
@@ -107,11 +118,19 @@ export function sampleMasks(rng: Rng, grid: Grid, batch: number, c: MaskConfig):
   const inTarget = new Uint8Array(n);
 
   for (let b = 0; b < batch; b++) {
-    inTarget.fill(0);
-    for (let m = 0; m < c.numTargets; m++) {
-      const block = placeBlock(rng, grid, tgtSize);
-      tgtIdx.set(block, (m * batch + b) * tgtLen);
-      for (const p of block) inTarget[p] = 1;
+    // Four 4×4 targets can tile an 8×8 grid and leave no context at all (a NaN loss under SIGReg's
+    // masked mean): such a placement is drawn again. Other draws consume the generator as before.
+    for (let draw = 0; ; draw++) {
+      if (draw === MAX_TARGET_DRAWS) {
+        throw new RangeError(`masking: ${MAX_TARGET_DRAWS} placements of ${c.numTargets} ${tgtSize.h}x${tgtSize.w} target blocks all left fewer than minKeep=${c.minKeep} context patches; lower numTargets or targetScale`);
+      }
+      inTarget.fill(0);
+      for (let m = 0; m < c.numTargets; m++) {
+        const block = placeBlock(rng, grid, tgtSize);
+        tgtIdx.set(block, (m * batch + b) * tgtLen);
+        for (const p of block) inTarget[p] = 1;
+      }
+      if (n - inTarget.reduce((a, v) => a + v, 0) >= c.minKeep) break;
     }
     let ctx: number[] = [];
     for (let t = 0; t < MAX_CONTEXT_TRIES && ctx.length < c.minKeep; t++) {

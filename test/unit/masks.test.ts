@@ -69,7 +69,24 @@ test('tiny grids terminate: minKeep larger than a context block falls back to al
 });
 
 test('impossible configurations are rejected up front', () => {
-  assert.throws(() => validateMaskConfig({ ...defaultMaskConfig, numTargets: 8, targetScale: [0.2, 0.2], minKeep: 4 }, { rows: 4, cols: 4 }), /minKeep/);
+  // One 4×4 target on a 4×4 grid leaves nothing, wherever it goes.
+  assert.throws(() => validateMaskConfig({ ...defaultMaskConfig, numTargets: 1, targetScale: [1, 1], minKeep: 1 }, { rows: 4, cols: 4 }), /minKeep/);
+  // Scale 0.2 at aspect ~1 gives 4×4 blocks on 8×8 although both aspect ends give 4×3: a check of
+  // the range's corners alone would pass 4 targets of 15 patches here.
+  assert.throws(() => validateMaskConfig({ ...defaultMaskConfig, numTargets: 1, targetScale: [0.2, 0.2], minKeep: 49 }, grid), /can leave 48/);
+  validateMaskConfig(defaultMaskConfig, grid);
+});
+
+test('targets that would leave no context are placed again (the default can tile 8×8 with four 4×4 blocks)', () => {
+  // 2×2 targets on a 4×4 grid tile it when all four land on the corners (4!/9⁴ ≈ 0.4% of images);
+  // placed once, such an image would get an empty context and a NaN masked mean.
+  const cfg = { ...defaultMaskConfig, numTargets: 4, targetScale: [0.25, 0.25] as [number, number], targetAspect: [1, 1] as [number, number], minKeep: 1 };
+  const small = { rows: 4, cols: 4 };
+  validateMaskConfig(cfg, small);
+  const rng = new Rng(9);
+  let fewest = Infinity;
+  for (let i = 0; i < 40; i++) fewest = Math.min(fewest, ...sampleMasks(rng, small, 128, cfg).ctxCount);
+  assert.ok(fewest >= 1, `a context of ${fewest} patches`);
 });
 
 test('masks are reproducible from the seed', () => {
