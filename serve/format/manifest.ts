@@ -52,6 +52,9 @@ export const manifestSchema = z
         seed: z.number().int().nonnegative(),
         elapsedSec: z.number().nonnegative(),
         exportedAt: z.string(),
+        /** The trainer's recipe and objective (packages written before these were recorded lack them). */
+        recipe: z.string().optional(),
+        objective: z.enum(['ijepa', 'views']).optional(),
       })
       .strict(),
   })

@@ -146,6 +146,7 @@ test('ijepa export writes a verified model package whose encoder runs in onnxrun
   const pkg = readPackage(out);
   assert.equal(pkg.manifest.id, 'pkg');
   assert.equal(pkg.manifest.training.steps, 10);
+  assert.equal(pkg.manifest.training.objective, 'ijepa'); // eval names the method after it
   assert.deepEqual(pkg.manifest.patches, { size: 4, rows: 4, cols: 4 });
   const enc = await OnnxModel.load(pkg.file('encoder'));
   const res = await enc.run({ images: { data: new Float32Array(2 * 3 * 16 * 16).fill(0.5), dims: [2, 3, 16, 16] } });

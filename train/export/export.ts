@@ -57,6 +57,7 @@ export function exportRun(o: ExportOptions): Manifest {
     training: {
       data: String(ckpt.meta.data ?? ''), steps: state.step, imagesSeen: state.imagesSeen, seed: cfg.seed,
       elapsedSec: Math.round(state.elapsedSec), exportedAt: new Date().toISOString(),
+      recipe: cfg.recipe, objective: cfg.objective,
     },
   };
   writePackage(o.out, manifest, files);
