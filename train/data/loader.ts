@@ -5,7 +5,7 @@
  * and counted; the batch is filled from the following items.
  */
 import type { Dataset } from './dataset.ts';
-import { decodeRgb, normalizePatches, resizeRgb, type Crop, type Preprocess } from '../../serve/format/preprocess.ts';
+import { decodeRgb, normalizePatches, resizeRgb, type Crop, type Preprocess, type RgbImage } from '../../serve/format/preprocess.ts';
 import { Rng } from '../rng.ts';
 import { jitterRgb, type TargetView } from '../views.ts';
 
@@ -109,19 +109,20 @@ export class BatchLoader {
     if (a.views) {
       // The views carry the augmentation; the batch's own patches (diagnostics) are the whole image.
       const views: Uint8Array[] = [];
-      for (let v = 0; v < a.views; v++) {
-        const crop = a.cropScale ? sampleCrop(rng, img.width, img.height, a.cropScale, a.cropRatio) : undefined;
-        let rgb = await resizeRgb(img, p, crop);
-        if (a.hflip && rng.next() < 0.5) rgb = flipHwc(rgb, p.size);
-        views.push(jitterRgb(rgb, rng, a.jitter ?? 0));
-      }
+      for (let v = 0; v < a.views; v++) views.push(jitterRgb(await this.cropFlip(img, rng), rng, a.jitter ?? 0));
       return { rgb: await resizeRgb(img, p), flipped: false, views };
     }
-    const crop = a.cropScale ? sampleCrop(rng, img.width, img.height, a.cropScale, a.cropRatio) : undefined;
-    let rgb = await resizeRgb(img, p, crop);
-    if (a.hflip && rng.next() < 0.5) rgb = flipHwc(rgb, p.size);
+    const rgb = await this.cropFlip(img, rng);
     // Drawn last, so that turning it on leaves every other view of the stream as it was.
     return { rgb, flipped: !!a.targetFlip && rng.next() < 0.5, views: [] };
+  }
+
+  /** One random-resized crop (if enabled), resized, mirrored with probability ½ (if enabled). */
+  private async cropFlip(img: RgbImage, rng: Rng): Promise<Uint8Array> {
+    const { preprocess: p, augment: a } = this.o;
+    const crop = a.cropScale ? sampleCrop(rng, img.width, img.height, a.cropScale, a.cropRatio) : undefined;
+    const rgb = await resizeRgb(img, p, crop);
+    return a.hflip && rng.next() < 0.5 ? flipHwc(rgb, p.size) : rgb;
   }
 
   private async load(start: Position): Promise<Batch> {
