@@ -116,7 +116,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
   const d = m.embeddingDim;
   const rows: EvalRow[] = [];
   // The model under test, named by what trained it (packages that predate the record: I-JEPA).
-  const name = m.training.objective === 'views' ? 'multi-view (LeJEPA)' : 'I-JEPA';
+  const subject = m.training.objective === 'views' ? 'multi-view (LeJEPA)' : 'I-JEPA';
   const label = (r: Readout) => (r === 'mean' ? 'linear probe' : `linear probe, ${r} readout`);
   /** Linear-probe rows for one frozen encoder, every readout from one pass over the data. */
   const probeRows = async (e: Embedder, kind: string, name: string) => {
@@ -130,7 +130,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     return { tr: tr.get('mean'), te: te.get('mean') };
   };
   try {
-    const pooled = await probeRows(embedder, 'ijepa', name);
+    const pooled = await probeRows(embedder, 'ijepa', subject);
 
     if (!o.noBaselines) {
       const cfg = modelConfig(m);
@@ -148,7 +148,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
       const tr = pooled.tr ?? await extractFeatures(embedder, sp.train, sp.trainItems, log);
       const te = pooled.te ?? await extractFeatures(embedder, sp.test, sp.testItems, log);
       const knn = classificationReport(knnPredict(tr, te, d, c, o.k, o.temperature), te.y, c);
-      rows.push({ method: `${name} kNN (k=${o.k}, cosine, T=${o.temperature})`, kind: 'knn', accuracy: knn.accuracy, macroF1: knn.macroF1 });
+      rows.push({ method: `${subject} kNN (k=${o.k}, cosine, T=${o.temperature})`, kind: 'knn', accuracy: knn.accuracy, macroF1: knn.macroF1 });
     }
     const counts = { train: sp.trainItems.length, test: sp.testItems.length };
     const t = m.training;
