@@ -18,14 +18,36 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
     res.on('finish', () => svc.metrics.requests.inc({ route: req.route?.path ?? 'unmatched', status: String(res.statusCode) }));
     next();
   });
+  app.use((req, _res, next) => {
+    if (Number(req.headers['content-length'] ?? 0) > o.maxRequestBytes) throw tooLarge(o.maxRequestBytes);
+    next();
+  });
   app.use(express.raw({ type: 'image/*', limit: o.maxBytes }));
-  // Base64 inflates by 4/3; allow a full batch of maximum-size images plus slack.
-  app.use(express.json({ limit: Math.ceil((o.maxBytes * o.maxImages * 4) / 3) + 65536 }));
+  // The limit counts inflated bytes, so a small gzip body cannot expand past it. It must stay far
+  // below V8's longest string (~512 MiB): body-parser turns the whole body into one string.
+  app.use(express.json({ limit: o.maxRequestBytes }));
   const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: o.maxBytes, files: o.maxImages, fields: 16, fieldSize: 1024 } }).any();
   const multipart = (req: Request, res: Response, next: NextFunction) => {
     if (!(req.headers['content-type'] ?? '').toLowerCase().startsWith('multipart/form-data')) return next();
+    // A chunked body has no content-length to check up front, so count what arrives.
+    let seen = 0;
+    let done = false;
+    const finish = (err?: unknown) => {
+      if (done) return;
+      done = true;
+      req.off('data', count);
+      next(err);
+    };
+    const count = (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen <= o.maxRequestBytes) return;
+      req.unpipe();
+      req.resume();
+      finish(tooLarge(o.maxRequestBytes));
+    };
+    req.on('data', count);
     // Whatever multer or busboy throws is about the client's body.
-    upload(req, res, (err?: unknown) => next(err ? multipartError(err) : undefined));
+    upload(req, res, (err?: unknown) => finish(err ? multipartError(err) : undefined));
   };
 
   const route = (h: Handler) => async (req: Request, res: Response) => {
@@ -58,8 +80,9 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   app.post('/v1/embeddings', multipart, route(embeddings));
   app.post('/v1/classify', multipart, route(classify));
   app.post('/v1/gallery', apiKey, route(addToGallery));
-  app.get('/v1/gallery/:id', route(getFromGallery));
-  app.delete('/v1/gallery/:id', apiKey, route(deleteFromGallery));
+  // Ids may hold '/' (`ijepa index` names images by their path), so the id is the rest of the path.
+  app.get('/v1/gallery/*id', route(getFromGallery));
+  app.delete('/v1/gallery/*id', apiKey, route(deleteFromGallery));
   app.post('/v1/search', multipart, route(search));
 
   app.use((req: Request) => {
@@ -74,6 +97,10 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   return app;
 }
 
+function tooLarge(limit: number): ApiError {
+  return new ApiError('payload_too_large', `request body is larger than ${limit} bytes`);
+}
+
 function multipartError(err: unknown): ApiError {
   const e = err as { code?: string; message?: string };
   if (e?.code === 'LIMIT_FILE_SIZE') return new ApiError('payload_too_large', 'an uploaded image is larger than the byte limit');
@@ -84,7 +111,7 @@ function multipartError(err: unknown): ApiError {
 function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   const e = err as { type?: string; code?: string; message?: string; status?: number };
-  if (e?.type === 'entity.too.large') return new ApiError('payload_too_large', 'request body is too large');
+  if (e?.type === 'entity.too.large') return new ApiError('payload_too_large', `request body is larger than ${(e as { limit?: number }).limit ?? 'the limit of'} bytes`);
   if (e?.type === 'entity.parse.failed') return new ApiError('invalid_json', 'request body is not valid JSON');
   if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') return new ApiError('unsupported_media_type', e.message ?? 'unsupported encoding');
   if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) return new ApiError('bad_request', e.message ?? 'bad request');

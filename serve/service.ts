@@ -3,6 +3,7 @@ import { Embedder } from './core/embedder.ts';
 import { Gallery } from './core/gallery.ts';
 import { Batcher, type Embedded } from './core/batcher.ts';
 import { decodeImage, type DecodeLimits } from './core/decode.ts';
+import { Gate } from './core/gate.ts';
 import { ApiError } from './errors.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { probeSchema, type ProbeHead } from './format/probe.ts';
@@ -14,6 +15,8 @@ export interface ServiceOptions {
   maxBytes: number;
   maxPixels: number;
   maxImages: number;
+  /** Largest request body after decompression (JSON and multipart; a raw image is bounded by maxBytes). */
+  maxRequestBytes: number;
   maxBatch: number;
   maxWaitMs: number;
   maxQueue: number;
@@ -28,6 +31,7 @@ export const defaultServiceOptions: ServiceOptions = {
   maxBytes: 10 * 1024 * 1024,
   maxPixels: 40_000_000,
   maxImages: 64,
+  maxRequestBytes: 64 * 1024 * 1024,
   maxBatch: 32,
   maxWaitMs: 5,
   maxQueue: 512,
@@ -42,6 +46,8 @@ export class Service {
   readonly batcher: Batcher;
   readonly probe?: ProbeHead;
   readonly limits: DecodeLimits;
+  /** At most maxPixels of images are being decoded at once, whatever the number of requests. */
+  readonly decodeGate: Gate;
   gallery?: Gallery;
 
   private constructor(
@@ -50,6 +56,7 @@ export class Service {
   ) {
     const m = embedder.manifest;
     this.limits = { maxBytes: options.maxBytes, maxPixels: options.maxPixels };
+    this.decodeGate = new Gate(options.maxPixels);
     this.batcher = new Batcher((imgs) => embedder.embed(imgs), m.embeddingDim, m.patches.rows * m.patches.cols, options, {
       batch: (size, sec) => {
         this.metrics.batchSize.observe(size);
@@ -89,7 +96,7 @@ export class Service {
         if (it.error) return { index: it.index, error: it.error };
         try {
           const t0 = performance.now();
-          const rgb = await decodeImage(it.bytes!, this.limits, this.manifest.preprocess);
+          const rgb = await decodeImage(it.bytes!, this.limits, this.manifest.preprocess, this.decodeGate);
           this.metrics.stage.observe({ stage: 'decode' }, (performance.now() - t0) / 1000);
           return { index: it.index, result: await this.batcher.submit(rgb) };
         } catch (e) {

@@ -9,6 +9,7 @@ import { FolderDataset } from './data/folder.ts';
 import { Embedder } from '../serve/core/embedder.ts';
 import { Gallery } from '../serve/core/gallery.ts';
 import { decodeImage } from '../serve/core/decode.ts';
+import { Gate } from '../serve/core/gate.ts';
 
 export interface IndexOptions {
   model: string;
@@ -21,10 +22,11 @@ export interface IndexOptions {
 
 export async function indexImages(o: IndexOptions): Promise<{ added: number; skipped: number; failed: number; total: number }> {
   const log = o.log ?? ((s: string) => console.error(s));
+  // The images are listed first so that a wrong --images creates no gallery directory.
+  const ds = new FolderDataset(o.images);
   const embedder = await Embedder.open(o.model);
   const m = embedder.manifest;
   const gallery = Gallery.open(o.gallery, m.id, m.embeddingDim, log);
-  const ds = new FolderDataset(o.images);
   const ids = ds.files.map((f) => relative(o.images, f));
   const todo = ids.map((id, i) => ({ id, i })).filter(({ id }) => !gallery.has(id));
   const batch = o.batch ?? 32;
@@ -32,12 +34,14 @@ export async function indexImages(o: IndexOptions): Promise<{ added: number; ski
   bar?.start(todo.length, 0);
   let added = 0;
   let failed = 0;
+  const limits = { maxBytes: Infinity, maxPixels: 100_000_000 };
+  const gate = new Gate(limits.maxPixels);
   try {
     for (let s = 0; s < todo.length; s += batch) {
       const part = todo.slice(s, s + batch);
       const decoded = await Promise.allSettled(part.map(async ({ i }) => {
         const src = await ds.read(i);
-        return decodeImage((src as { data: Uint8Array }).data, { maxBytes: Infinity, maxPixels: 100_000_000 }, m.preprocess);
+        return decodeImage((src as { data: Uint8Array }).data, limits, m.preprocess, gate);
       }));
       const ok = part.filter((_, k) => decoded[k].status === 'fulfilled');
       decoded.forEach((r, k) => {
