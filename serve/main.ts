@@ -1,5 +1,5 @@
 /** Starting and draining the server. */
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import pino from 'pino';
 import { createApp } from './app.ts';
 import { Service, type ServiceOptions } from './service.ts';
@@ -14,9 +14,17 @@ export async function serve(o: ServeOptions): Promise<{ server: Server; service:
   const log = pino({ name: 'ijepa' }, pino.destination(2));
   const service = await Service.open(o.model, o);
   const app = createApp(service, (m) => log.error(m));
-  const server = await new Promise<Server>((resolve, reject) => {
-    const s = app.listen(o.port, o.host, () => resolve(s));
-    s.once('error', reject);
+  // Not app.listen: Express 5 calls its callback on errors too, so a busy port looked like success.
+  const server = createServer(app);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port, o.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  }).catch(async (e: NodeJS.ErrnoException) => {
+    await service.close();
+    throw new Error(e.code === 'EADDRINUSE' ? `port ${o.port} on ${o.host} is already in use` : `cannot listen on ${o.host}:${o.port}: ${e.message}`);
   });
   const addr = server.address();
   log.info({ model: service.manifest.id, address: typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : addr }, 'serving');
