@@ -42,6 +42,9 @@ export async function addToGallery(svc: Service, req: Request, res: Response): P
     const list = 'items' in parsed.data ? parsed.data.items : [parsed.data];
     single = !('items' in parsed.data);
     if (list.length > svc.options.maxImages) throw new ApiError('bad_request', `${list.length} images in one request; the limit is ${svc.options.maxImages}`);
+    // Only the last of two items with one id would be kept, while both were reported added.
+    const dup = list.find((it, i) => list.findIndex((o) => o.id === it.id) !== i);
+    if (dup) throw new ApiError('bad_request', `id '${dup.id}' appears more than once in items`);
     items = list.map((it, i) => ({ id: it.id, metadata: it.metadata, input: fromBase64(it.image, i) }));
   }
   const outcomes = await svc.embedAll(items.map((i) => i.input));
@@ -59,15 +62,23 @@ export async function addToGallery(svc: Service, req: Request, res: Response): P
   res.json({ added, errors, size: gallery.size });
 }
 
+/** The id of `/v1/gallery/*id`: its path segments, joined again. */
+function idOf(req: Request): string {
+  const p = req.params.id as unknown as string[] | string;
+  return Array.isArray(p) ? p.join('/') : p;
+}
+
 export async function getFromGallery(svc: Service, req: Request, res: Response): Promise<void> {
-  const e = galleryOf(svc).get(String(req.params.id));
-  if (!e) throw new ApiError('not_found', `no gallery image '${req.params.id}'`);
+  const id = idOf(req);
+  const e = galleryOf(svc).get(id);
+  if (!e) throw new ApiError('not_found', `no gallery image '${id}'`);
   res.json(e);
 }
 
 export async function deleteFromGallery(svc: Service, req: Request, res: Response): Promise<void> {
-  if (!galleryOf(svc).remove(String(req.params.id))) throw new ApiError('not_found', `no gallery image '${req.params.id}'`);
-  res.json({ deleted: req.params.id });
+  const id = idOf(req);
+  if (!galleryOf(svc).remove(id)) throw new ApiError('not_found', `no gallery image '${id}'`);
+  res.json({ deleted: id });
 }
 
 export async function search(svc: Service, req: Request, res: Response): Promise<void> {

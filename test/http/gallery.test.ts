@@ -73,6 +73,18 @@ test('gallery over HTTP: add, get, search (MaxSim, box, pooled), delete, API key
   assert.equal((await fetch(`${base}/v1/gallery/img-1`)).status, 404);
   const after = await (await fetch(`${base}/v1/search`, { method: 'POST', headers: JSONH, body: json({ image: imgs[1].toString('base64'), k: 10 }) })).json();
   assert.ok(!after.hits.some((h: { id: string }) => h.id === 'img-1'));
+
+  // Ids with '/' (what `ijepa index` writes: paths) are reached by plain paths.
+  const nested = await fetch(`${base}/v1/gallery`, { method: 'POST', headers: auth, body: json({ id: 'shoes/a.png', image: imgs[1].toString('base64') }) });
+  assert.equal(nested.status, 200, await nested.clone().text());
+  assert.equal((await (await fetch(`${base}/v1/gallery/shoes/a.png`)).json()).id, 'shoes/a.png');
+  assert.equal((await fetch(`${base}/v1/gallery/shoes/a.png`, { method: 'DELETE', headers: { 'x-api-key': 'sesame' } })).status, 200);
+  assert.equal((await fetch(`${base}/v1/gallery/shoes%2Fa.png`)).status, 404);
+  // Two items with one id: refused whole, nothing added (only the last would have been kept).
+  const dup = await fetch(`${base}/v1/gallery`, { method: 'POST', headers: auth, body: json({ items: [{ id: 'twice', image: imgs[0].toString('base64') }, { id: 'twice', image: imgs[1].toString('base64') }] }) });
+  assert.equal(dup.status, 400);
+  assert.match((await dup.json()).error, /'twice' appears more than once/);
+  assert.equal((await fetch(`${base}/v1/gallery/twice`)).status, 404);
   server.close();
   await svc.close();
 
