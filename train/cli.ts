@@ -15,6 +15,13 @@ function int(name: string, min = 1) {
   };
 }
 
+/** Bounded because body-parser makes the whole JSON body one string, and V8 strings stop near 512 MiB. */
+function maxRequestBytes(v: string): number {
+  const n = int('--max-request-bytes', 1024)(v);
+  if (n > 256 * 1024 * 1024) throw new InvalidArgumentError(`--max-request-bytes must be at most 268435456 (256 MiB), got '${v}'`);
+  return n;
+}
+
 function positive(name: string) {
   return (v: string) => {
     const n = Number(v);
@@ -127,7 +134,8 @@ export function buildCli(): Command {
     .option('--max-wait <ms>', 'longest an image waits for its batch to fill', int('--max-wait', 0), 5)
     .option('--max-queue <n>', 'queued images before answering 429', int('--max-queue'), 512)
     .option('--max-bytes <n>', 'largest accepted image, bytes', int('--max-bytes'), 10 * 1024 * 1024)
-    .option('--max-pixels <n>', 'largest accepted image, width × height', int('--max-pixels'), 40_000_000)
+    .option('--max-pixels <n>', 'largest accepted image, width × height; also the pixels decoded at once', int('--max-pixels'), 40_000_000)
+    .option('--max-request-bytes <n>', 'largest JSON or multipart body after decompression (at most 268435456)', maxRequestBytes, 64 * 1024 * 1024)
     .option('--threads <n>', 'onnxruntime intra-op threads', int('--threads'), 1)
     .option('--gallery <dir>', 'persistent patch gallery for /v1/gallery and /v1/search')
     .option('--api-key <key>', 'required on mutating gallery routes (default: $IJEPA_API_KEY)')
@@ -135,7 +143,7 @@ export function buildCli(): Command {
       const { serve } = await import('../serve/main.ts');
       await serve({
         model: opts.model, port: opts.port, host: opts.host, maxBatch: opts.maxBatch, maxWaitMs: opts.maxWait,
-        maxQueue: opts.maxQueue, maxBytes: opts.maxBytes, maxPixels: opts.maxPixels, threads: opts.threads,
+        maxQueue: opts.maxQueue, maxBytes: opts.maxBytes, maxPixels: opts.maxPixels, maxRequestBytes: opts.maxRequestBytes, threads: opts.threads,
         gallery: opts.gallery, apiKey: opts.apiKey ?? process.env.IJEPA_API_KEY,
       });
     });
@@ -163,7 +171,7 @@ export function buildCli(): Command {
     .option('--seed <n>', 'seed for splits, subsamples and the random-init baseline', int('--seed', 0), 0)
     .option('--l2 <x|auto>', 'L2 penalty of the linear probes, or auto: chosen per probe on a seeded 20% of its training images', l2Option, 'auto')
     .option('--k <n>', 'neighbours for kNN', int('--k'), 20)
-    .option('--temperature <t>', 'kNN temperature', (v) => Number(v), 0.07)
+    .option('--temperature <t>', 'kNN temperature', positive('--temperature'), 0.07)
     .option('--out <dir>', 'where eval.md and eval.json go (default: the package directory)')
     .addOption(new Option('--readout <kinds...>', 'probe readouts to report for the frozen encoders').choices(READOUT_CHOICES).default(['mean']))
     .option('--validation', 'score on the validation split of --data (recipe decisions); the test split is not read')

@@ -152,7 +152,6 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
   const log = o.log ?? ((s: string) => console.error(s));
   const seed = o.seed ?? 0;
   const out = o.out ?? join(o.run, 'figures');
-  mkdirSync(out, { recursive: true });
   const ckptPath = join(o.run, CHECKPOINT_FILE);
   if (!existsSync(ckptPath)) throw new Error(`${o.run} has no ${CHECKPOINT_FILE}: is it a run directory written by \`ijepa train\`?`);
   const ckpt = readCheckpoint(ckptPath);
@@ -166,6 +165,7 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
   const online = new ParamStore([...encoderSpecs(m), ...predictorSpecs(m)], ckpt.arrays.get('online'));
   const target = new ParamStore(encoderSpecs(m), ckpt.arrays.get('target'));
   const sp = labeledSplits(o.data, undefined, seed, undefined, cfg.holdout);
+  mkdirSync(out, { recursive: true });
   const pick = (items: number[], k: number, stream: string) => Array.from(Rng.for(seed, stream).permutation(items.length).subarray(0, Math.min(k, items.length)), (i) => items[i]);
   const written: string[] = [];
 

@@ -90,7 +90,6 @@ const WARMUP_STEPS = 2;
 export async function train(o: RunOptions): Promise<RunSummary> {
   const log = o.log ?? ((s: string) => console.error(s));
   const out = resolve(o.out);
-  mkdirSync(out, { recursive: true });
   const ckptPath = join(out, CHECKPOINT_FILE);
   const metricsPath = join(out, METRICS_FILE);
   let cfg = o.config;
@@ -107,8 +106,6 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   } else if (existsSync(ckptPath)) {
     throw new Error(`${out} already holds a checkpoint: pass --resume to continue it, or choose another --out`);
   }
-  writeFileSync(join(out, CONFIG_FILE), JSON.stringify({ ...cfg, data: o.data }, null, 2));
-
   const grid = gridOf(cfg.model);
   validateMaskConfig(cfg.masks, grid);
   const engineName = o.engine ?? 'ort';
@@ -120,6 +117,9 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   // Views per image: only objective `views` draws them.
   const views = cfg.objective === 'views' ? cfg.augment.views : 0;
   const dataset = cfg.holdout ? heldOut(o.data) : openDataset(o.data);
+  // Written once the config and the data are known to be good: a failed start leaves no run directory.
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, CONFIG_FILE), JSON.stringify({ ...cfg, data: o.data }, null, 2));
   const loader = new BatchLoader(
     dataset,
     {

@@ -25,7 +25,7 @@ export class FolderDataset implements Dataset {
   private readonly labels?: Int32Array;
 
   constructor(readonly root: string) {
-    if (!statSync(root).isDirectory()) throw new Error(`${root} is not a directory`);
+    if (!statSync(root, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${root} is not a directory`);
     const files: string[] = [];
     walk(root, files);
     files.sort();
