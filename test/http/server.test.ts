@@ -6,13 +6,15 @@ import { createApp } from '../../serve/app.ts';
 import { Service } from '../../serve/service.ts';
 import { images, makePackage } from './fixtures.ts';
 import { toHalf } from '../../serve/routes/embed.ts';
+import { serve } from '../../serve/main.ts';
+import { gzipSync } from 'node:zlib';
 
 let server: Server;
 let base = '';
 let service: Service;
 let noProbe: { server: Server; base: string; service: Service };
 let img: Awaited<ReturnType<typeof images>>;
-const limits = { maxBytes: 200_000, maxPixels: 4_000_000, maxImages: 8, maxBatch: 8, maxWaitMs: 5, maxQueue: 64 };
+const limits = { maxBytes: 200_000, maxPixels: 4_000_000, maxImages: 8, maxRequestBytes: 1_000_000, maxBatch: 8, maxWaitMs: 5, maxQueue: 64 };
 
 async function listen(svc: Service): Promise<{ server: Server; base: string }> {
   const app = createApp(svc);
@@ -50,6 +52,19 @@ function form(files: [string, Buffer, string][], fields: Record<string, string> 
   return f;
 }
 
+/** Sends a form without content-length (chunked), as a streaming client would. */
+async function chunked(f: FormData): Promise<Response> {
+  const r = new Request('http://x/', { method: 'POST', body: f });
+  const bytes = new Uint8Array(await r.arrayBuffer());
+  const body = new ReadableStream({
+    start(c) {
+      for (let i = 0; i < bytes.length; i += 65536) c.enqueue(bytes.subarray(i, i + 65536));
+      c.close();
+    },
+  });
+  return fetch(`${base}/v1/embeddings`, { method: 'POST', body, headers: { 'content-type': r.headers.get('content-type')! }, duplex: 'half' } as RequestInit);
+}
+
 test('health, readiness, models, OpenAPI, metrics', async () => {
   assert.deepEqual(await (await fetch(`${base}/healthz`)).json(), { status: 'ok' });
   const ready = await fetch(`${base}/readyz`);
@@ -59,7 +74,11 @@ test('health, readiness, models, OpenAPI, metrics', async () => {
   assert.equal(models.data[0].id, 'tiny-probe');
   assert.deepEqual(models.data[0].probe.classes, ['dark', 'light', 'other']);
   const api = await (await fetch(`${base}/openapi.json`)).json();
-  assert.ok(api.paths['/v1/embeddings'] && api.paths['/v1/classify']);
+  // Every route the app registers is described, with its methods.
+  const stack = (createApp(service) as unknown as { router: { stack: { route?: { path: string; methods: Record<string, boolean> } }[] } }).router.stack;
+  const routes = stack.filter((l) => l.route).map((l) => ({ path: l.route!.path.replace(/\*(\w+)/, '{$1}'), methods: Object.keys(l.route!.methods) }));
+  assert.ok(routes.length >= 10);
+  for (const r of routes) for (const m of r.methods) assert.ok(api.paths[r.path]?.[m], `${m.toUpperCase()} ${r.path} missing from /openapi.json`);
   await post('/v1/embeddings', img.png, { 'content-type': 'image/png' });
   const metrics = await (await fetch(`${base}/metrics`)).text();
   assert.match(metrics, /ijepa_http_requests_total\{route="\/v1\/embeddings",status="200"\} \d+/);
@@ -161,6 +180,9 @@ test('bad inputs: each gets the right 4xx and a JSON {error, code}, never a cras
     ['animated GIF', () => post('/v1/embeddings', img.animated, ct('image/gif')), 422, 'animated_image'],
     ['image over the byte limit', () => post('/v1/embeddings', big, ct('image/png')), 413, 'payload_too_large'],
     ['huge JSON', () => post('/v1/embeddings', json({ images: [big.toString('base64').repeat(12)] }), ct('application/json')), 413, 'payload_too_large'],
+    // 1.5 MB of JSON in a few KB: the limit counts inflated bytes (a 600 MB one crashed the server).
+    ['gzip body that inflates past the limit', () => post('/v1/embeddings', gzipSync(json({ image: '$'.repeat(1_500_000) })), { ...ct('application/json'), 'content-encoding': 'gzip' }), 413, 'payload_too_large'],
+    ['chunked multipart past the limit', () => chunked(form(new Array(6).fill(['f', Buffer.alloc(190_000, 9), 'image/png']))), 413, 'payload_too_large'],
     ['invalid JSON', () => post('/v1/embeddings', '{"images": [', ct('application/json')), 400, 'invalid_json'],
     ['JSON without images', () => post('/v1/embeddings', json({}), ct('application/json')), 400, 'no_images'],
     ['JSON with an empty list', () => post('/v1/embeddings', json({ images: [] }), ct('application/json')), 400, 'bad_request'],
@@ -234,4 +256,26 @@ test('graceful shutdown: in-flight requests finish before the model is released'
   await closing;
   assert.deepEqual(rs.map((r) => r.status), new Array(6).fill(200));
   await assert.rejects(fetch(`${at}/healthz`));
+});
+
+test('a busy port is an error naming the port, not a silent exit', async () => {
+  const port = (server.address() as { port: number }).port;
+  await assert.rejects(serve({ model: makePackage(false), port, host: '127.0.0.1' }), new RegExp(`port ${port} on 127.0.0.1 is already in use`));
+});
+
+test('large images are decoded through the shared gate, small ones straight away', async () => {
+  const { default: sharp } = await import('sharp');
+  const large = await sharp({ create: { width: 1200, height: 1000, channels: 3, background: '#777' } }).png().toBuffer();
+  const weights: number[] = [];
+  const gate = service.decodeGate;
+  const run = gate.run.bind(gate);
+  gate.run = (w, task) => (weights.push(w), run(w, task));
+  try {
+    const r = await post('/v1/embeddings', json({ images: [b64(large), b64(img.png), b64(large)] }), { 'content-type': 'application/json' });
+    assert.equal(r.status, 200);
+  } finally {
+    gate.run = run;
+  }
+  assert.deepEqual(weights, [1_200_000, 1_200_000]);
+  assert.equal(gate.inUse, 0);
 });
