@@ -112,8 +112,8 @@ function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   const e = err as { type?: string; code?: string; message?: string; status?: number };
   if (e?.type === 'entity.too.large') return new ApiError('payload_too_large', `request body is larger than ${(e as { limit?: number }).limit ?? 'the limit of'} bytes`);
-  if (e?.type === 'entity.parse.failed') return new ApiError('invalid_json', 'request body is not valid JSON');
+  if (e?.type === 'entity.parse.failed') return new ApiError('invalid_json', 'request body is not a valid JSON object or array');
   if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') return new ApiError('unsupported_media_type', e.message ?? 'unsupported encoding');
-  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) return new ApiError('bad_request', e.message ?? 'bad request');
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) return new ApiError('bad_request', `request body could not be read: ${e.message ?? 'bad request'}`);
   return new ApiError('internal', 'internal error');
 }

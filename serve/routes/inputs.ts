@@ -36,11 +36,14 @@ const box = z.union([
   z.tuple([z.number().int(), z.number().int(), z.number().int(), z.number().int()]),
   z.string().regex(/^\d+,\d+,\d+,\d+$/).transform((s) => s.split(',').map(Number) as [number, number, number, number]),
 ]);
+/** A JSON integer or a string of decimal digits (Number() would also take '0x3', '1e2' and ''). */
+const count = (max: number) =>
+  z.union([z.number(), z.string().regex(/^\d+$/, 'must be a decimal integer').transform(Number)]).pipe(z.number().int().min(1).max(max));
 const optionsSchema = z.object({
   patches: bool.optional(),
   dtype: z.enum(['float32', 'float16']).optional(),
-  top_k: z.coerce.number().int().min(1).max(1000).optional(),
-  k: z.coerce.number().int().min(1).max(100).optional(),
+  top_k: count(1000).optional(),
+  k: count(100).optional(),
   box: box.optional(),
   pooled: bool.optional(),
 });

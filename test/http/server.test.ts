@@ -201,6 +201,7 @@ test('bad inputs: each gets the right 4xx and a JSON {error, code}, never a cras
     ['dtype float64', () => post('/v1/embeddings?dtype=float64', img.png, ct('image/png')), 400, 'bad_request'],
     ['patches=maybe', () => post('/v1/embeddings?patches=maybe', img.png, ct('image/png')), 400, 'bad_request'],
     ['top_k=0', () => post('/v1/classify?top_k=0', img.png, ct('image/png')), 400, 'bad_request'],
+    ['top_k=0x3', () => post('/v1/classify?top_k=0x3', img.png, ct('image/png')), 400, 'bad_request'],
     ['binary response with a bad image', () => post('/v1/embeddings', json({ images: [b64(img.png), b64(img.text)] }), { ...ct('application/json'), accept: 'application/octet-stream' }), 400, 'invalid_image'],
     ['unknown route', () => fetch(`${base}/v1/nothing`), 404, 'not_found'],
     ['GET on a POST route', () => fetch(`${base}/v1/embeddings`), 404, 'not_found'],
