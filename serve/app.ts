@@ -18,14 +18,16 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
     res.on('finish', () => svc.metrics.requests.inc({ route: req.route?.path ?? 'unmatched', status: String(res.statusCode) }));
     next();
   });
-  app.use((req, _res, next) => {
+  // Bodies are parsed per route, after the API key where there is one: an unknown route or an
+  // unauthorised client costs no body read, and parser errors are counted under their route.
+  const declared = (req: Request, _res: Response, next: NextFunction) => {
     if (Number(req.headers['content-length'] ?? 0) > o.maxRequestBytes) throw tooLarge(o.maxRequestBytes);
     next();
-  });
-  app.use(express.raw({ type: 'image/*', limit: o.maxBytes }));
+  };
+  const raw = express.raw({ type: 'image/*', limit: o.maxBytes });
   // The limit counts inflated bytes, so a small gzip body cannot expand past it. It must stay far
   // below V8's longest string (~512 MiB): body-parser turns the whole body into one string.
-  app.use(express.json({ limit: o.maxRequestBytes }));
+  const json = express.json({ limit: o.maxRequestBytes });
   const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: o.maxBytes, files: o.maxImages, fields: 16, fieldSize: 1024 } }).any();
   const multipart = (req: Request, res: Response, next: NextFunction) => {
     if (!(req.headers['content-type'] ?? '').toLowerCase().startsWith('multipart/form-data')) return next();
@@ -49,6 +51,8 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
     // Whatever multer or busboy throws is about the client's body.
     upload(req, res, (err?: unknown) => finish(err ? multipartError(err) : undefined));
   };
+
+  const body = [declared, raw, json, multipart];
 
   const route = (h: Handler) => async (req: Request, res: Response) => {
     if (!svc.ready) throw new ApiError('not_ready', 'the model is not loaded yet', 1);
@@ -77,13 +81,13 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
     if (given !== key) throw new ApiError('unauthorized', 'this route needs the server\'s API key (x-api-key header or Authorization: Bearer)');
     next();
   };
-  app.post('/v1/embeddings', multipart, route(embeddings));
-  app.post('/v1/classify', multipart, route(classify));
-  app.post('/v1/gallery', apiKey, route(addToGallery));
+  app.post('/v1/embeddings', body, route(embeddings));
+  app.post('/v1/classify', body, route(classify));
+  app.post('/v1/gallery', apiKey, declared, raw, json, route(addToGallery));
   // Ids may hold '/' (`ijepa index` names images by their path), so the id is the rest of the path.
   app.get('/v1/gallery/*id', route(getFromGallery));
   app.delete('/v1/gallery/*id', apiKey, route(deleteFromGallery));
-  app.post('/v1/search', multipart, route(search));
+  app.post('/v1/search', body, route(search));
 
   app.use((req: Request) => {
     throw new ApiError('not_found', `no route ${req.method} ${req.path}`);

@@ -220,8 +220,11 @@ test('bad inputs: each gets the right 4xx and a JSON {error, code}, never a cras
     assert.equal(body.code, code, `${name}: ${text.slice(0, 200)}`);
     assert.equal(typeof body.error, 'string', name);
   }
-  // Still healthy after all that.
+  // Still healthy after all that, and body-parser refusals are counted under their route.
   assert.equal((await post('/v1/embeddings', img.png, ct('image/png'))).status, 200);
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  assert.match(metrics, /ijepa_http_requests_total\{route="\/v1\/embeddings",status="413"\} \d+/);
+  assert.doesNotMatch(metrics, /ijepa_http_requests_total\{route="unmatched",status="4(00|13|15)"\}/);
 });
 
 test('concurrent requests are coalesced; beyond the queue limit the answer is 429 with Retry-After', async () => {
