@@ -20,10 +20,7 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   });
   // Bodies are parsed per route, after the API key where there is one: an unknown route or an
   // unauthorised client costs no body read, and parser errors are counted under their route.
-  const declared = (req: Request, _res: Response, next: NextFunction) => {
-    if (Number(req.headers['content-length'] ?? 0) > o.maxRequestBytes) throw tooLarge(o.maxRequestBytes);
-    next();
-  };
+  // body-parser refuses a declared content-length over its limit before reading.
   const raw = express.raw({ type: 'image/*', limit: o.maxBytes });
   // The limit counts inflated bytes, so a small gzip body cannot expand past it. It must stay far
   // below V8's longest string (~512 MiB): body-parser turns the whole body into one string.
@@ -31,6 +28,7 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: o.maxBytes, files: o.maxImages, fields: 16, fieldSize: 1024 } }).any();
   const multipart = (req: Request, res: Response, next: NextFunction) => {
     if (!(req.headers['content-type'] ?? '').toLowerCase().startsWith('multipart/form-data')) return next();
+    if (Number(req.headers['content-length'] ?? 0) > o.maxRequestBytes) return next(tooLarge(o.maxRequestBytes));
     // A chunked body has no content-length to check up front, so count what arrives.
     let seen = 0;
     let done = false;
@@ -52,7 +50,7 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
     upload(req, res, (err?: unknown) => finish(err ? multipartError(err) : undefined));
   };
 
-  const body = [declared, raw, json, multipart];
+  const body = [raw, json, multipart];
 
   const route = (h: Handler) => async (req: Request, res: Response) => {
     if (!svc.ready) throw new ApiError('not_ready', 'the model is not loaded yet', 1);
@@ -83,7 +81,7 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   };
   app.post('/v1/embeddings', body, route(embeddings));
   app.post('/v1/classify', body, route(classify));
-  app.post('/v1/gallery', apiKey, declared, raw, json, route(addToGallery));
+  app.post('/v1/gallery', apiKey, raw, json, route(addToGallery));
   // Ids may hold '/' (`ijepa index` names images by their path), so the id is the rest of the path.
   app.get('/v1/gallery/*id', route(getFromGallery));
   app.delete('/v1/gallery/*id', apiKey, route(deleteFromGallery));
