@@ -15,8 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import hnswlib from 'hnswlib-node';
-import { Embedder } from '../serve/core/embedder.ts';
-import { Rng } from '../train/rng.ts';
+import { Embedder } from '../runtime/embedder.ts';
+import { Rng } from '../model/rng.ts';
 
 const model = process.env.BENCH_MODEL ?? 'models/fmnist-vit-tiny';
 const requests = Number(process.env.BENCH_REQUESTS ?? 400);

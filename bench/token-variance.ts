@@ -5,13 +5,13 @@
  * one's architecture. An analysis of the recipe study (docs/recipe-study.md), not a test.
  */
 import { parseArgs } from 'node:util';
-import { Embedder } from '../serve/core/embedder.ts';
-import { toRgb } from '../serve/format/preprocess.ts';
-import { labeledSplits } from '../train/probe.ts';
-import { modelConfig } from '../train/eval.ts';
-import { encoderGraph } from '../train/export/graphs.ts';
-import { encoderSpecs } from '../train/model/vit.ts';
-import { ParamStore } from '../train/params.ts';
+import { Embedder } from '../runtime/embedder.ts';
+import { toRgb } from '../format/preprocess.ts';
+import { labeledSplits } from '../eval/probe.ts';
+import { modelConfig } from '../eval/eval.ts';
+import { encoderGraph } from '../onnx/inference.ts';
+import { encoderSpecs } from '../model/vit.ts';
+import { ParamStore } from '../model/params.ts';
 import { tokenVarianceShares } from '../train/diagnostics.ts';
 
 const { values, positionals } = parseArgs({ options: { data: { type: 'string', default: '/usr/share/datasets/fashion-mnist' }, images: { type: 'string', default: '512' } }, allowPositionals: true });

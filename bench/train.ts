@@ -9,16 +9,16 @@
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { useBackend } from '../train/backend.ts';
-import { TfjsEngine, type MicroBatch } from '../train/engine-tfjs.ts';
-import { OrtEngine } from '../train/engine-ort.ts';
+import { useBackend } from '../train/tfjs/backend.ts';
+import { TfjsEngine, type MicroBatch } from '../train/tfjs/engine.ts';
+import { OrtEngine } from '../train/ort/engine.ts';
 import { defaultMaskConfig, sampleMasks } from '../train/masks.ts';
-import { gridOf, presets } from '../train/model/presets.ts';
-import { encoderSpecs, predictorSpecs } from '../train/model/vit.ts';
-import { ParamStore } from '../train/params.ts';
-import { Rng } from '../train/rng.ts';
+import { gridOf, presets } from '../model/presets.ts';
+import { encoderSpecs, predictorSpecs } from '../model/vit.ts';
+import { ParamStore } from '../model/params.ts';
+import { Rng } from '../model/rng.ts';
 import { stepFlops } from '../train/flops.ts';
-import { GraphBuilder } from '../train/export/graph.ts';
+import { GraphBuilder } from '../onnx/graph.ts';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const batch = Number(process.env.BENCH_BATCH ?? 128);

@@ -3,5 +3,5 @@
 import { register } from 'tsx/esm/api';
 
 register();
-const { main } = await import('../train/cli.ts');
+const { main } = await import('../cli/index.ts');
 await main(process.argv);

@@ -1,14 +1,14 @@
 /** The loaded model and everything requests share: embedder, batcher, probe head, limits, metrics. */
-import { Embedder } from './core/embedder.ts';
-import { Gallery } from './core/gallery.ts';
-import { Batcher, type Embedded } from './core/batcher.ts';
-import { decodeImage, type DecodeLimits } from './core/decode.ts';
-import { Gate } from './core/gate.ts';
+import { Embedder } from '../runtime/embedder.ts';
+import { Gallery } from './gallery/gallery.ts';
+import { Batcher, type Embedded } from './batcher.ts';
+import { decodeImage, type DecodeLimits } from '../runtime/decode.ts';
+import { Gate } from '../runtime/gate.ts';
 import { ApiError } from './errors.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
-import { probeSchema, type ProbeHead } from './format/probe.ts';
-import { checkReadout, readoutDim } from './format/readout.ts';
-import type { Manifest } from './format/manifest.ts';
+import { probeSchema, type ProbeHead } from '../format/probe.ts';
+import { checkReadout, readoutDim } from '../format/readout.ts';
+import type { Manifest } from '../format/manifest.ts';
 import type { ImageInput } from './routes/inputs.ts';
 
 export interface ServiceOptions {

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { useBackend, type BackendName } from '../train/backend.ts';
-import type { ModelConfig } from '../train/model/presets.ts';
+import { useBackend, type BackendName } from '../train/tfjs/backend.ts';
+import type { ModelConfig } from '../model/presets.ts';
 
 /** A model small enough for tests: 16×16 images, 4×4 grid of 4×4 patches. */
 export const tinyModel: ModelConfig = {

@@ -4,9 +4,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { modelConfigSchema, presets, presetNames, type PresetName } from './model/presets.ts';
+import { modelConfigSchema, presets, presetNames, type PresetName } from '../model/presets.ts';
 import { defaultMaskConfig } from './masks.ts';
-import { IMAGENET_MEAN, IMAGENET_STD } from '../serve/format/preprocess.ts';
+import { IMAGENET_MEAN, IMAGENET_STD } from '../format/preprocess.ts';
 
 const range = z.tuple([z.number(), z.number()]).refine(([a, b]) => a <= b, 'range must be [low, high]');
 const fraction = z.tuple([z.number().gt(0).lte(1), z.number().gt(0).lte(1)]).refine(([a, b]) => a <= b, 'range must be [low, high]');

@@ -3,7 +3,7 @@
  * reporting achieved GFLOP/s. Backward passes cost twice their forward.
  */
 import type { MaskBatch } from './masks.ts';
-import type { ModelConfig } from './model/presets.ts';
+import type { ModelConfig } from '../model/presets.ts';
 
 function blockFlops(tokens: number, width: number, mlpRatio: number): number {
   const linear = 2 * tokens * width * width * (4 + 2 * mlpRatio);

@@ -3,7 +3,7 @@
  * Both are means: the loss scale must not depend on how many target patches a batch happened to sample.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { Rng } from './rng.ts';
+import { Rng } from '../model/rng.ts';
 
 export type LossKind = 'mse' | 'smooth-l1';
 

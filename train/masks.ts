@@ -10,7 +10,7 @@
  * - contexts of different lengths are padded to the longest with a key mask, not truncated to the
  *   shortest in raster order (which drops context and biases it towards the top rows).
  */
-import { Rng } from './rng.ts';
+import { Rng } from '../model/rng.ts';
 
 export interface MaskConfig {
   numTargets: number;

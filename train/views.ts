@@ -10,7 +10,7 @@
  * every target still describes the content the predictor was asked about.
  */
 import type { Grid } from './masks.ts';
-import type { Rng } from './rng.ts';
+import type { Rng } from '../model/rng.ts';
 
 export interface TargetView {
   /** [B, N, p·p·C] normalised patches of the view the target encoder sees. */

@@ -1,8 +1,8 @@
 /** POST /v1/embeddings and POST /v1/classify: parse → embed (batched) → serialise. */
 import type { Request, Response } from 'express';
 import { ApiError } from '../errors.ts';
-import { probeProbabilities } from '../format/probe.ts';
-import { readFeatures } from '../format/readout.ts';
+import { probeProbabilities } from '../../format/probe.ts';
+import { readFeatures } from '../../format/readout.ts';
 import type { Outcome, Service } from '../service.ts';
 import { parseImages } from './inputs.ts';
 

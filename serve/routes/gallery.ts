@@ -2,7 +2,7 @@
 import type { Request, Response } from 'express';
 import { z } from 'zod';
 import { ApiError } from '../errors.ts';
-import type { Gallery } from '../core/gallery.ts';
+import type { Gallery } from '../gallery/gallery.ts';
 import type { Service } from '../service.ts';
 import { fromBase64, parseImages, type ImageInput } from './inputs.ts';
 

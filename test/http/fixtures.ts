@@ -4,12 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { tinyModel } from '../helpers.ts';
-import { encoderGraph, predictorGraph } from '../../train/export/graphs.ts';
-import { ParamStore } from '../../train/params.ts';
-import { encoderSpecs, predictorSpecs } from '../../train/model/vit.ts';
-import { FORMAT_VERSION, type Manifest } from '../../serve/format/manifest.ts';
-import { contentHash, describeFile, writePackage } from '../../serve/format/package.ts';
-import type { ProbeHead } from '../../serve/format/probe.ts';
+import { encoderGraph, predictorGraph } from '../../onnx/inference.ts';
+import { ParamStore } from '../../model/params.ts';
+import { encoderSpecs, predictorSpecs } from '../../model/vit.ts';
+import { FORMAT_VERSION, type Manifest } from '../../format/manifest.ts';
+import { contentHash, describeFile, writePackage } from '../../format/package.ts';
+import type { ProbeHead } from '../../format/probe.ts';
 
 export function makePackage(withProbe: boolean): string {
   const m = tinyModel;

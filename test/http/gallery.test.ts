@@ -9,7 +9,7 @@ import type { Server } from 'node:http';
 import sharp from 'sharp';
 import { createApp } from '../../serve/app.ts';
 import { Service } from '../../serve/service.ts';
-import { Gallery, GalleryError } from '../../serve/core/gallery.ts';
+import { Gallery, GalleryError } from '../../serve/gallery/gallery.ts';
 import { makePackage } from './fixtures.ts';
 
 const BIN = join(import.meta.dirname, '../../bin/ijepa.js');

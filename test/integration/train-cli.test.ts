@@ -138,8 +138,8 @@ test('CLI errors name the problem', () => {
 });
 
 test('ijepa export writes a verified model package whose encoder runs in onnxruntime', async () => {
-  const { readPackage, PackageError } = await import('../../serve/format/package.ts');
-  const { OnnxModel } = await import('../../serve/core/encoder.ts');
+  const { readPackage, PackageError } = await import('../../format/package.ts');
+  const { OnnxModel } = await import('../../runtime/session.ts');
   const out = join(dir, 'pkg');
   const r = run(['export', '--run', join(dir, 'runA'), '--out', out]);
   assert.equal(r.status, 0, r.stderr);
@@ -163,8 +163,8 @@ test('ijepa export writes a verified model package whose encoder runs in onnxrun
 });
 
 test('ijepa probe fits a linear head on frozen features and stores it in the package', async () => {
-  const { readPackage } = await import('../../serve/format/package.ts');
-  const { probeProbabilities, probeSchema } = await import('../../serve/format/probe.ts');
+  const { readPackage } = await import('../../format/package.ts');
+  const { probeProbabilities, probeSchema } = await import('../../format/probe.ts');
   const out = join(dir, 'pkg-probe');
   assert.equal(run(['export', '--run', join(dir, 'runA'), '--out', out]).status, 0);
   // Two classes that differ in brightness and stripe direction; t10k-* is the test split.

@@ -7,21 +7,21 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import * as ort from 'onnxruntime-node';
 import { onBackend, randomArray, tinyModel } from '../helpers.ts';
-import type { Ops } from '../../train/model/ops.ts';
-import type { ParamSpec } from '../../train/model/vit.ts';
-import { encoderSpecs, predictorSpecs } from '../../train/model/vit.ts';
-import { TfOps } from '../../train/model/ops-tfjs.ts';
-import { GraphBuilder } from '../../train/export/graph.ts';
-import { OnnxOps } from '../../train/export/ops-onnx.ts';
-import { gradients } from '../../train/export/autodiff.ts';
-import { lossNode } from '../../train/export/training-graphs.ts';
+import type { Ops } from '../../model/ops.ts';
+import type { ParamSpec } from '../../model/vit.ts';
+import { encoderSpecs, predictorSpecs } from '../../model/vit.ts';
+import { TfOps } from '../../train/tfjs/ops.ts';
+import { GraphBuilder } from '../../onnx/graph.ts';
+import { OnnxOps } from '../../onnx/ops.ts';
+import { gradients } from '../../onnx/autodiff.ts';
+import { lossNode } from '../../onnx/training.ts';
 import { predictionLoss, type LossKind } from '../../train/loss.ts';
-import { ParamStore } from '../../train/params.ts';
-import { TfjsEngine } from '../../train/engine-tfjs.ts';
-import { OrtEngine } from '../../train/engine-ort.ts';
+import { ParamStore } from '../../model/params.ts';
+import { TfjsEngine } from '../../train/tfjs/engine.ts';
+import { OrtEngine } from '../../train/ort/engine.ts';
 import { defaultMaskConfig, sampleMasks } from '../../train/masks.ts';
-import { Rng } from '../../train/rng.ts';
-import { gridOf } from '../../train/model/presets.ts';
+import { Rng } from '../../model/rng.ts';
+import { gridOf } from '../../model/presets.ts';
 
 /** max |a − b| / max |b|: relative to the tensor's scale, so tiny gradients are not let off. */
 function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -3,8 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { onBackend, maxRelDiff, randomArray } from '../helpers.ts';
-import { simplifyPermutation } from '../../train/backend.ts';
-import { TfOps } from '../../train/model/ops-tfjs.ts';
+import { simplifyPermutation } from '../../train/tfjs/backend.ts';
+import { TfOps } from '../../train/tfjs/ops.ts';
 
 async function both<T>(f: () => T): Promise<[T, T]> {
   return [await onBackend('wasm', f), await onBackend('cpu', f)];
@@ -83,7 +83,7 @@ test('Identity shares memory safely: a clone outlives its source', async () => {
 });
 
 test('SIMD kernels (wasm) match the JS reference kernels (cpu), odd sizes included', async () => {
-  const { fused } = await import('../../train/kernels.ts');
+  const { fused } = await import('../../train/tfjs/kernels.ts');
   const cases = [
     { name: 'gelu', shape: [7, 143], f: (x: tf.Tensor) => fused.gelu(x) },
     { name: 'softmax', shape: [5, 3, 57], f: (x: tf.Tensor) => fused.softmax(x) },
@@ -107,8 +107,8 @@ test('SIMD kernels (wasm) match the JS reference kernels (cpu), odd sizes includ
 });
 
 test('the assembled SIMD module matches kernels.wat', async () => {
-  const { assemble, render } = await import('../../train/simd/build.ts');
+  const { assemble, render } = await import('../../train/tfjs/simd/build.ts');
   const { readFileSync } = await import('node:fs');
-  const committed = readFileSync(new URL('../../train/simd/kernels-wasm.ts', import.meta.url), 'utf8');
+  const committed = readFileSync(new URL('../../train/tfjs/simd/kernels-wasm.ts', import.meta.url), 'utf8');
   assert.equal(committed, render(await assemble()), 'run npm run build:kernels');
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
-import { readPackage } from '../../serve/format/package.ts';
+import { readPackage } from '../../format/package.ts';
 import { Service } from '../../serve/service.ts';
 import { createApp } from '../../serve/app.ts';
 

@@ -11,7 +11,7 @@ import { FolderDataset } from '../../train/data/folder.ts';
 import { openDataset } from '../../train/data/open.ts';
 import { BatchLoader } from '../../train/data/loader.ts';
 import { mirrorIndex } from '../../train/views.ts';
-import { decodeRgb, defaultPreprocess, normalizePatches, toRgb } from '../../serve/format/preprocess.ts';
+import { decodeRgb, defaultPreprocess, normalizePatches, toRgb } from '../../format/preprocess.ts';
 
 function idxBytes(dims: number[], data: Uint8Array, type = 0x08): Buffer {
   const head = Buffer.alloc(4 + 4 * dims.length);

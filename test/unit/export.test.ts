@@ -3,12 +3,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { onBackend, tinyModel, randomArray } from '../helpers.ts';
-import { encoderGraph, predictorGraph } from '../../train/export/graphs.ts';
-import { OnnxModel } from '../../serve/core/encoder.ts';
-import { ParamStore } from '../../train/params.ts';
-import { encode, encoderSpecs, predict, predictorSpecs } from '../../train/model/vit.ts';
-import { TfOps } from '../../train/model/ops-tfjs.ts';
-import { presets } from '../../train/model/presets.ts';
+import { encoderGraph, predictorGraph } from '../../onnx/inference.ts';
+import { OnnxModel } from '../../runtime/session.ts';
+import { ParamStore } from '../../model/params.ts';
+import { encode, encoderSpecs, predict, predictorSpecs } from '../../model/vit.ts';
+import { TfOps } from '../../train/tfjs/ops.ts';
+import { presets } from '../../model/presets.ts';
 
 function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.equal(a.length, b.length);

@@ -1,7 +1,7 @@
 /** The decode gate: the pixels being decoded at once never pass its capacity, and nobody starves. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Gate } from '../../serve/core/gate.ts';
+import { Gate } from '../../runtime/gate.ts';
 
 const tick = () => new Promise((r) => setTimeout(r, 2));
 

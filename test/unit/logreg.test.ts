@@ -1,7 +1,7 @@
 /** The linear probe's objective (onnxruntime, autodiff'd) against a direct JS evaluation, and a fit. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fitLogReg, ortObjective } from '../../train/logreg.ts';
+import { fitLogReg, ortObjective } from '../../eval/logreg.ts';
 import { randomArray } from '../helpers.ts';
 
 /** Mean cross-entropy + (l2/2)‖W‖² and its gradient, written out by hand. */

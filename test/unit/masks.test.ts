@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { blockSize, defaultMaskConfig, permuteMasks, placeBlock, sampleMasks, sliceMasks, validateMaskConfig } from '../../train/masks.ts';
-import { Rng } from '../../train/rng.ts';
+import { Rng } from '../../model/rng.ts';
 
 const grid = { rows: 8, cols: 8 };
 

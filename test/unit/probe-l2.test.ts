@@ -1,8 +1,8 @@
 /** The probe's L2 penalty chosen on the probe's own training images (`--l2 auto`). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fitAndScore, L2_GRID, type Features } from '../../train/probe.ts';
-import { Rng } from '../../train/rng.ts';
+import { fitAndScore, L2_GRID, type Features } from '../../eval/probe.ts';
+import { Rng } from '../../model/rng.ts';
 
 /**
  * Two classes that differ along one of k latent factors, seen through d ≫ k correlated features

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFeatures, readoutDim } from '../../serve/format/readout.ts';
+import { readFeatures, readoutDim } from '../../format/readout.ts';
 
 /** tokens whose value at patch (y, x), channel j is 100·y + 10·x + j, for hand-checkable means. */
 function tokens(rows: number, cols: number, dim: number): Float32Array {

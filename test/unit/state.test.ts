@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readCheckpoint, writeCheckpoint } from '../../train/checkpoint.ts';
 import { normalizedFeatureStd, rankMe, collapseWarning, tokenVarianceShares } from '../../train/diagnostics.ts';
-import { AdamW } from '../../train/optim/adamw.ts';
+import { AdamW } from '../../train/adamw.ts';
 import { emaGap, emaUpdate } from '../../train/ema.ts';
 import { randomArray } from '../helpers.ts';
 import { resolveConfig } from '../../train/config.ts';

@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mirrorIndex, targetViewIdx } from '../../train/views.ts';
-import { chunksOf } from '../../train/engine-tfjs.ts';
+import { chunksOf } from '../../train/tfjs/engine.ts';
 import { defaultMaskConfig, sampleMasks } from '../../train/masks.ts';
-import { Rng } from '../../train/rng.ts';
+import { Rng } from '../../model/rng.ts';
 
 test('mirrorIndex mirrors columns within a row and is its own inverse', () => {
   const grid = { rows: 3, cols: 4 };

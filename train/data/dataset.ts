@@ -1,5 +1,5 @@
 /** A labeled or unlabeled image collection with random access by index. */
-import type { ImageSource } from '../../serve/format/preprocess.ts';
+import type { ImageSource } from '../../format/preprocess.ts';
 
 export interface Dataset {
   readonly size: number;

@@ -6,7 +6,7 @@ import { readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import type { Dataset } from './dataset.ts';
-import type { ImageSource } from '../../serve/format/preprocess.ts';
+import type { ImageSource } from '../../format/preprocess.ts';
 
 const IMAGE_EXT = /\.(jpe?g|png|webp|gif|tiff?|avif|heic|heif)$/i;
 

@@ -5,8 +5,8 @@
  * and counted; the batch is filled from the following items.
  */
 import type { Dataset } from './dataset.ts';
-import { decodeRgb, normalizePatches, resizeRgb, type Crop, type Preprocess, type RgbImage } from '../../serve/format/preprocess.ts';
-import { Rng } from '../rng.ts';
+import { decodeRgb, normalizePatches, resizeRgb, type Crop, type Preprocess, type RgbImage } from '../../format/preprocess.ts';
+import { Rng } from '../../model/rng.ts';
 import { jitterRgb, type TargetView } from '../views.ts';
 
 export interface Augment {

@@ -4,7 +4,7 @@
  * `holdout` skips these items, so validation images are never seen, labeled or not; the
  * source's test split is only used for final numbers.
  */
-import { Rng } from '../rng.ts';
+import { Rng } from '../../model/rng.ts';
 
 export const VALIDATION_FRACTION = 1 / 6;
 

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Dataset, Split } from './dataset.ts';
-import type { ImageSource } from '../../serve/format/preprocess.ts';
+import type { ImageSource } from '../../format/preprocess.ts';
 
 export const STL10_SIZE = 96;
 const IMAGE_BYTES = STL10_SIZE * STL10_SIZE * 3;

@@ -5,11 +5,11 @@
  */
 import cliProgress from 'cli-progress';
 import { relative } from 'node:path';
-import { FolderDataset } from './data/folder.ts';
-import { Embedder } from '../serve/core/embedder.ts';
-import { Gallery } from '../serve/core/gallery.ts';
-import { decodeImage } from '../serve/core/decode.ts';
-import { Gate } from '../serve/core/gate.ts';
+import { FolderDataset } from '../train/data/folder.ts';
+import { Embedder } from '../runtime/embedder.ts';
+import { Gallery } from './gallery/gallery.ts';
+import { decodeImage } from '../runtime/decode.ts';
+import { Gate } from '../runtime/gate.ts';
 
 export interface IndexOptions {
   model: string;

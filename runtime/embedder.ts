@@ -2,7 +2,7 @@
 import { readPackage } from '../format/package.ts';
 import type { Manifest } from '../format/manifest.ts';
 import { normalizeChw } from '../format/preprocess.ts';
-import { OnnxModel } from './encoder.ts';
+import { OnnxModel } from './session.ts';
 
 export interface Embeddings {
   /** [n, D] mean of the patch embeddings. */

@@ -4,7 +4,7 @@
  * event loop.
  */
 import sharp from 'sharp';
-import { ApiError } from '../errors.ts';
+import { ApiError } from '../serve/errors.ts';
 import { toRgb, type Preprocess } from '../format/preprocess.ts';
 import type { Gate } from './gate.ts';
 

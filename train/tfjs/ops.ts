@@ -1,12 +1,12 @@
 /**
  * `Ops` on TF.js tensors, for training. Written against @tensorflow/tfjs-core so every backend
  * (wasm, cpu, tfjs-node) runs the same model. Where the backend has the fused kernels of
- * train/kernels.ts they are used; otherwise composite ops with the same maths (the parity test
+ * kernels.ts they are used; otherwise composite ops with the same maths (the parity test
  * checks one against the other).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Ops } from './ops.ts';
-import { fused, fusedAvailable } from '../kernels.ts';
+import type { Ops } from '../../model/ops.ts';
+import { fused, fusedAvailable } from './kernels.ts';
 
 type T = tf.Tensor;
 

@@ -6,13 +6,13 @@
  * optimizer and the EMA run outside, on the same ParamStores as the TF.js engine.
  */
 import { GraphBuilder } from './graph.ts';
-import { OnnxOps } from './ops-onnx.ts';
+import { OnnxOps } from './ops.ts';
 import { gradients } from './autodiff.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import { gridOf } from '../model/presets.ts';
 import { type ParamSpec, encode, encoderOutput, encoderSpecs, encoderStream, predict, predictorSpecs, project, projectorSpecs, targetTokens, targets, PROJECTOR_DIM } from '../model/vit.ts';
-import { KNOTS, sigregKnots, type LossKind } from '../loss.ts';
-import type { ParamStore } from '../params.ts';
+import { KNOTS, sigregKnots, type LossKind } from '../train/loss.ts';
+import type { ParamStore } from '../model/params.ts';
 
 export const ONLINE = 'online/';
 export const TARGET = 'target/';

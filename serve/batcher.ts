@@ -3,8 +3,8 @@
  * when its oldest image has waited maxWaitMs. One run at a time; beyond maxQueue waiting images,
  * new work is refused as overloaded (429) instead of growing latency without bound.
  */
-import { ApiError } from '../errors.ts';
-import type { Embeddings } from './embedder.ts';
+import { ApiError } from './errors.ts';
+import type { Embeddings } from '../runtime/embedder.ts';
 
 export interface BatcherOptions {
   maxBatch: number;

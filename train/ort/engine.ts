@@ -6,12 +6,12 @@
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { gridOf, type ModelConfig } from './model/presets.ts';
-import type { ParamStore } from './params.ts';
-import { sigregDirections, type LossKind } from './loss.ts';
-import { GRAD, ONLINE, TARGET, probeGraph, stepGraph, viewsGraph } from './export/training-graphs.ts';
-import { PROJECTOR_DIM } from './model/vit.ts';
-import { chunksOf, predictorKeyMask, targetSourceIdx, type Engine, type MicroBatch, type ProbeResult, type StepResult } from './engine-tfjs.ts';
+import { gridOf, type ModelConfig } from '../../model/presets.ts';
+import type { ParamStore } from '../../model/params.ts';
+import { sigregDirections, type LossKind } from '../loss.ts';
+import { GRAD, ONLINE, TARGET, probeGraph, stepGraph, viewsGraph } from '../../onnx/training.ts';
+import { PROJECTOR_DIM } from '../../model/vit.ts';
+import { chunksOf, predictorKeyMask, targetSourceIdx, type Engine, type MicroBatch, type ProbeResult, type StepResult } from '../tfjs/engine.ts';
 
 export interface OrtEngineOptions {
   loss: LossKind;

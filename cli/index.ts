@@ -1,9 +1,9 @@
 /** `ijepa` command line. Each command imports its implementation lazily, so `--help` stays fast. */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { presetNames, type PresetName } from './model/presets.ts';
-import type { ConfigOverrides } from './config.ts';
-import { READOUTS } from '../serve/format/readout.ts';
-import { recipeNames, recipeOverrides } from './recipes.ts';
+import { presetNames, type PresetName } from '../model/presets.ts';
+import type { ConfigOverrides } from '../train/config.ts';
+import { READOUTS } from '../format/readout.ts';
+import { recipeNames, recipeOverrides } from '../train/recipes.ts';
 
 const READOUT_CHOICES = [...READOUTS];
 
@@ -69,8 +69,8 @@ export function buildCli(): Command {
     .option('--resume', 'continue the checkpoint in --out (with either engine)', false)
     .option('--plain', 'log lines instead of a progress bar (default when stderr is not a TTY)')
     .action(async (opts) => {
-      const { resolveConfig, readConfigFile } = await import('./config.ts');
-      const { train } = await import('./loop.ts');
+      const { resolveConfig, readConfigFile } = await import('../train/config.ts');
+      const { train } = await import('../train/loop.ts');
       const flags: ConfigOverrides = {
         epochs: opts.epochs, batch: opts.batch, accum: opts.accum, seed: opts.seed, maxSteps: opts.maxSteps,
         timeBudgetMin: opts.timeBudget, chunk: opts.chunk, loss: opts.loss,
@@ -96,7 +96,7 @@ export function buildCli(): Command {
     .option('--id <name>', 'model id (default: the --out directory name)')
     .option('--layers <k>', 'keep the first k encoder blocks (probe an intermediate layer; no predictor then)', int('--layers'))
     .action(async (opts) => {
-      const { exportRun } = await import('./export/export.ts');
+      const { exportRun } = await import('../train/export.ts');
       const manifest = exportRun({ run: opts.run, out: opts.out, id: opts.id, layers: opts.layers });
       console.log(JSON.stringify({ id: manifest.id, contentHash: manifest.contentHash, files: manifest.files }, null, 2));
     });
@@ -113,7 +113,7 @@ export function buildCli(): Command {
     .addOption(new Option('--readout <kind>', 'features the head reads: mean of all patches, or the cell means of a 2×2 / 4×4 split of the patch grid').choices(READOUT_CHOICES).default('mean'))
     .option('--validation', 'score on the validation split of --data (for recipe decisions) instead of the test split')
     .action(async (opts) => {
-      const { runProbe } = await import('./probe.ts');
+      const { runProbe } = await import('../eval/probe.ts');
       const r = await runProbe({
         model: opts.model, data: opts.data, test: opts.test, l2: opts.l2, limit: opts.limit, seed: opts.seed, progress: process.stderr.isTTY,
         readout: opts.readout, validation: opts.validation,
@@ -156,7 +156,7 @@ export function buildCli(): Command {
     .requiredOption('--gallery <dir>', 'gallery directory (created if missing; must match the model)')
     .option('--batch <n>', 'images per encoder run', int('--batch'), 32)
     .action(async (opts) => {
-      const { indexImages } = await import('./index-gallery.ts');
+      const { indexImages } = await import('../serve/index-images.ts');
       const r = await indexImages({ model: opts.model, images: opts.images, gallery: opts.gallery, batch: opts.batch, progress: process.stderr.isTTY });
       console.log(JSON.stringify(r));
     });
@@ -179,7 +179,7 @@ export function buildCli(): Command {
     .option('--no-knn', 'skip the kNN row')
     .option('--threads <n>', 'onnxruntime threads for feature extraction', int('--threads'), 1)
     .action(async (opts) => {
-      const { runEval } = await import('./eval.ts');
+      const { runEval } = await import('../eval/eval.ts');
       const r = await runEval({
         model: opts.model, data: opts.data, test: opts.test, limit: opts.limit, seed: opts.seed, l2: opts.l2, k: opts.k, temperature: opts.temperature, out: opts.out,
         readouts: opts.readout, validation: opts.validation, noBaselines: !opts.baselines, noKnn: !opts.knn, threads: opts.threads,
@@ -198,7 +198,7 @@ export function buildCli(): Command {
     .option('--gallery <n>', 'gallery images for the nearest-patch reconstruction', int('--gallery'), 1000)
     .option('--seed <n>', 'seed for the picked images and masks', int('--seed', 0), 0)
     .action(async (opts) => {
-      const { makeFigures } = await import('./figures.ts');
+      const { makeFigures } = await import('../eval/figures.ts');
       const files = await makeFigures({ run: opts.run, data: opts.data, out: opts.out, count: opts.count, mapPoints: opts.mapPoints, gallery: opts.gallery, seed: opts.seed });
       console.log(files.join('\n'));
     });
@@ -220,8 +220,8 @@ export function buildCli(): Command {
     .option('--l2 <x|auto>', 'L2 penalty of the probes, or auto: chosen per probe on a seeded 20% of its training images (one setting per study directory)', l2Option, 'auto')
     .option('--report', 'only rebuild study.md / study.png from results.jsonl')
     .action(async (opts) => {
-      const { runStudy, writeReport } = await import('./study.ts');
-      const { readConfigFile } = await import('./config.ts');
+      const { runStudy, writeReport } = await import('../study/study.ts');
+      const { readConfigFile } = await import('../train/config.ts');
       const list = (v: string, what: string, parse: (x: string) => number) => v.split(',').map((x) => {
         const n = parse(x.trim());
         if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${what}: '${x}' is not a valid number`);
@@ -248,8 +248,8 @@ export function buildCli(): Command {
     .description('print a preset\'s architecture and parameter counts')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
     .action(async (opts) => {
-      const { presets, gridOf } = await import('./model/presets.ts');
-      const { encoderSpecs, predictorSpecs, countParams } = await import('./model/vit.ts');
+      const { presets, gridOf } = await import('../model/presets.ts');
+      const { encoderSpecs, predictorSpecs, countParams } = await import('../model/vit.ts');
       const m = presets[opts.preset as PresetName];
       const g = gridOf(m);
       console.log(JSON.stringify({ preset: opts.preset, ...m, grid: `${g.rows}x${g.cols}`, encoderParams: countParams(encoderSpecs(m)), predictorParams: countParams(predictorSpecs(m)) }, null, 2));

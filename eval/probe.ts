@@ -4,18 +4,18 @@
  * is written into the package as probe.json.
  */
 import cliProgress from 'cli-progress';
-import type { Dataset } from './data/dataset.ts';
-import { openDataset } from './data/open.ts';
+import type { Dataset } from '../train/data/dataset.ts';
+import { openDataset } from '../train/data/open.ts';
 import { classificationReport, fitLogReg, standardize, standardizer, type LogRegModel } from './logreg.ts';
-import { Rng } from './rng.ts';
-import { Embedder } from '../serve/core/embedder.ts';
-import { toRgb } from '../serve/format/preprocess.ts';
-import { probeSchema, type ProbeHead } from '../serve/format/probe.ts';
-import { contentHash, describeFile, writePackage } from '../serve/format/package.ts';
+import { Rng } from '../model/rng.ts';
+import { Embedder } from '../runtime/embedder.ts';
+import { toRgb } from '../format/preprocess.ts';
+import { probeSchema, type ProbeHead } from '../format/probe.ts';
+import { contentHash, describeFile, writePackage } from '../format/package.ts';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readFeatures, readoutDim, type Readout } from '../serve/format/readout.ts';
-import { validationSplit } from './data/split.ts';
+import { readFeatures, readoutDim, type Readout } from '../format/readout.ts';
+import { validationSplit } from '../train/data/split.ts';
 
 export interface Features {
   x: Float32Array;

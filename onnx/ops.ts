@@ -6,7 +6,7 @@
 import type { Ops } from '../model/ops.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import type { ParamSpec } from '../model/vit.ts';
-import { ParamStore } from '../params.ts';
+import { ParamStore } from '../model/params.ts';
 import { GraphBuilder, float } from './graph.ts';
 
 /** Parameters fed at run time: input `${prefix}${name}` for each spec. */

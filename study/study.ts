@@ -7,17 +7,17 @@
  */
 import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { resolveConfig, type ConfigOverrides } from './config.ts';
-import { recipeOverrides, type RecipeName } from './recipes.ts';
-import { gridOf, type ModelConfig, type PresetName } from './model/presets.ts';
-import { CHECKPOINT_FILE, METRICS_FILE, train, type RunSummary } from './loop.ts';
-import { readCheckpoint } from './checkpoint.ts';
-import { checkLayers, exportRun } from './export/export.ts';
-import { runEval, type EvalRow } from './eval.ts';
-import { collapseWarning } from './diagnostics.ts';
-import { barChartSvg, writePng, type Bar } from './plot.ts';
-import { READOUTS, readoutFits, type Readout } from '../serve/format/readout.ts';
-import { describeL2, type L2 } from './probe.ts';
+import { resolveConfig, type ConfigOverrides } from '../train/config.ts';
+import { recipeOverrides, type RecipeName } from '../train/recipes.ts';
+import { gridOf, type ModelConfig, type PresetName } from '../model/presets.ts';
+import { CHECKPOINT_FILE, METRICS_FILE, train, type RunSummary } from '../train/loop.ts';
+import { readCheckpoint } from '../train/checkpoint.ts';
+import { checkLayers, exportRun } from '../train/export.ts';
+import { runEval, type EvalRow } from '../eval/eval.ts';
+import { collapseWarning } from '../train/diagnostics.ts';
+import { barChartSvg, writePng, type Bar } from '../eval/plot.ts';
+import { READOUTS, readoutFits, type Readout } from '../format/readout.ts';
+import { describeL2, type L2 } from '../eval/probe.ts';
 
 export interface StudyOptions {
   data: string;

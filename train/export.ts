@@ -1,14 +1,14 @@
 /** `ijepa export`: run directory → model package (ONNX encoder + predictor, manifest). */
 import { join, basename, resolve } from 'node:path';
-import { readCheckpoint } from '../checkpoint.ts';
-import { parseConfig } from '../config.ts';
-import { CHECKPOINT_FILE, preprocessOf } from '../loop.ts';
+import { readCheckpoint } from './checkpoint.ts';
+import { parseConfig } from './config.ts';
+import { CHECKPOINT_FILE, preprocessOf } from './loop.ts';
 import { gridOf } from '../model/presets.ts';
 import { encoderSpecs, predictorSpecs } from '../model/vit.ts';
-import { ParamStore } from '../params.ts';
-import { encoderGraph, predictorGraph } from './graphs.ts';
-import { FORMAT_VERSION, type Manifest } from '../../serve/format/manifest.ts';
-import { contentHash, describeFile, writePackage } from '../../serve/format/package.ts';
+import { ParamStore } from '../model/params.ts';
+import { encoderGraph, predictorGraph } from '../onnx/inference.ts';
+import { FORMAT_VERSION, type Manifest } from '../format/manifest.ts';
+import { contentHash, describeFile, writePackage } from '../format/package.ts';
 
 export interface ExportOptions {
   run: string;

@@ -6,17 +6,17 @@
 import { cpus } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Embedder } from '../serve/core/embedder.ts';
-import { normalizeChw, toRgb } from '../serve/format/preprocess.ts';
-import type { Manifest } from '../serve/format/manifest.ts';
-import type { Dataset } from './data/dataset.ts';
+import { Embedder } from '../runtime/embedder.ts';
+import { normalizeChw, toRgb } from '../format/preprocess.ts';
+import type { Manifest } from '../format/manifest.ts';
+import type { Dataset } from '../train/data/dataset.ts';
 import { classificationReport } from './logreg.ts';
 import { extractFeatures, extractReadouts, describeL2, fitAndScore, labeledSplits, type Features, type L2 } from './probe.ts';
-import { readoutDim, type Readout } from '../serve/format/readout.ts';
-import { encoderGraph } from './export/graphs.ts';
-import { encoderSpecs } from './model/vit.ts';
-import type { ModelConfig } from './model/presets.ts';
-import { ParamStore } from './params.ts';
+import { readoutDim, type Readout } from '../format/readout.ts';
+import { encoderGraph } from '../onnx/inference.ts';
+import { encoderSpecs } from '../model/vit.ts';
+import type { ModelConfig } from '../model/presets.ts';
+import { ParamStore } from '../model/params.ts';
 
 export interface EvalOptions {
   model: string;

@@ -1,10 +1,10 @@
 /** The inference graphs of a model package, emitted from vit.ts through OnnxOps. */
 import { GraphBuilder } from './graph.ts';
-import { OnnxOps } from './ops-onnx.ts';
+import { OnnxOps } from './ops.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import { gridOf } from '../model/presets.ts';
 import { encode, predict } from '../model/vit.ts';
-import type { ParamStore } from '../params.ts';
+import type { ParamStore } from '../model/params.ts';
 
 /**
  * Encoder: `images` [batch, 3, S, S] (normalised, CHW) → `tokens` [batch, N, D] (patch embeddings,

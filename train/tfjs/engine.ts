@@ -4,13 +4,13 @@
  * this engine mirrors them into TF.js variables after every optimizer step.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { permuteMasks, sliceMasks, type MaskBatch } from './masks.ts';
-import { gridOf, type ModelConfig } from './model/presets.ts';
-import { TfOps } from './model/ops-tfjs.ts';
-import { encode, encoderOutput, encoderStream, predict, targetTokens, targets } from './model/vit.ts';
-import type { ParamStore } from './params.ts';
-import { targetViewIdx, type TargetView } from './views.ts';
-import { predictionLoss, sigreg, sigregDirections, type LossKind } from './loss.ts';
+import { permuteMasks, sliceMasks, type MaskBatch } from '../masks.ts';
+import { gridOf, type ModelConfig } from '../../model/presets.ts';
+import { TfOps } from './ops.ts';
+import { encode, encoderOutput, encoderStream, predict, targetTokens, targets } from '../../model/vit.ts';
+import type { ParamStore } from '../../model/params.ts';
+import { targetViewIdx, type TargetView } from '../views.ts';
+import { predictionLoss, sigreg, sigregDirections, type LossKind } from '../loss.ts';
 
 export interface MicroBatch {
   /** [B, N, p·p·C] normalised patches. */

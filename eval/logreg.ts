@@ -3,8 +3,8 @@
  * batch (the linear probe of frozen features); the objective runs in onnxruntime. Deterministic.
  */
 import * as ort from 'onnxruntime-node';
-import { GraphBuilder } from './export/graph.ts';
-import { gradients } from './export/autodiff.ts';
+import { GraphBuilder } from '../onnx/graph.ts';
+import { gradients } from '../onnx/autodiff.ts';
 
 export interface LogRegModel {
   classes: number;

@@ -2,7 +2,7 @@
  * Parameters as one flat Float32Array per network, with named views. The optimizer, the EMA and
  * checkpoints work on the flat buffer; engines read and write the views.
  */
-import type { ParamSpec } from './model/vit.ts';
+import type { ParamSpec } from './vit.ts';
 import { Rng } from './rng.ts';
 
 export class ParamStore {
