@@ -36,14 +36,14 @@ console.log(`${items.length} validation images of ${values.data}; shares of the 
 console.log('| model | images seen | position | image | patch (residual) |\n| --- | --- | --- | --- | --- |');
 let first: Embedder | undefined;
 for (const dir of positionals) {
-  const e = await Embedder.open(dir, 2);
+  const e = await Embedder.open(dir, { threads: 2 });
   const s = await shares(e);
   console.log(`| ${dir} | ${e.manifest.training.imagesSeen} | ${pct(s.position)} | ${pct(s.image)} | ${pct(s.residual)} |`);
   if (first) await e.close();
   else first = e;
 }
 const cfg = modelConfig(first!.manifest);
-const random = await Embedder.fromGraph(first!.manifest, encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), 0, 'random-init')), 2);
+const random = await Embedder.fromGraph(first!.manifest, encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), 0, 'random-init')), { threads: 2 });
 const r = await shares(random);
 console.log(`| random-init (${cfg.dim}×${cfg.depth}, patch ${cfg.patchSize}) | 0 | ${pct(r.position)} | ${pct(r.image)} | ${pct(r.residual)} |`);
 await Promise.all([random.close(), first!.close()]);

@@ -10,7 +10,8 @@
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { useBackend } from '../train/tfjs/backend.ts';
-import { TfjsEngine, type MicroBatch } from '../train/tfjs/engine.ts';
+import { TfjsEngine } from '../train/tfjs/engine.ts';
+import type { MicroBatch } from '../train/engine.ts';
 import { OrtEngine } from '../train/ort/engine.ts';
 import { defaultMaskConfig, sampleMasks } from '../train/masks.ts';
 import { gridOf, presets } from '../model/presets.ts';

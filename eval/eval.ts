@@ -111,7 +111,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
   mkdirSync(out, { recursive: true });
   const c = sp.classes.length;
   const readouts = o.readouts ?? ['mean'];
-  const embedder = await Embedder.open(o.model, o.threads);
+  const embedder = await Embedder.open(o.model, { threads: o.threads });
   const m = embedder.manifest;
   const d = m.embeddingDim;
   const rows: EvalRow[] = [];
@@ -134,7 +134,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
 
     if (!o.noBaselines) {
       const cfg = modelConfig(m);
-      const random = await Embedder.fromGraph(m, encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), o.seed, 'random-init')), o.threads);
+      const random = await Embedder.fromGraph(m, encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), o.seed, 'random-init')), { threads: o.threads });
       await probeRows(random, 'random-init', 'random-init same architecture');
       await random.close();
 

@@ -22,9 +22,9 @@ import { Rng } from '../model/rng.ts';
 import { labeledSplits } from './probe.ts';
 import { encoderGraph, predictorGraph } from '../onnx/inference.ts';
 import { contextEncoderGraph } from '../onnx/training.ts';
-import { predictorKeyMask } from '../train/tfjs/engine.ts';
+import { predictorKeyMask } from '../train/engine.ts';
 import { linePanelsSvg, scatterSvg, writePng, type LinePanel } from './plot.ts';
-import { OnnxModel } from '../runtime/session.ts';
+import { OnnxModel } from '../runtime/model.ts';
 import { normalizeChw, normalizePatches, toRgb, type Preprocess } from '../format/preprocess.ts';
 import type { Dataset } from '../train/data/dataset.ts';
 

@@ -2,7 +2,7 @@
  * Multinomial logistic regression on standardised features with L2, fitted by L-BFGS on the full
  * batch (the linear probe of frozen features); the objective runs in onnxruntime. Deterministic.
  */
-import * as ort from 'onnxruntime-node';
+import { createSession, Tensor } from '../runtime/session.ts';
 import { GraphBuilder } from '../onnx/graph.ts';
 import { gradients } from '../onnx/autodiff.ts';
 
@@ -45,16 +45,16 @@ export async function ortObjective(x: Float32Array, y: Int32Array, n: number, d:
   g.output(loss, 'loss', 'float32', []);
   g.output(grads.get(w)!, 'dw', 'float32', [c, d]);
   g.output(grads.get(b)!, 'db', 'float32', [c]);
-  const session = await ort.InferenceSession.create(g.toBytes(), { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const session = await createSession(g.toBytes(), { threads: 1 });
   const y1 = new Float32Array(n * c);
   for (let i = 0; i < n; i++) y1[i * c + y[i]] = 1;
-  const feeds = { x: new ort.Tensor('float32', x.subarray(0, n * d), [n, d]), y: new ort.Tensor('float32', y1, [n, c]) };
+  const feeds = { x: new Tensor('float32', x.subarray(0, n * d), [n, d]), y: new Tensor('float32', y1, [n, c]) };
   const wf = new Float32Array(c * d);
   const bf = new Float32Array(c);
   const f: Objective = async (theta, grad) => {
     wf.set(theta.subarray(0, c * d));
     bf.set(theta.subarray(c * d));
-    const out = await session.run({ ...feeds, w: new ort.Tensor('float32', wf, [c, d]), b: new ort.Tensor('float32', bf, [c]) });
+    const out = await session.run({ ...feeds, w: new Tensor('float32', wf, [c, d]), b: new Tensor('float32', bf, [c]) });
     const dw = out.dw.data as Float32Array;
     const db = out.db.data as Float32Array;
     let reg = 0;

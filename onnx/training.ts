@@ -11,7 +11,7 @@ import { gradients } from './autodiff.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import { gridOf } from '../model/presets.ts';
 import { type ParamSpec, encode, encoderOutput, encoderSpecs, encoderStream, predict, predictorSpecs, project, projectorSpecs, targetTokens, targets, PROJECTOR_DIM } from '../model/vit.ts';
-import { KNOTS, sigregKnots, type LossKind } from '../train/loss.ts';
+import { KNOTS, sigregKnots, type LossKind } from '../model/objective.ts';
 import type { ParamStore } from '../model/params.ts';
 
 export const ONLINE = 'online/';

@@ -4,7 +4,7 @@
  * event loop.
  */
 import sharp from 'sharp';
-import { ApiError } from '../serve/errors.ts';
+import { RuntimeError } from './errors.ts';
 import { toRgb, type Preprocess } from '../format/preprocess.ts';
 import type { Gate } from './gate.ts';
 
@@ -24,26 +24,26 @@ const UNGATED_PIXELS = 1_000_000;
 
 /** `gate` bounds the pixels decoded at once across requests (weight: the image's pixel count). */
 export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, p: Preprocess, gate: Gate): Promise<Uint8Array> {
-  if (bytes.length === 0) throw new ApiError('invalid_image', 'empty image (0 bytes)');
-  if (bytes.length > limits.maxBytes) throw new ApiError('payload_too_large', `image is ${bytes.length} bytes; the limit is ${limits.maxBytes}`);
+  if (bytes.length === 0) throw new RuntimeError('invalid_image', 'empty image (0 bytes)');
+  if (bytes.length > limits.maxBytes) throw new RuntimeError('too_many_bytes', `image is ${bytes.length} bytes; the limit is ${limits.maxBytes}`);
   let meta: Awaited<ReturnType<ReturnType<typeof sharp>['metadata']>>;
   try {
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();
   } catch {
-    throw new ApiError('invalid_image', 'not a decodable image');
+    throw new RuntimeError('invalid_image', 'not a decodable image');
   }
   if (!meta.format || !ACCEPTED.has(meta.format)) {
-    throw new ApiError('unsupported_format', `image format '${meta.format ?? 'unknown'}' is not accepted (jpeg, png, webp, gif, tiff, avif, heif)`);
+    throw new RuntimeError('unsupported_format', `image format '${meta.format ?? 'unknown'}' is not accepted (jpeg, png, webp, gif, tiff, avif, heif)`);
   }
-  if ((meta.pages ?? 1) > 1) throw new ApiError('animated_image', `image has ${meta.pages} frames; send a single frame`);
+  if ((meta.pages ?? 1) > 1) throw new RuntimeError('animated_image', `image has ${meta.pages} frames; send a single frame`);
   const w = meta.width ?? 0;
   const h = meta.height ?? 0;
-  if (!w || !h) throw new ApiError('invalid_image', 'image has no dimensions');
-  if (w * h > limits.maxPixels) throw new ApiError('image_too_large', `image is ${w}x${h} = ${w * h} pixels; the limit is ${limits.maxPixels}`);
+  if (!w || !h) throw new RuntimeError('invalid_image', 'image has no dimensions');
+  if (w * h > limits.maxPixels) throw new RuntimeError('image_too_large', `image is ${w}x${h} = ${w * h} pixels; the limit is ${limits.maxPixels}`);
   try {
     const decode = () => toRgb({ kind: 'encoded', data: bytes }, p);
     return await (w * h <= UNGATED_PIXELS ? decode() : gate.run(w * h, decode));
   } catch (e) {
-    throw new ApiError('invalid_image', `image could not be decoded: ${(e as Error).message.split('\n')[0]}`);
+    throw new RuntimeError('invalid_image', `image could not be decoded: ${(e as Error).message.split('\n')[0]}`);
   }
 }

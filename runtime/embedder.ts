@@ -2,7 +2,8 @@
 import { readPackage } from '../format/package.ts';
 import type { Manifest } from '../format/manifest.ts';
 import { normalizeChw } from '../format/preprocess.ts';
-import { OnnxModel } from './session.ts';
+import { OnnxModel } from './model.ts';
+import type { SessionOptions } from './session.ts';
 
 export interface Embeddings {
   /** [n, D] mean of the patch embeddings. */
@@ -21,13 +22,13 @@ export class Embedder {
   ) {}
 
   /** An embedder over another encoder graph with the same geometry (e.g. random weights, for baselines). */
-  static async fromGraph(manifest: Manifest, encoder: Uint8Array, threads = 1): Promise<Embedder> {
-    return new Embedder(manifest, await OnnxModel.load(encoder, threads));
+  static async fromGraph(manifest: Manifest, encoder: Uint8Array, o: SessionOptions = {}): Promise<Embedder> {
+    return new Embedder(manifest, await OnnxModel.load(encoder, o));
   }
 
-  static async open(dir: string, threads = 1): Promise<Embedder> {
+  static async open(dir: string, o: SessionOptions = {}): Promise<Embedder> {
     const pkg = readPackage(dir);
-    return new Embedder(pkg.manifest, await OnnxModel.load(pkg.file('encoder'), threads), pkg);
+    return new Embedder(pkg.manifest, await OnnxModel.load(pkg.file('encoder'), o), pkg);
   }
 
   /** images: RGB HWC bytes at the package's input size. */

@@ -1,4 +1,6 @@
 /** API errors: one code per failure kind, mapped to an HTTP status in one table. Bodies are {error, code}. */
+import type { RuntimeError, RuntimeErrorCode } from '../runtime/errors.ts';
+
 export const STATUS = {
   bad_request: 400,
   invalid_json: 400,
@@ -39,3 +41,17 @@ export class ApiError extends Error {
     return { error: this.message, code: this.code };
   }
 }
+
+/** The HTTP face of a runtime failure (a refused image, a missing device). */
+export function fromRuntime(e: RuntimeError): ApiError {
+  return new ApiError(RUNTIME_CODES[e.code], e.message);
+}
+
+const RUNTIME_CODES: Record<RuntimeErrorCode, ErrorCode> = {
+  invalid_image: 'invalid_image',
+  too_many_bytes: 'payload_too_large',
+  unsupported_format: 'unsupported_format',
+  animated_image: 'animated_image',
+  image_too_large: 'image_too_large',
+  device_unavailable: 'internal',
+};

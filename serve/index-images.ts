@@ -5,7 +5,8 @@
  */
 import cliProgress from 'cli-progress';
 import { relative } from 'node:path';
-import { FolderDataset } from '../train/data/folder.ts';
+import { readFile } from 'node:fs/promises';
+import { listImages } from '../runtime/folder.ts';
 import { Embedder } from '../runtime/embedder.ts';
 import { Gallery } from './gallery/gallery.ts';
 import { decodeImage } from '../runtime/decode.ts';
@@ -23,11 +24,11 @@ export interface IndexOptions {
 export async function indexImages(o: IndexOptions): Promise<{ added: number; skipped: number; failed: number; total: number }> {
   const log = o.log ?? ((s: string) => console.error(s));
   // The images are listed first so that a wrong --images creates no gallery directory.
-  const ds = new FolderDataset(o.images);
+  const files = listImages(o.images);
   const embedder = await Embedder.open(o.model);
   const m = embedder.manifest;
   const gallery = Gallery.open(o.gallery, m.id, m.embeddingDim, log);
-  const ids = ds.files.map((f) => relative(o.images, f));
+  const ids = files.map((f) => relative(o.images, f));
   const todo = ids.map((id, i) => ({ id, i })).filter(({ id }) => !gallery.has(id));
   const batch = o.batch ?? 32;
   const bar = o.progress ? new cliProgress.SingleBar({ format: 'index |{bar}| {value}/{total} images | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
@@ -40,8 +41,7 @@ export async function indexImages(o: IndexOptions): Promise<{ added: number; ski
     for (let s = 0; s < todo.length; s += batch) {
       const part = todo.slice(s, s + batch);
       const decoded = await Promise.allSettled(part.map(async ({ i }) => {
-        const src = await ds.read(i);
-        return decodeImage((src as { data: Uint8Array }).data, limits, m.preprocess, gate);
+        return decodeImage(await readFile(files[i]), limits, m.preprocess, gate);
       }));
       const ok = part.filter((_, k) => decoded[k].status === 'fulfilled');
       decoded.forEach((r, k) => {

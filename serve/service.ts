@@ -4,7 +4,8 @@ import { Gallery } from './gallery/gallery.ts';
 import { Batcher, type Embedded } from './batcher.ts';
 import { decodeImage, type DecodeLimits } from '../runtime/decode.ts';
 import { Gate } from '../runtime/gate.ts';
-import { ApiError } from './errors.ts';
+import { ApiError, fromRuntime } from './errors.ts';
+import { RuntimeError } from '../runtime/errors.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { probeSchema, type ProbeHead } from '../format/probe.ts';
 import { checkReadout, readoutDim } from '../format/readout.ts';
@@ -79,7 +80,7 @@ export class Service {
 
   static async open(modelDir: string, options: Partial<ServiceOptions> = {}): Promise<Service> {
     const o = { ...defaultServiceOptions, ...options };
-    const s = new Service(await Embedder.open(modelDir, o.threads), o);
+    const s = new Service(await Embedder.open(modelDir, { threads: o.threads }), o);
     if (o.gallery) s.gallery = Gallery.open(o.gallery, s.manifest.id, s.manifest.embeddingDim, (m) => console.error(m));
     // Ready means a real forward pass worked, not only that the files loaded.
     const size = s.manifest.preprocess.size;
@@ -100,7 +101,8 @@ export class Service {
           this.metrics.stage.observe({ stage: 'decode' }, (performance.now() - t0) / 1000);
           return { index: it.index, result: await this.batcher.submit(rgb) };
         } catch (e) {
-          return { index: it.index, error: e instanceof ApiError ? e : new ApiError('internal', (e as Error).message) };
+          const error = e instanceof ApiError ? e : e instanceof RuntimeError ? fromRuntime(e) : new ApiError('internal', (e as Error).message);
+          return { index: it.index, error };
         }
       }),
     );

@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import cliProgress from 'cli-progress';
 import type { TrainConfig } from './config.ts';
 import { parseConfig } from './config.ts';
-import { useBackend, type BackendName } from './tfjs/backend.ts';
+import type { BackendName } from './tfjs/backend.ts';
 import { openDataset } from './data/open.ts';
 import { subset, type Dataset } from './data/dataset.ts';
 import { validationSplit } from './data/split.ts';
@@ -20,7 +20,7 @@ import { ParamStore } from '../model/params.ts';
 import { AdamW } from './adamw.ts';
 import { emaGap, emaUpdate } from './ema.ts';
 import { planByBudget, planByEpochs, scheduleAt, type Plan } from './schedule.ts';
-import { TfjsEngine, type Engine, type MicroBatch } from './tfjs/engine.ts';
+import type { Engine, MicroBatch } from './engine.ts';
 import { OrtEngine } from './ort/engine.ts';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.ts';
 import { collapseWarning, normalizedFeatureStd, rankMe, type Diagnostics } from './diagnostics.ts';
@@ -109,10 +109,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   const grid = gridOf(cfg.model);
   validateMaskConfig(cfg.masks, grid);
   const engineName = o.engine ?? 'ort';
-  if (engineName === 'tfjs') {
-    if (cfg.objective !== 'ijepa') throw new Error(`objective '${cfg.objective}' runs on the onnxruntime engine only (--engine ort)`);
-    await useBackend(o.backend);
-  }
+  if (engineName === 'tfjs' && cfg.objective !== 'ijepa') throw new Error(`objective '${cfg.objective}' runs on the onnxruntime engine only (--engine ort)`);
 
   // Views per image: only objective `views` draws them.
   const views = cfg.objective === 'views' ? cfg.augment.views : 0;
@@ -157,9 +154,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       loss: cfg.loss, numTargets: cfg.masks.numTargets, chunk: cfg.chunk, threads: o.threads, sigreg: { ...cfg.sigreg, seed: cfg.seed }, targetLayers: cfg.targetLayers,
       targetView: cfg.augment.targetFlip, views: views || undefined,
     })
-    : new TfjsEngine(cfg.model, online, target, {
-      loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk, targetLayers: cfg.targetLayers,
-    });
+    : await tfjsEngine(cfg, online, target, o.backend);
   log(engineName === 'ort' ? `engine: onnxruntime, ${o.threads ?? availableParallelism()} thread(s)` : `engine: TF.js (${o.backend})`);
   const grad = new Float32Array(online.size);
 
@@ -307,4 +302,18 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   }
   if (loader.skippedTotal || state.skipped) log(`skipped ${state.skipped} unreadable images in total`);
   return { steps: state.step, imagesSeen: state.imagesSeen, elapsedSec: state.elapsedSec, finalLoss: lastLoss, diagnostics: lastDiag, stoppedBy };
+}
+
+/** The TF.js reference engine, loaded only when asked for: serving installs may omit TF.js. */
+async function tfjsEngine(cfg: TrainConfig, online: ParamStore, target: ParamStore, backend: BackendName): Promise<Engine> {
+  let tfjs: [typeof import('./tfjs/backend.ts'), typeof import('./tfjs/engine.ts')];
+  try {
+    tfjs = await Promise.all([import('./tfjs/backend.ts'), import('./tfjs/engine.ts')]);
+  } catch (e) {
+    throw new Error(`--engine tfjs needs TensorFlow.js, which this install omits (npm ci --omit=optional): ${(e as Error).message.split('\n')[0]}`);
+  }
+  await tfjs[0].useBackend(backend);
+  return new tfjs[1].TfjsEngine(cfg.model, online, target, {
+    loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk, targetLayers: cfg.targetLayers,
+  });
 }

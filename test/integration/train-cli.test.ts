@@ -139,7 +139,7 @@ test('CLI errors name the problem', () => {
 
 test('ijepa export writes a verified model package whose encoder runs in onnxruntime', async () => {
   const { readPackage, PackageError } = await import('../../format/package.ts');
-  const { OnnxModel } = await import('../../runtime/session.ts');
+  const { OnnxModel } = await import('../../runtime/model.ts');
   const out = join(dir, 'pkg');
   const r = run(['export', '--run', join(dir, 'runA'), '--out', out]);
   assert.equal(r.status, 0, r.stderr);

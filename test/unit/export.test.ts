@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { onBackend, tinyModel, randomArray } from '../helpers.ts';
 import { encoderGraph, predictorGraph } from '../../onnx/inference.ts';
-import { OnnxModel } from '../../runtime/session.ts';
+import { OnnxModel } from '../../runtime/model.ts';
 import { ParamStore } from '../../model/params.ts';
 import { encode, encoderSpecs, predict, predictorSpecs } from '../../model/vit.ts';
 import { TfOps } from '../../train/tfjs/ops.ts';

@@ -6,7 +6,7 @@ import { TfOps } from '../../train/tfjs/ops.ts';
 import { encode, predict, encoderSpecs, predictorSpecs, countParams } from '../../model/vit.ts';
 import { presets } from '../../model/presets.ts';
 import { ParamStore } from '../../model/params.ts';
-import { predictionLoss } from '../../train/loss.ts';
+import { predictionLoss } from '../../train/tfjs/loss.ts';
 import { TfjsEngine } from '../../train/tfjs/engine.ts';
 import { sampleMasks, defaultMaskConfig } from '../../train/masks.ts';
 import { Rng } from '../../model/rng.ts';

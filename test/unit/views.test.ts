@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mirrorIndex, targetViewIdx } from '../../train/views.ts';
-import { chunksOf } from '../../train/tfjs/engine.ts';
+import { chunksOf } from '../../train/engine.ts';
 import { defaultMaskConfig, sampleMasks } from '../../train/masks.ts';
 import { Rng } from '../../model/rng.ts';
 

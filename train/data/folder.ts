@@ -2,22 +2,11 @@
  * A folder of image files (any format sharp decodes). When every image sits in a first-level
  * sub-folder, the sub-folder names are the classes; otherwise the data is unlabeled.
  */
-import { readdirSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { join, relative, sep } from 'node:path';
+import { relative, sep } from 'node:path';
+import { listImages } from '../../runtime/folder.ts';
 import type { Dataset } from './dataset.ts';
 import type { ImageSource } from '../../format/preprocess.ts';
-
-const IMAGE_EXT = /\.(jpe?g|png|webp|gif|tiff?|avif|heic|heif)$/i;
-
-function walk(dir: string, out: string[]): void {
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    if (entry.name.startsWith('.')) continue;
-    const p = join(dir, entry.name);
-    if (entry.isDirectory()) walk(p, out);
-    else if (entry.isFile() && IMAGE_EXT.test(entry.name)) out.push(p);
-  }
-}
 
 export class FolderDataset implements Dataset {
   readonly files: string[];
@@ -25,11 +14,7 @@ export class FolderDataset implements Dataset {
   private readonly labels?: Int32Array;
 
   constructor(readonly root: string) {
-    if (!statSync(root, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${root} is not a directory`);
-    const files: string[] = [];
-    walk(root, files);
-    files.sort();
-    if (files.length === 0) throw new Error(`${root}: no image files (${IMAGE_EXT.source})`);
+    const files = listImages(root);
     this.files = files;
     const parts = files.map((f) => relative(root, f).split(sep));
     if (parts.every((p) => p.length >= 2)) {

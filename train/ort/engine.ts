@@ -4,14 +4,13 @@
  * gradients come back into one preallocated buffer laid out like the ParamStore, so accumulating
  * them is one pass. AdamW, the EMA and the schedules stay in loop.ts, shared with the TF.js engine.
  */
-import { availableParallelism } from 'node:os';
-import * as ort from 'onnxruntime-node';
+import { createSession, Tensor, type Session } from '../../runtime/session.ts';
 import { gridOf, type ModelConfig } from '../../model/presets.ts';
 import type { ParamStore } from '../../model/params.ts';
-import { sigregDirections, type LossKind } from '../loss.ts';
+import { sigregDirections, type LossKind } from '../../model/objective.ts';
 import { GRAD, ONLINE, TARGET, probeGraph, stepGraph, viewsGraph } from '../../onnx/training.ts';
 import { PROJECTOR_DIM } from '../../model/vit.ts';
-import { chunksOf, predictorKeyMask, targetSourceIdx, type Engine, type MicroBatch, type ProbeResult, type StepResult } from '../tfjs/engine.ts';
+import { chunksOf, predictorKeyMask, targetSourceIdx, type Engine, type MicroBatch, type ProbeResult, type StepResult } from '../engine.ts';
 
 export interface OrtEngineOptions {
   loss: LossKind;
@@ -33,9 +32,9 @@ export interface OrtEngineOptions {
 const int64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
 
 export class OrtEngine implements Engine {
-  private readonly weightFeeds: Record<string, ort.Tensor> = {};
+  private readonly weightFeeds: Record<string, Tensor> = {};
   private readonly gradBuf: Float32Array;
-  private readonly fetches: Record<string, ort.Tensor | null> = { loss: null, pred_loss: null, sigreg: null };
+  private readonly fetches: Record<string, Tensor | null> = { loss: null, pred_loss: null, sigreg: null };
   private readonly patchDim: number;
   private readonly numPatches: number;
 
@@ -44,37 +43,30 @@ export class OrtEngine implements Engine {
     private readonly online: ParamStore,
     private readonly target: ParamStore,
     private readonly opts: OrtEngineOptions,
-    private readonly step: ort.InferenceSession,
-    private readonly diag: ort.InferenceSession,
+    private readonly step: Session,
+    private readonly diag: Session,
   ) {
     for (const [prefix, store] of [[ONLINE, online], [TARGET, target]] as const) {
-      for (const s of store.specs) this.weightFeeds[prefix + s.name] = new ort.Tensor('float32', store.view(s.name), s.shape);
+      for (const s of store.specs) this.weightFeeds[prefix + s.name] = new Tensor('float32', store.view(s.name), s.shape);
     }
     this.gradBuf = new Float32Array(online.size);
     for (const s of online.specs) {
       const off = online.offsets.get(s.name)!;
-      this.fetches[GRAD + s.name] = new ort.Tensor('float32', this.gradBuf.subarray(off, off + online.sizes.get(s.name)!), s.shape);
+      this.fetches[GRAD + s.name] = new Tensor('float32', this.gradBuf.subarray(off, off + online.sizes.get(s.name)!), s.shape);
     }
     this.patchDim = model.patchSize * model.patchSize * model.channels;
     this.numPatches = (model.imageSize / model.patchSize) ** 2;
   }
 
   static async create(model: ModelConfig, online: ParamStore, target: ParamStore, opts: OrtEngineOptions): Promise<OrtEngine> {
-    const options: ort.InferenceSession.SessionOptions = {
-      intraOpNumThreads: opts.threads ?? availableParallelism(),
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-      // The arena keeps activation buffers between runs; without it steps were several times slower.
-      enableCpuMemArena: true,
-      ...(process.env.IJEPA_ORT_PROFILE ? { enableProfiling: true, profileFilePrefix: process.env.IJEPA_ORT_PROFILE } : {}),
-    };
-    const create = ort.InferenceSession.create as (m: Uint8Array, o: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>;
+    const options = { threads: opts.threads, memArena: true, profile: process.env.IJEPA_ORT_PROFILE };
+    const create = (graph: Uint8Array) => createSession(graph, options);
     const [step, diag] = await Promise.all([
       create(opts.views
         ? viewsGraph(model, opts.views, opts.sigreg!)
-        : stepGraph(model, opts.numTargets, opts.loss, { sigreg: opts.sigreg?.weight ? opts.sigreg : undefined, targetLayers: opts.targetLayers, targetView: opts.targetView }), options),
-      create(probeGraph(model, opts.numTargets, opts.loss, opts.targetLayers), options),
+        : stepGraph(model, opts.numTargets, opts.loss, { sigreg: opts.sigreg?.weight ? opts.sigreg : undefined, targetLayers: opts.targetLayers, targetView: opts.targetView }),
+      ),
+      create(probeGraph(model, opts.numTargets, opts.loss, opts.targetLayers)),
     ]);
     return new OrtEngine(model, online, target, opts, step, diag);
   }
@@ -88,40 +80,40 @@ export class OrtEngine implements Engine {
   syncOnline(): void {}
   syncTarget(): void {}
 
-  private feeds(mb: MicroBatch): Record<string, ort.Tensor> {
+  private feeds(mb: MicroBatch): Record<string, Tensor> {
     const m = mb.masks;
     const mb2 = m.numTargets * m.batch;
     return {
-      patches: new ort.Tensor('float32', mb.patches, [mb.batch, this.numPatches, this.patchDim]),
-      ctx_idx: new ort.Tensor('int64', int64(m.ctxIdx), [m.batch, m.ctxLen]),
-      ctx_mask: new ort.Tensor('float32', m.ctxMask, [m.batch, m.ctxLen]),
-      key_mask: new ort.Tensor('float32', predictorKeyMask(m), [mb2, m.ctxLen + m.tgtLen]),
-      tgt_idx: new ort.Tensor('int64', int64(m.tgtIdx), [mb2, m.tgtLen]),
+      patches: new Tensor('float32', mb.patches, [mb.batch, this.numPatches, this.patchDim]),
+      ctx_idx: new Tensor('int64', int64(m.ctxIdx), [m.batch, m.ctxLen]),
+      ctx_mask: new Tensor('float32', m.ctxMask, [m.batch, m.ctxLen]),
+      key_mask: new Tensor('float32', predictorKeyMask(m), [mb2, m.ctxLen + m.tgtLen]),
+      tgt_idx: new Tensor('int64', int64(m.tgtIdx), [mb2, m.tgtLen]),
     };
   }
 
   /** The step graph's target-view inputs (only the training step reads them, not diagnostics). */
-  private viewFeeds(mb: MicroBatch): Record<string, ort.Tensor> {
+  private viewFeeds(mb: MicroBatch): Record<string, Tensor> {
     if (!this.opts.targetView) return {};
     const m = mb.masks;
     return {
-      target_patches: new ort.Tensor('float32', mb.targetView?.patches ?? mb.patches, [mb.batch, this.numPatches, this.patchDim]),
-      tgt_src_idx: new ort.Tensor('int64', int64(targetSourceIdx(mb, gridOf(this.model))), [m.numTargets * m.batch, m.tgtLen]),
+      target_patches: new Tensor('float32', mb.targetView?.patches ?? mb.patches, [mb.batch, this.numPatches, this.patchDim]),
+      tgt_src_idx: new Tensor('int64', int64(targetSourceIdx(mb, gridOf(this.model))), [m.numTargets * m.batch, m.tgtLen]),
     };
   }
 
-  private *maskChunks(mb: MicroBatch, chunk: number): Generator<{ feeds: Record<string, ort.Tensor>; weight: number }> {
+  private *maskChunks(mb: MicroBatch, chunk: number): Generator<{ feeds: Record<string, Tensor>; weight: number }> {
     for (const { part, weight } of chunksOf(mb, chunk, this.numPatches * this.patchDim)) yield { feeds: { ...this.feeds(part), ...this.viewFeeds(part) }, weight };
   }
 
   /** Objective `views`: runs of whole images, all their views together (the loss pairs them up). */
-  private *viewChunks(mb: MicroBatch, chunk: number): Generator<{ feeds: Record<string, ort.Tensor>; weight: number }> {
+  private *viewChunks(mb: MicroBatch, chunk: number): Generator<{ feeds: Record<string, Tensor>; weight: number }> {
     if (!mb.views) throw new Error('objective views: the micro-batch carries no views');
     const v = this.opts.views!;
     const per = v * this.numPatches * this.patchDim;
     for (let from = 0; from < mb.batch; from += chunk) {
       const to = Math.min(mb.batch, from + chunk);
-      yield { feeds: { views: new ort.Tensor('float32', mb.views.subarray(from * per, to * per), [(to - from) * v, this.numPatches, this.patchDim]) }, weight: (to - from) / mb.batch };
+      yield { feeds: { views: new Tensor('float32', mb.views.subarray(from * per, to * per), [(to - from) * v, this.numPatches, this.patchDim]) }, weight: (to - from) / mb.batch };
     }
   }
 
@@ -130,8 +122,8 @@ export class OrtEngine implements Engine {
     const chunk = this.opts.chunk ?? mb.batch;
     const total = { loss: 0, predLoss: 0, sigreg: 0 };
     const sg = this.opts.sigreg;
-    const extra: Record<string, ort.Tensor> = sg?.weight
-      ? { directions: new ort.Tensor('float32', sigregDirections(this.sigregDim, sg.projections, sg.seed, step), [this.sigregDim, sg.projections]) }
+    const extra: Record<string, Tensor> = sg?.weight
+      ? { directions: new Tensor('float32', sigregDirections(this.sigregDim, sg.projections, sg.seed, step), [this.sigregDim, sg.projections]) }
       : {};
     for (const { feeds, weight } of this.opts.views ? this.viewChunks(mb, chunk) : this.maskChunks(mb, chunk)) {
       const out = await this.step.run({ ...feeds, ...extra, ...this.weightFeeds }, this.fetches);

@@ -4,53 +4,13 @@
  * this engine mirrors them into TF.js variables after every optimizer step.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { permuteMasks, sliceMasks, type MaskBatch } from '../masks.ts';
 import { gridOf, type ModelConfig } from '../../model/presets.ts';
 import { TfOps } from './ops.ts';
 import { encode, encoderOutput, encoderStream, predict, targetTokens, targets } from '../../model/vit.ts';
 import type { ParamStore } from '../../model/params.ts';
-import { targetViewIdx, type TargetView } from '../views.ts';
-import { predictionLoss, sigreg, sigregDirections, type LossKind } from '../loss.ts';
-
-export interface MicroBatch {
-  /** [B, N, p·p·C] normalised patches. */
-  patches: Float32Array;
-  batch: number;
-  masks: MaskBatch;
-  /** What the target encoder sees instead of `patches` (augment.targetFlip). */
-  targetView?: TargetView;
-  /** Objective `views`: [B, V, N, p·p·C], the views of each image together. */
-  views?: Float32Array;
-}
-
-export interface StepResult {
-  loss: number;
-  /** Prediction loss alone (equals `loss` without SIGReg). */
-  predLoss: number;
-  sigreg: number;
-}
-
-export interface ProbeResult {
-  /** Target-encoder tokens [B·N, D] before the target layer norm. */
-  tokens: Float32Array;
-  /** Pooled target-encoder features [B, D]. */
-  pooled: Float32Array;
-  zeroLoss: number;
-}
-
-/**
- * What the training loop needs from an engine (TF.js here, onnxruntime in engine-ort.ts). Both
- * read the same ParamStores, so checkpoints are interchangeable between them.
- */
-export interface Engine {
-  /** Adds gradScale × the gradients of this micro-batch's loss into gradAccum (ParamStore order). */
-  forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step: number): StepResult | Promise<StepResult>;
-  probe(mb: MicroBatch): ProbeResult | Promise<ProbeResult>;
-  /** Called after the optimizer / EMA changed the ParamStores. */
-  syncOnline(): void;
-  syncTarget(): void;
-  dispose(): void | Promise<void>;
-}
+import { sigregDirections, type LossKind } from '../../model/objective.ts';
+import { chunksOf, predictorKeyMask, targetSourceIdx, type Engine, type MicroBatch, type ProbeResult, type StepResult } from '../engine.ts';
+import { predictionLoss, sigreg } from './loss.ts';
 
 export interface EngineOptions {
   loss: LossKind;
@@ -63,61 +23,6 @@ export interface EngineOptions {
   fused?: boolean;
   /** Top target-encoder blocks the targets average (default 1: its output). */
   targetLayers?: number;
-}
-
-/** Target-patch indices into the target encoder's tokens: the mask's own, or mapped into the target view. */
-export function targetSourceIdx(mb: MicroBatch, grid: { rows: number; cols: number }): Int32Array {
-  const m = mb.masks;
-  return mb.targetView ? targetViewIdx(m.tgtIdx, m.numTargets, m.batch, m.tgtLen, mb.targetView.flipped, grid) : m.tgtIdx;
-}
-
-/** Key mask over [context repeated per target block, target tokens]: [M·B, L + T]. */
-export function predictorKeyMask(m: MaskBatch): Float32Array {
-  const width = m.ctxLen + m.tgtLen;
-  const out = new Float32Array(m.numTargets * m.batch * width);
-  for (let t = 0; t < m.numTargets; t++) {
-    for (let b = 0; b < m.batch; b++) {
-      const row = (t * m.batch + b) * width;
-      out.set(m.ctxMask.subarray(b * m.ctxLen, (b + 1) * m.ctxLen), row);
-      out.fill(1, row + m.ctxLen, row + width);
-    }
-  }
-  return out;
-}
-
-/**
- * A micro-batch as chunks of at most `chunk` images, each with its share of the batch (weight).
- * Chunks of images with similar context lengths pad less; the loss is a mean over images with
- * equal target counts, so regrouping them changes nothing but the padding.
- */
-export function* chunksOf(mb: MicroBatch, chunk: number, per: number): Generator<{ part: MicroBatch; weight: number }> {
-  const order = [...Array(mb.batch).keys()].sort((a, b) => mb.masks.ctxCount[a] - mb.masks.ctxCount[b]);
-  const sorted = permuteBatch(mb, order, per);
-  for (let from = 0; from < mb.batch; from += chunk) {
-    const to = Math.min(mb.batch, from + chunk);
-    const view = sorted.targetView;
-    yield {
-      part: {
-        patches: sorted.patches.subarray(from * per, to * per), batch: to - from, masks: sliceMasks(sorted.masks, from, to),
-        ...(view ? { targetView: { patches: view.patches.subarray(from * per, to * per), flipped: view.flipped.subarray(from, to) } } : {}),
-      },
-      weight: (to - from) / mb.batch,
-    };
-  }
-}
-
-/** The micro-batch with its images reordered: image i of the result is image order[i] of mb. */
-export function permuteBatch(mb: MicroBatch, order: number[], per: number): MicroBatch {
-  const reorder = (a: Float32Array) => {
-    const out = new Float32Array(a.length);
-    order.forEach((src, i) => out.set(a.subarray(src * per, (src + 1) * per), i * per));
-    return out;
-  };
-  const view = mb.targetView;
-  return {
-    patches: reorder(mb.patches), batch: mb.batch, masks: permuteMasks(mb.masks, order),
-    ...(view ? { targetView: { patches: reorder(view.patches), flipped: Uint8Array.from(order, (src) => view.flipped[src]) } } : {}),
-  };
 }
 
 export class TfjsEngine implements Engine {

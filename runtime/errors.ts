@@ -1,0 +1,17 @@
+/** The runtime layer's failures. serve/ maps each code to an HTTP status; the CLI prints the message. */
+export type RuntimeErrorCode =
+  | 'invalid_image'
+  | 'too_many_bytes'
+  | 'unsupported_format'
+  | 'animated_image'
+  | 'image_too_large'
+  | 'device_unavailable';
+
+export class RuntimeError extends Error {
+  constructor(
+    readonly code: RuntimeErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
