@@ -1,20 +1,21 @@
 /**
- * The patch gallery: every patch embedding of every added image in one HNSW index (hnswlib-node,
- * cosine), for nearest-patch retrieval. The only hnswlib-node import.
+ * The patch gallery: every patch embedding of every added image, for nearest-patch retrieval.
+ * The journal (journal.ts) is the source of truth; the patch index (patch-index.ts) finds
+ * candidate images, which are then scored exactly by MaxSim over their stored patches.
  *
- * Durability: each add/delete is appended to journal.log as one checksummed line and fsynced
- * before it is acknowledged, so every acknowledged add survives kill -9. A torn last line (a write
- * interrupted before its acknowledgement) is dropped with a warning; a bad line anywhere else is
- * corruption and the gallery refuses to open. The HNSW index is rebuilt from the journal on open,
- * or loaded from a snapshot written on close: index-<sha256>.hnsw, made current by index.json
- * (renamed into place last), so a crash mid-snapshot leaves the previous consistent pair.
+ * The index is rebuilt from the journal on open, or loaded from a snapshot written on close:
+ * index-<sha256>.hnsw, made current by index.json (renamed into place last), so a crash
+ * mid-snapshot leaves the previous consistent pair.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import hnswlib from 'hnswlib-node';
+import { GalleryError } from './errors.ts';
+import { HnswIndex, searchEf } from './hnsw.ts';
+import { Journal, type Op } from './journal.ts';
+import type { PatchIndex } from './patch-index.ts';
 
-export class GalleryError extends Error {}
+export { GalleryError } from './errors.ts';
 
 interface Entry {
   id: string;
@@ -40,18 +41,10 @@ export interface SearchHit {
 }
 
 const JOURNAL = 'journal.log';
-/** Longest stretch a search runs without yielding to the event loop. */
-const SLICE_MS = 2;
-
-/**
- * HNSW search breadth by index size, from `npm run bench:serve` (recall@10 vs exact on clustered
- * 192-d vectors): 100k patches reach 0.998 at ef 128; 1M reach 0.986 at ef 256 (0.906 at 128).
- */
-export function searchEf(patches: number): number {
-  return patches <= 200_000 ? 128 : 256;
-}
 const META = 'gallery.json';
 const INDEX_META = 'index.json';
+/** Longest stretch a search runs without yielding to the event loop. */
+const SLICE_MS = 2;
 
 function normalize(v: Float32Array, dim: number): Float32Array {
   const out = new Float32Array(v.length);
@@ -69,22 +62,21 @@ const fromB64 = (s: string) => {
   const b = Buffer.from(s, 'base64');
   return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
 };
-const lineHash = (payload: string) => createHash('sha256').update(payload).digest('hex').slice(0, 16);
 
 export class Gallery {
   private readonly entries = new Map<string, Entry>();
-  /** HNSW label → [image id, patch index] */
+  /** Index label → [image id, patch index]; null once removed. */
   private readonly owners: ([string, number] | null)[] = [];
-  private index: InstanceType<typeof hnswlib.HierarchicalNSW>;
-  private journalFd: number;
-  private records = 0;
+  private removed = 0;
   private dirty = false;
+  private closed = false;
 
-  private constructor(readonly dir: string, readonly modelId: string, readonly dim: number, capacity: number) {
-    this.index = new hnswlib.HierarchicalNSW('cosine', dim);
-    this.index.initIndex(capacity, 16, 200, 100);
-    this.journalFd = -1;
-  }
+  private constructor(
+    readonly dir: string,
+    readonly dim: number,
+    private index: PatchIndex,
+    private readonly journal: Journal,
+  ) {}
 
   get size(): number {
     return this.entries.size;
@@ -99,92 +91,35 @@ export class Gallery {
         throw new GalleryError(`gallery ${dir} was built with model '${meta.modelId}' (dim ${meta.dim}); this server runs '${modelId}' (dim ${dim}). Use another --gallery directory.`);
       }
     } else writeFileSync(metaPath, JSON.stringify({ formatVersion: 1, modelId, dim, createdAt: new Date().toISOString() }, null, 2));
-    const g = new Gallery(dir, modelId, dim, 1024);
-    g.replay(log);
-    g.journalFd = openSync(join(dir, JOURNAL), 'a');
+    const { journal, ops } = Journal.open(join(dir, JOURNAL), log);
+    const snap = loadSnapshot(dir, dim, ops.length);
+    const g = new Gallery(dir, dim, snap?.index ?? HnswIndex.create(dim), journal);
+    const covered = snap?.records ?? 0;
+    for (let i = 0; i < ops.length; i++) g.apply(ops[i], i >= covered);
     return g;
   }
 
-  /** Reads the journal, rebuilding entries (and the index, unless a valid snapshot covers them). */
-  private replay(log: (s: string) => void): void {
-    const path = join(this.dir, JOURNAL);
-    if (!existsSync(path)) return;
-    const text = readFileSync(path, 'utf8');
-    const lines = text.split('\n');
-    const complete = text.endsWith('\n') ? lines.slice(0, -1) : lines;
-    let goodBytes = 0;
-    const ops: { op: string; id: string; [k: string]: unknown }[] = [];
-    for (let i = 0; i < complete.length; i++) {
-      const line = complete[i];
-      const sp = line.indexOf(' ');
-      const payload = line.slice(sp + 1);
-      const last = i === complete.length - 1;
-      const ok = sp === 16 && line.slice(0, 16) === lineHash(payload) && (!last || text.endsWith('\n'));
-      if (!ok) {
-        if (last) {
-          // An interrupted append: it was never acknowledged. Drop it.
-          log(`gallery: dropping an incomplete last journal record (${line.length} bytes) in ${path}`);
-          truncateSync(path, goodBytes);
-          break;
-        }
-        throw new GalleryError(`gallery journal ${path} is corrupt at record ${i + 1} (checksum mismatch); it will not be loaded`);
-      }
-      goodBytes += Buffer.byteLength(line) + 1;
-      ops.push(JSON.parse(payload));
-    }
-    const snap = this.loadSnapshot(ops.length);
-    for (let i = 0; i < ops.length; i++) this.applyOp(ops[i], i >= snap);
-    this.records = ops.length;
-  }
-
-  /** Loads the snapshot index.json points to, if its checksum matches; returns how many journal records it covers. */
-  private loadSnapshot(records: number): number {
-    const metaPath = join(this.dir, INDEX_META);
-    if (!existsSync(metaPath)) return 0;
-    const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as { file: string; records: number; sha256: string; bytes: number };
-    const idxPath = join(this.dir, meta.file);
-    const bytes = existsSync(idxPath) ? readFileSync(idxPath) : Buffer.alloc(0);
-    if (bytes.length !== meta.bytes || createHash('sha256').update(bytes).digest('hex') !== meta.sha256) {
-      throw new GalleryError(`gallery index ${idxPath} is missing, corrupt or truncated (checksum mismatch); delete ${INDEX_META} to rebuild the index from ${JOURNAL}`);
-    }
-    if (meta.records > records) throw new GalleryError(`gallery index ${idxPath} covers ${meta.records} journal records but ${JOURNAL} has ${records}; delete ${INDEX_META} to rebuild`);
-    this.index.readIndexSync(idxPath, true);
-    return meta.records;
-  }
-
-  private applyOp(op: { op: string; id: string; [k: string]: unknown }, indexIt: boolean): void {
+  private apply(op: Op, indexIt: boolean): void {
     if (op.op === 'delete') {
       const e = this.entries.get(op.id);
       if (!e) return;
-      for (const l of e.labels) {
-        if (indexIt) this.index.markDelete(l);
-        this.owners[l] = null;
-      }
+      if (indexIt) this.index.remove(e.labels);
+      for (const l of e.labels) this.owners[l] = null;
+      this.removed += e.labels.length;
       this.entries.delete(op.id);
       return;
     }
-    const patches = fromB64(op.patches as string);
-    const entry: Entry = {
-      id: op.id, metadata: op.metadata as Record<string, unknown> | undefined, rows: op.rows as number, cols: op.cols as number,
-      patches, pooled: fromB64(op.pooled as string), labels: [], addedAt: op.addedAt as string,
-    };
-    const n = entry.rows * entry.cols;
-    if (indexIt && this.index.getCurrentCount() + n > this.index.getMaxElements()) this.index.resizeIndex(Math.max(2 * this.index.getMaxElements(), this.index.getCurrentCount() + n));
-    for (let p = 0; p < n; p++) {
-      const label = this.owners.length;
-      this.owners.push([entry.id, p]);
-      entry.labels.push(label);
-      if (indexIt) this.index.addPoint(Array.from(patches.subarray(p * this.dim, (p + 1) * this.dim)), label);
-    }
-    this.entries.set(entry.id, entry);
+    const patches = fromB64(op.patches);
+    const n = op.rows * op.cols;
+    const labels = Array.from({ length: n }, (_, p) => this.owners.push([op.id, p]) - 1);
+    if (indexIt) this.index.add(patches, labels);
+    this.entries.set(op.id, { id: op.id, metadata: op.metadata, rows: op.rows, cols: op.cols, patches, pooled: fromB64(op.pooled), labels, addedAt: op.addedAt });
   }
 
-  private append(op: Record<string, unknown>): void {
-    const payload = JSON.stringify(op);
-    writeSync(this.journalFd, `${lineHash(payload)} ${payload}\n`);
-    fsyncSync(this.journalFd);
-    this.records++;
+  private write(op: Op): void {
+    this.journal.append(op);
     this.dirty = true;
+    this.apply(op, true);
   }
 
   has(id: string): boolean {
@@ -194,16 +129,12 @@ export class Gallery {
   /** Adds (or replaces) an image; durable when this returns. */
   add(id: string, patches: Float32Array, pooled: Float32Array, rows: number, cols: number, metadata?: Record<string, unknown>): void {
     if (this.entries.has(id)) this.remove(id);
-    const op = { op: 'add', id, metadata, rows, cols, patches: b64(normalize(patches, this.dim)), pooled: b64(normalize(pooled, this.dim)), addedAt: new Date().toISOString() };
-    this.append(op);
-    this.applyOp(op, true);
+    this.write({ op: 'add', id, metadata, rows, cols, patches: b64(normalize(patches, this.dim)), pooled: b64(normalize(pooled, this.dim)), addedAt: new Date().toISOString() });
   }
 
   remove(id: string): boolean {
     if (!this.entries.has(id)) return false;
-    const op = { op: 'delete', id };
-    this.append(op);
-    this.applyOp(op, true);
+    this.write({ op: 'delete', id });
     return true;
   }
 
@@ -214,9 +145,10 @@ export class Gallery {
 
   /**
    * Nearest gallery images for query patches [nq, D] at grid positions `positions` (row, col):
-   * HNSW finds candidate images per query patch, then each candidate is scored exactly by MaxSim.
-   * hnswlib-node is synchronous, so the work is cut into slices of at most SLICE_MS that yield to
-   * the event loop in between: a large search delays other requests by a slice, not by its length.
+   * the index finds candidate images per query patch, then each candidate is scored exactly by
+   * MaxSim. The index is synchronous, so the work is cut into slices of at most SLICE_MS that
+   * yield to the event loop in between: a large search delays other requests by a slice, not by
+   * its length.
    */
   async search(query: Float32Array, positions: [number, number][], pooled: Float32Array, k: number, withPooled: boolean): Promise<SearchHit[]> {
     let sliceStart = performance.now();
@@ -229,15 +161,14 @@ export class Gallery {
     const d = this.dim;
     const q = normalize(query, d);
     const nq = positions.length;
-    const live = this.index.getCurrentCount() - this.deletedCount();
+    const live = this.owners.length - this.removed;
     if (live === 0) return [];
     const perPatch = Math.min(live, Math.max(16, 4 * k));
-    this.index.setEf(Math.max(searchEf(this.index.getCurrentCount()), perPatch));
+    const breadth = searchEf(this.index.stored);
     const candidates = new Set<string>();
     for (let i = 0; i < nq; i++) {
       await maybeYield();
-      const { neighbors } = this.index.searchKnn(Array.from(q.subarray(i * d, (i + 1) * d)), perPatch);
-      for (const l of neighbors) {
+      for (const l of this.index.search(q.subarray(i * d, (i + 1) * d), perPatch, breadth)) {
         const owner = this.owners[l];
         if (owner) candidates.add(owner[0]);
       }
@@ -277,17 +208,11 @@ export class Gallery {
     return hits.sort((a, b) => b.score - a.score).slice(0, k);
   }
 
-  private deletedCount(): number {
-    let n = 0;
-    for (const o of this.owners) if (!o) n++;
-    return n;
-  }
-
-  /** Writes an HNSW snapshot (checksummed; index.json switches to it last) so the next open skips the rebuild. */
+  /** Writes an index snapshot (checksummed; index.json switches to it last) so the next open skips the rebuild. */
   snapshot(): void {
     if (!this.dirty && existsSync(join(this.dir, INDEX_META))) return;
     const tmp = join(this.dir, 'index.tmp');
-    this.index.writeIndexSync(tmp);
+    this.index.save(tmp);
     const fd = openSync(tmp, 'r+');
     fsyncSync(fd);
     closeSync(fd);
@@ -295,17 +220,30 @@ export class Gallery {
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const file = `index-${sha256.slice(0, 16)}.hnsw`;
     renameSync(tmp, join(this.dir, file));
-    writeFileSync(join(this.dir, `${INDEX_META}.tmp`), JSON.stringify({ file, records: this.records, bytes: bytes.length, sha256 }));
+    writeFileSync(join(this.dir, `${INDEX_META}.tmp`), JSON.stringify({ file, records: this.journal.records, bytes: bytes.length, sha256 }));
     renameSync(join(this.dir, `${INDEX_META}.tmp`), join(this.dir, INDEX_META));
     for (const f of readdirSync(this.dir)) if (/^index-[0-9a-f]{16}\.hnsw$/.test(f) && f !== file) rmSync(join(this.dir, f));
     this.dirty = false;
   }
 
   close(): void {
-    if (this.journalFd >= 0) {
-      this.snapshot();
-      closeSync(this.journalFd);
-      this.journalFd = -1;
-    }
+    if (this.closed) return;
+    this.closed = true;
+    this.snapshot();
+    this.journal.close();
   }
+}
+
+/** The snapshot index.json points to, if its checksum matches, and how many journal records it covers. */
+function loadSnapshot(dir: string, dim: number, records: number): { index: PatchIndex; records: number } | null {
+  const metaPath = join(dir, INDEX_META);
+  if (!existsSync(metaPath)) return null;
+  const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as { file: string; records: number; sha256: string; bytes: number };
+  const idxPath = join(dir, meta.file);
+  const bytes = existsSync(idxPath) ? readFileSync(idxPath) : Buffer.alloc(0);
+  if (bytes.length !== meta.bytes || createHash('sha256').update(bytes).digest('hex') !== meta.sha256) {
+    throw new GalleryError(`gallery index ${idxPath} is missing, corrupt or truncated (checksum mismatch); delete ${INDEX_META} to rebuild the index from ${JOURNAL}`);
+  }
+  if (meta.records > records) throw new GalleryError(`gallery index ${idxPath} covers ${meta.records} journal records but ${JOURNAL} has ${records}; delete ${INDEX_META} to rebuild`);
+  return { index: HnswIndex.load(idxPath, dim), records: meta.records };
 }
