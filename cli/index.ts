@@ -4,6 +4,7 @@ import { presetNames, type PresetName } from '../model/presets.ts';
 import type { ConfigOverrides } from '../train/config.ts';
 import { READOUTS } from '../format/readout.ts';
 import { recipeNames, recipeOverrides } from '../train/recipes.ts';
+import { variantNames } from '../study/variants.ts';
 
 const READOUT_CHOICES = [...READOUTS];
 
@@ -49,8 +50,8 @@ export function buildCli(): Command {
     .requiredOption('--data <path>', 'image folder, STL-10 binary directory, or IDX file/directory')
     .requiredOption('--out <dir>', 'run directory (e.g. runs/my-run)')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
-    .addOption(new Option('--recipe <name>', 'training recipe (train/recipes.ts); `reference` is the published I-JEPA one').choices(recipeNames).default('default'))
-    .option('--config <file>', 'JSON file overriding any config field (see train/config.ts)')
+    .addOption(new Option('--recipe <name>', 'training recipe (train/recipes/); `reference` is the published I-JEPA one').choices(recipeNames).default('default'))
+    .option('--config <file>', 'JSON file overriding any config field (docs/training.md)')
     .option('--holdout', 'pre-train without the validation split (so `eval --validation` is clean)')
     .option('--epochs <n>', 'epochs (sets the schedule length)', positive('--epochs'))
     .option('--batch <n>', 'images per micro-batch', int('--batch'))
@@ -59,10 +60,6 @@ export function buildCli(): Command {
     .option('--seed <n>', 'random seed', int('--seed', 0))
     .option('--max-steps <n>', 'stop after n optimizer steps (the schedule is compressed to fit)', int('--max-steps'))
     .option('--time-budget <minutes>', 'wall-clock budget; the schedule is fitted to it after a few timed steps', positive('--time-budget'))
-    .option('--chunk <n>', 'images per forward/backward pass inside a micro-batch (memory only)', int('--chunk'))
-    .addOption(new Option('--loss <kind>', 'prediction loss').choices(['mse', 'smooth-l1']))
-    .option('--sigreg <lambda>', 'weight of the SIGReg regulariser (off by default)', (v) => Number(v))
-    .option('--target-layers <k>', 'targets average the top k target-encoder blocks (1 = I-JEPA)', int('--target-layers'))
     .addOption(new Option('--engine <name>', 'training engine: onnxruntime (fast) or TF.js (reference, autodiff)').choices(['ort', 'tfjs']).default('ort'))
     .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', int('--threads'))
     .addOption(new Option('--backend <name>', 'TF.js backend (--engine tfjs)').choices(['wasm', 'cpu', 'tensorflow']).default('wasm'))
@@ -73,10 +70,8 @@ export function buildCli(): Command {
       const { train } = await import('../train/loop.ts');
       const flags: ConfigOverrides = {
         epochs: opts.epochs, batch: opts.batch, accum: opts.accum, seed: opts.seed, maxSteps: opts.maxSteps,
-        timeBudgetMin: opts.timeBudget, chunk: opts.chunk, loss: opts.loss,
+        timeBudgetMin: opts.timeBudget, holdout: opts.holdout,
         optim: opts.lr !== undefined ? { lr: opts.lr } : undefined,
-        sigreg: opts.sigreg !== undefined ? { weight: opts.sigreg } : undefined,
-        targetLayers: opts.targetLayers, holdout: opts.holdout,
       };
       for (const k of Object.keys(flags) as (keyof ConfigOverrides)[]) if (flags[k] === undefined) delete flags[k];
       const config = resolveConfig(opts.preset as PresetName, recipeOverrides(opts.recipe), opts.config ? readConfigFile(opts.config) : undefined, flags);
@@ -209,7 +204,7 @@ export function buildCli(): Command {
     .requiredOption('--data <path>', 'labeled training data (IDX or image class folders)')
     .requiredOption('--out <dir>', 'study directory (results.jsonl; may be shared by parallel study processes)')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
-    .option('--recipes <names>', `comma-separated recipes (${recipeNames.join(', ')})`, 'reference')
+    .option('--recipes <names>', 'comma-separated study variants (study/variants/)', 'reference')
     .option('--budgets <minutes>', 'comma-separated time budgets in minutes', '15')
     .option('--seeds <list>', 'comma-separated seeds', '0')
     .option('--threads <n>', 'onnxruntime threads per run (default: all cores)', int('--threads'))
@@ -232,11 +227,11 @@ export function buildCli(): Command {
         return;
       }
       const recipes = (opts.recipes as string).split(',').map((r) => r.trim());
-      for (const r of recipes) if (!recipeNames.includes(r as never)) throw new InvalidArgumentError(`--recipes: unknown recipe '${r}' (known: ${recipeNames.join(', ')})`);
+      for (const r of recipes) if (!variantNames.includes(r)) throw new InvalidArgumentError(`--recipes: unknown recipe '${r}' (known: ${variantNames.join(', ')})`);
       const readouts = (opts.readouts as string).split(',').map((r) => r.trim());
       for (const r of readouts) if (!READOUT_CHOICES.includes(r as never)) throw new InvalidArgumentError(`--readouts: unknown readout '${r}' (known: ${READOUT_CHOICES.join(', ')})`);
       console.log(await runStudy({
-        data: opts.data, out: opts.out, preset: opts.preset, recipes: recipes as never, threads: opts.threads, limit: opts.limit,
+        data: opts.data, out: opts.out, preset: opts.preset, recipes, threads: opts.threads, limit: opts.limit,
         readouts: readouts as never, layers: opts.layers ? list(opts.layers, '--layers', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)) : undefined,
         config: opts.config ? readConfigFile(opts.config) : undefined, l2: opts.l2,
         budgets: list(opts.budgets, '--budgets', Number), seeds: list(opts.seeds, '--seeds', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)),

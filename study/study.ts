@@ -8,7 +8,7 @@
 import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { resolveConfig, type ConfigOverrides } from '../train/config.ts';
-import { recipeOverrides, type RecipeName } from '../train/recipes.ts';
+import { variantOverrides } from './variants.ts';
 import { gridOf, type ModelConfig, type PresetName } from '../model/presets.ts';
 import { CHECKPOINT_FILE, METRICS_FILE, train, type RunSummary } from '../train/loop.ts';
 import { readCheckpoint } from '../train/checkpoint.ts';
@@ -23,7 +23,7 @@ export interface StudyOptions {
   data: string;
   out: string;
   preset: PresetName;
-  recipes: RecipeName[];
+  recipes: string[];
   budgets: number[];
   seeds: number[];
   threads?: number;
@@ -136,7 +136,7 @@ export async function runStudy(o: StudyOptions): Promise<string> {
       for (const seed of o.seeds) {
         const key = `${recipe}-${budget}m-s${seed}`;
         const dir = join(out, key);
-        const config = resolveConfig(o.preset, recipeOverrides(recipe), o.config, { timeBudgetMin: budget, seed, holdout: true });
+        const config = resolveConfig(o.preset, variantOverrides(recipe), o.config, { timeBudgetMin: budget, seed, holdout: true });
         const depth = config.model.depth;
         const layers = o.layers ?? [depth];
         // Checked before training, not after it at export.
