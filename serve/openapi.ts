@@ -1,80 +1,94 @@
-/** The OpenAPI 3.1 description of the HTTP API, served at /openapi.json. */
+/**
+ * The OpenAPI 3.1 description served at /openapi.json. Request bodies and parameters are generated
+ * from the zod schemas the routes validate with, so every limit is written once.
+ */
+import { z } from 'zod';
+import { addSchema, idSchema } from './routes/gallery.ts';
+import { imagesBodySchema, optionsSchema } from './routes/inputs.ts';
 import type { Service } from './service.ts';
 
-export function openapi(svc: Service) {
-  const error = { type: 'object', required: ['error', 'code'], properties: { error: { type: 'string' }, code: { type: 'string' } } };
-  const base64 = { type: 'string', contentEncoding: 'base64' };
-  const options = {
-    patches: { type: 'boolean' },
-    dtype: { enum: ['float32', 'float16'] },
-    top_k: { type: 'integer', minimum: 1, maximum: 1000 },
-  };
-  const searchOptions = {
-    k: { type: 'integer', minimum: 1, maximum: 100 },
-    box: { description: 'patch box [row0, col0, row1, col1) of the query: an array of 4 integers, or "r0,c0,r1,c1" in the query string', oneOf: [{ type: 'array', items: { type: 'integer' }, minItems: 4, maxItems: 4 }, { type: 'string' }] },
-    pooled: { type: 'boolean' },
-  };
-  const body = (props: Record<string, unknown>) => ({
-    'image/*': { schema: { type: 'string', format: 'binary' } },
-    'application/json': {
-      schema: {
-        type: 'object',
-        additionalProperties: false,
-        properties: { images: { type: 'array', minItems: 1, items: { oneOf: [base64, { type: 'object', properties: { data: base64 }, required: ['data'] }] } }, image: base64, ...props },
-      },
+type Option = keyof typeof optionsSchema.shape;
+
+const schema = (s: z.ZodType) => {
+  const { $schema: _, ...rest } = z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' });
+  return rest;
+};
+
+const query = (names: Option[]) => names.map((name) => {
+  const { description, ...s } = schema(optionsSchema.shape[name]) as { description?: string };
+  return { name, in: 'query', required: false, description, schema: s };
+});
+
+/** The three ways to send images, with the route's own options in the JSON form. */
+function imagesBody(names: Option[]) {
+  const keep = Object.fromEntries(names.map((n) => [n, true])) as Partial<Record<Option, true>>;
+  const others = (Object.keys(optionsSchema.shape) as Option[]).filter((n) => !keep[n]);
+  const json = imagesBodySchema.omit(Object.fromEntries(others.map((n) => [n, true])) as Record<Option, true>);
+  return {
+    required: true,
+    content: {
+      'image/*': { schema: { type: 'string', format: 'binary' } },
+      'application/json': { schema: schema(json) },
+      'multipart/form-data': { schema: { type: 'object', additionalProperties: { type: 'string', format: 'binary' } } },
     },
-    'multipart/form-data': { schema: { type: 'object', additionalProperties: { type: 'string', format: 'binary' } } },
-  });
-  const query = (props: Record<string, unknown>) => Object.entries(props).map(([name, schema]) => ({ name, in: 'query', required: false, schema }));
-  const images = body(options);
-  const id = { name: 'id', in: 'path', required: true, description: "gallery id; may contain '/'", schema: { type: 'string', pattern: '^[\\w.:@/-]{1,128}$' } };
-  const item = { type: 'object', additionalProperties: false, required: ['id', 'image'], properties: { id: { type: 'string' }, image: base64, metadata: { type: 'object' } } };
-  const errors = Object.fromEntries(['400', '409', '413', '415', '422', '429', '503'].map((s) => [s, { description: 'error', content: { 'application/json': { schema: error } } }]));
+  };
+}
+
+const error = { type: 'object', required: ['error', 'code'], properties: { error: { type: 'string' }, code: { type: 'string' } } };
+const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [String(c), { description: 'error', content: { 'application/json': { schema: error } } }]));
+const ok = (description: string) => ({ 200: { description } });
+
+export function openapi(svc: Service) {
+  const images = [400, 413, 415, 422, 429, 503];
+  const id = { name: 'id', in: 'path', required: true, schema: schema(idSchema) };
   return {
     openapi: '3.1.0',
     info: { title: 'ijepa feature server', version: '1', description: `Serving model ${svc.manifest.id}` },
     paths: {
-      '/healthz': { get: { summary: 'process is up', responses: { 200: { description: 'ok' } } } },
-      '/readyz': { get: { summary: 'model loaded and a forward pass succeeded', responses: { 200: { description: 'ready' }, 503: { description: 'not ready' } } } },
-      '/metrics': { get: { summary: 'Prometheus metrics', responses: { 200: { description: 'text exposition format' } } } },
-      '/v1/models': { get: { summary: 'the model package manifest', responses: { 200: { description: 'manifest' } } } },
+      '/healthz': { get: { summary: 'process is up', responses: ok('ok') } },
+      '/readyz': { get: { summary: 'model loaded and a forward pass succeeded', responses: { ...ok('ready'), 503: { description: 'not ready' } } } },
+      '/metrics': { get: { summary: 'Prometheus metrics', responses: ok('text exposition format') } },
+      '/v1/models': { get: { summary: 'the model package manifest', responses: ok('manifest') } },
       '/v1/embeddings': {
         post: {
-          summary: 'pooled embedding per image, optionally the patch grid [rows, cols, D]; Accept: application/octet-stream for float32/float16 bytes (X-Shape, X-Dtype headers)',
-          parameters: query({ patches: options.patches, dtype: options.dtype }),
-          requestBody: { required: true, content: images },
-          responses: { 200: { description: 'embeddings, per-image errors inline' }, ...errors },
+          summary: 'pooled embedding per image, optionally the patch grid; Accept: application/octet-stream for float32/float16 bytes (X-Shape, X-Dtype headers)',
+          parameters: query(['patches', 'dtype']),
+          requestBody: imagesBody(['patches', 'dtype']),
+          responses: { ...ok('embeddings, per-image errors inline'), ...errors(...images) },
         },
       },
       '/v1/classify': {
         post: {
           summary: 'top-k classes from the linear-probe head',
-          parameters: query({ top_k: options.top_k }),
-          requestBody: { required: true, content: images },
-          responses: { 200: { description: 'predictions, per-image errors inline' }, ...errors },
+          parameters: query(['top_k']),
+          requestBody: imagesBody(['top_k']),
+          responses: { ...ok('predictions, per-image errors inline'), ...errors(...images, 409) },
         },
       },
       '/v1/gallery': {
         post: {
-          summary: 'add images to the gallery (with --gallery; x-api-key or Bearer when the server has a key): image/* with ?id= and ?metadata=<JSON object>, or JSON {id, image, metadata} or {items: [...]}',
-          parameters: query({ id: { type: 'string' }, metadata: { type: 'string', description: 'a JSON object' } }),
-          requestBody: { required: true, content: { 'image/*': images['image/*'], 'application/json': { schema: { oneOf: [item, { type: 'object', required: ['items'], properties: { items: { type: 'array', minItems: 1, items: item } } }] } } } },
-          responses: { 200: { description: '{added, errors, size}' }, 401: errors['400'], ...errors },
+          summary: 'add images to the gallery (x-api-key or Bearer when the server has a key): image/* with ?id= and ?metadata=<JSON object>, or JSON',
+          parameters: [
+            { name: 'id', in: 'query', required: false, schema: schema(idSchema) },
+            { name: 'metadata', in: 'query', required: false, description: 'a JSON object', schema: { type: 'string' } },
+          ],
+          requestBody: { required: true, content: { 'image/*': { schema: { type: 'string', format: 'binary' } }, 'application/json': { schema: schema(addSchema) } } },
+          responses: { ...ok('{added, errors, size}'), ...errors(...images, 401, 409) },
         },
       },
       '/v1/gallery/{id}': {
-        get: { summary: 'one gallery entry', parameters: [id], responses: { 200: { description: 'entry' }, 404: errors['400'], 409: errors['409'] } },
-        delete: { summary: 'remove one gallery entry (API key when set)', parameters: [id], responses: { 200: { description: '{deleted}' }, 401: errors['400'], 404: errors['400'], 409: errors['409'] } },
+        get: { summary: 'one gallery entry', parameters: [id], responses: { ...ok('entry'), ...errors(404, 409) } },
+        delete: { summary: 'remove one gallery entry (API key when set)', parameters: [id], responses: { ...ok('{deleted}'), ...errors(401, 404, 409) } },
       },
       '/v1/search': {
         post: {
           summary: 'nearest gallery images to one query image by patch MaxSim (optionally within a patch box), with pooled cosine scores on request',
-          parameters: query(searchOptions),
-          requestBody: { required: true, content: body(searchOptions) },
-          responses: { 200: { description: '{hits: [{id, score, metadata, matches}]}' }, ...errors },
+          parameters: query(['k', 'box', 'pooled']),
+          requestBody: imagesBody(['k', 'box', 'pooled']),
+          responses: { ...ok('{hits: [{id, score, metadata, matches}]}'), ...errors(...images, 409) },
         },
       },
-      '/openapi.json': { get: { summary: 'this document', responses: { 200: { description: 'OpenAPI 3.1' } } } },
+      '/openapi.json': { get: { summary: 'this document', responses: ok('OpenAPI 3.1') } },
     },
   };
 }

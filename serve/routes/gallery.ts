@@ -7,9 +7,11 @@ import type { Service } from '../service.ts';
 import { fromBase64, parseImages, type ImageInput } from './inputs.ts';
 
 const ID = /^[\w.:@/-]{1,128}$/;
-const idSchema = z.string().regex(ID, 'ids are 1-128 characters of letters, digits and _ . : @ / -');
-const itemSchema = z.object({ id: idSchema, image: z.string(), metadata: z.record(z.string(), z.unknown()).optional() }).strict();
-const addSchema = z.union([z.object({ items: z.array(itemSchema).min(1) }).strict(), itemSchema]);
+export const idSchema = z.string().regex(ID, 'ids are 1-128 characters of letters, digits and _ . : @ / -').describe("gallery id; may contain '/'");
+const metadataSchema = z.record(z.string(), z.unknown()).describe('any JSON object, returned with the item and its search hits');
+const itemSchema = z.object({ id: idSchema, image: z.string().describe('base64'), metadata: metadataSchema.optional() }).strict();
+/** POST /v1/gallery as JSON: one item, or several; /openapi.json is generated from it. */
+export const addSchema = z.union([z.object({ items: z.array(itemSchema).min(1) }).strict(), itemSchema]);
 
 function galleryOf(svc: Service): Gallery {
   if (!svc.gallery) throw new ApiError('no_gallery', 'this server has no gallery: start it with --gallery <dir>');
@@ -26,7 +28,7 @@ export async function addToGallery(svc: Service, req: Request, res: Response): P
     let metadata: Record<string, unknown> | undefined;
     if (typeof req.query.metadata === 'string') {
       try {
-        metadata = z.record(z.string(), z.unknown()).parse(JSON.parse(req.query.metadata));
+        metadata = metadataSchema.parse(JSON.parse(req.query.metadata));
       } catch {
         throw new ApiError('bad_request', 'query parameter metadata must be a JSON object');
       }

@@ -37,21 +37,27 @@ const box = z.union([
   z.string().regex(/^\d+,\d+,\d+,\d+$/).transform((s) => s.split(',').map(Number) as [number, number, number, number]),
 ]);
 /** A JSON integer or a string of decimal digits (Number() would also take '0x3', '1e2' and ''). */
-const count = (max: number) =>
-  z.union([z.number(), z.string().regex(/^\d+$/, 'must be a decimal integer').transform(Number)]).pipe(z.number().int().min(1).max(max));
-const optionsSchema = z.object({
-  patches: bool.optional(),
-  dtype: z.enum(['float32', 'float16']).optional(),
-  top_k: count(1000).optional(),
-  k: count(100).optional(),
-  box: box.optional(),
-  pooled: bool.optional(),
+const count = (max: number) => {
+  const n = z.number().int().min(1).max(max);
+  return z.union([n, z.string().regex(/^\d+$/, 'must be a decimal integer').transform(Number).pipe(n)]);
+};
+
+/** Request options, from the query string, the JSON body or form fields; /openapi.json is generated from these. */
+export const optionsSchema = z.object({
+  patches: bool.optional().describe('also return the patch grid [rows, cols, D]'),
+  dtype: z.enum(['float32', 'float16']).optional().describe('element type of an application/octet-stream answer'),
+  top_k: count(1000).optional().describe('classes to return (default 5)'),
+  k: count(100).optional().describe('gallery images to return (default 10)'),
+  box: box.optional().describe('patch box [row0, col0, row1, col1) of the query in grid units: 4 integers, or "r0,c0,r1,c1" in the query string'),
+  pooled: bool.optional().describe('also score hits by pooled-embedding cosine'),
 });
 
-const jsonSchema = optionsSchema
+const base64 = z.string().describe('base64 (a data: URL prefix is allowed)');
+
+export const imagesBodySchema = optionsSchema
   .extend({
-    images: z.array(z.union([z.string(), z.object({ data: z.string() }).strict()])).min(1).optional(),
-    image: z.string().optional(),
+    images: z.array(z.union([base64, z.object({ data: base64 }).strict()])).min(1).optional(),
+    image: base64.optional(),
   })
   .strict();
 
@@ -85,7 +91,7 @@ export function parseImages(req: Request, maxImages: number): ParsedImages {
     single = true;
     opts = options(req.query);
   } else if (type.startsWith('application/json')) {
-    const parsed = jsonSchema.safeParse(req.body);
+    const parsed = imagesBodySchema.safeParse(req.body);
     if (!parsed.success) throw new ApiError('bad_request', `invalid request body: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`);
     const list = parsed.data.images ?? (parsed.data.image !== undefined ? [parsed.data.image] : []);
     if (list.length === 0) throw new ApiError('no_images', 'send "images": [base64, …] or "image": base64');

@@ -79,6 +79,13 @@ test('health, readiness, models, OpenAPI, metrics', async () => {
   const routes = stack.filter((l) => l.route).map((l) => ({ path: l.route!.path.replace(/\*(\w+)/, '{$1}'), methods: Object.keys(l.route!.methods) }));
   assert.ok(routes.length >= 10);
   for (const r of routes) for (const m of r.methods) assert.ok(api.paths[r.path]?.[m], `${m.toUpperCase()} ${r.path} missing from /openapi.json`);
+  // Limits come from the schemas the routes validate with: the integer branch of top_k and k.
+  const topK = api.paths['/v1/classify'].post.parameters.find((p: { name: string }) => p.name === 'top_k');
+  assert.deepEqual(topK.schema.anyOf[0], { type: 'integer', minimum: 1, maximum: 1000 });
+  const searchBody = api.paths['/v1/search'].post.requestBody.content['application/json'].schema;
+  assert.equal(searchBody.properties.k.anyOf[0].maximum, 100);
+  assert.equal(searchBody.properties.top_k, undefined);
+  assert.equal(searchBody.additionalProperties, false);
   await post('/v1/embeddings', img.png, { 'content-type': 'image/png' });
   const metrics = await (await fetch(`${base}/metrics`)).text();
   assert.match(metrics, /ijepa_http_requests_total\{route="\/v1\/embeddings",status="200"\} \d+/);
