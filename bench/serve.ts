@@ -22,12 +22,15 @@ const model = process.env.BENCH_MODEL ?? 'models/fmnist-vit-tiny';
 const requests = Number(process.env.BENCH_REQUESTS ?? 400);
 const sizes = (process.env.BENCH_GALLERY_SIZES ?? '100000,1000000').split(',').map(Number);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
+const pct = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 
 // 1. Offline batched throughput.
 const embedder = await Embedder.open(model);
 const size = embedder.manifest.preprocess.size;
-const rgb = Array.from({ length: 32 }, (_, i) => Uint8Array.from({ length: size * size * 3 }, (_, j) => (i * 31 + j * 7) & 255));
+const rgb = Array.from({ length: 32 }, (_, i) =>
+  Uint8Array.from({ length: size * size * 3 }, (_, j) => (i * 31 + j * 7) & 255),
+);
 await embedder.embed(rgb);
 const offline: number[] = [];
 for (let r = 0; r < 5; r++) {
@@ -39,8 +42,14 @@ await embedder.close();
 const offlineIps = median(offline);
 
 // 2. HTTP, server in its own process.
-const png = await sharp(Buffer.from(rgb[3]), { raw: { width: size, height: size, channels: 3 } }).png().toBuffer();
-const child = spawn(process.execPath, [join(import.meta.dirname, '../bin/ijepa.js'), 'serve', '--model', model, '--port', '0', '--max-queue', '4096'], { stdio: ['ignore', 'ignore', 'pipe'] });
+const png = await sharp(Buffer.from(rgb[3]), { raw: { width: size, height: size, channels: 3 } })
+  .png()
+  .toBuffer();
+const child = spawn(
+  process.execPath,
+  [join(import.meta.dirname, '../bin/ijepa.js'), 'serve', '--model', model, '--port', '0', '--max-queue', '4096'],
+  { stdio: ['ignore', 'ignore', 'pipe'] },
+);
 const base = await new Promise<string>((resolve, reject) => {
   let buf = '';
   child.stderr.on('data', (d) => {
@@ -54,24 +63,37 @@ async function load(concurrency: number, n: number) {
   const lat: number[] = [];
   let next = 0;
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < n) {
-      next++;
-      const t = performance.now();
-      const r = await fetch(`${base}/v1/embeddings`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(png) });
-      await r.arrayBuffer();
-      if (r.status !== 200) throw new Error(`HTTP ${r.status}`);
-      lat.push(performance.now() - t);
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < n) {
+        next++;
+        const t = performance.now();
+        const r = await fetch(`${base}/v1/embeddings`, {
+          method: 'POST',
+          headers: { 'content-type': 'image/png' },
+          body: new Uint8Array(png),
+        });
+        await r.arrayBuffer();
+        if (r.status !== 200) throw new Error(`HTTP ${r.status}`);
+        lat.push(performance.now() - t);
+      }
+    }),
+  );
   return { ips: n / ((performance.now() - t0) / 1000), p50: pct(lat, 50), p99: pct(lat, 99) };
 }
 const hasWrk = spawnSync('wrk', ['--version']).error === undefined;
 async function wrk(concurrency: number, seconds: number) {
   const dir = mkdtempSync(join(tmpdir(), 'ijepa-wrk-'));
   writeFileSync(join(dir, 'img.png'), png);
-  writeFileSync(join(dir, 'post.lua'), `wrk.method = "POST"\nwrk.headers["Content-Type"] = "image/png"\nlocal f = io.open("${join(dir, 'img.png')}", "rb")\nwrk.body = f:read("*all")\nf:close()\n`);
-  const r = spawnSync('wrk', ['-t1', `-c${concurrency}`, `-d${seconds}s`, '--latency', '-s', join(dir, 'post.lua'), `${base}/v1/embeddings`], { encoding: 'utf8' });
+  writeFileSync(
+    join(dir, 'post.lua'),
+    `wrk.method = "POST"\nwrk.headers["Content-Type"] = "image/png"\nlocal f = io.open("${join(dir, 'img.png')}", "rb")\nwrk.body = f:read("*all")\nf:close()\n`,
+  );
+  const r = spawnSync(
+    'wrk',
+    ['-t1', `-c${concurrency}`, `-d${seconds}s`, '--latency', '-s', join(dir, 'post.lua'), `${base}/v1/embeddings`],
+    { encoding: 'utf8' },
+  );
   if (/Non-2xx/.test(r.stdout)) throw new Error(`wrk saw errors:\n${r.stdout}`);
   const ms = (label: string) => {
     const m = new RegExp(`${label}\\s+([\\d.]+)(us|ms|s)`).exec(r.stdout)!;
@@ -84,12 +106,18 @@ const c1 = hasWrk ? await wrk(1, 8) : await load(1, Math.max(50, requests / 4));
 const c32 = hasWrk ? await wrk(32, 12) : await load(32, requests);
 child.kill('SIGTERM');
 
-console.log(`\nServing ${model} (${size}x${size}), onnxruntime 1 thread, one run on this machine; load from ${hasWrk ? 'wrk' : 'a fetch() loop in the bench process'}:\n`);
+console.log(
+  `\nServing ${model} (${size}x${size}), onnxruntime 1 thread, one run on this machine; load from ${hasWrk ? 'wrk' : 'a fetch() loop in the bench process'}:\n`,
+);
 console.log('| measurement | img/s | p50 ms | p99 ms | vs offline |');
 console.log('| --- | --- | --- | --- | --- |');
 console.log(`| offline batched ORT (batch 32) | ${offlineIps.toFixed(0)} | | | 1.00 |`);
-console.log(`| HTTP /v1/embeddings, concurrency 1 | ${c1.ips.toFixed(0)} | ${c1.p50.toFixed(1)} | ${c1.p99.toFixed(1)} | ${(c1.ips / offlineIps).toFixed(2)} |`);
-console.log(`| HTTP /v1/embeddings, concurrency 32 | ${c32.ips.toFixed(0)} | ${c32.p50.toFixed(1)} | ${c32.p99.toFixed(1)} | ${(c32.ips / offlineIps).toFixed(2)} |`);
+console.log(
+  `| HTTP /v1/embeddings, concurrency 1 | ${c1.ips.toFixed(0)} | ${c1.p50.toFixed(1)} | ${c1.p99.toFixed(1)} | ${(c1.ips / offlineIps).toFixed(2)} |`,
+);
+console.log(
+  `| HTTP /v1/embeddings, concurrency 32 | ${c32.ips.toFixed(0)} | ${c32.p50.toFixed(1)} | ${c32.p99.toFixed(1)} | ${(c32.ips / offlineIps).toFixed(2)} |`,
+);
 
 // 3. Gallery search: clustered vectors (embedding-like), HNSW vs exact.
 const dim = 192;
@@ -140,7 +168,9 @@ for (const n of sizes) {
       lat.push(performance.now() - t);
       hit += neighbors.filter((x) => exact[q].has(x)).length;
     });
-    console.log(`| ${n.toLocaleString('en')} | ${build.toFixed(0)} | ${pct(lat, 50).toFixed(2)} | ${pct(lat, 99).toFixed(2)} | ${(hit / (queries * 10)).toFixed(3)} (${ef}) |`);
+    console.log(
+      `| ${n.toLocaleString('en')} | ${build.toFixed(0)} | ${pct(lat, 50).toFixed(2)} | ${pct(lat, 99).toFixed(2)} | ${(hit / (queries * 10)).toFixed(3)} (${ef}) |`,
+    );
   }
 }
 process.exit(0);

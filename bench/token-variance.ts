@@ -14,7 +14,13 @@ import { encoderSpecs } from '../model/vit.ts';
 import { ParamStore } from '../model/params.ts';
 import { tokenVarianceShares } from '../train/diagnostics.ts';
 
-const { values, positionals } = parseArgs({ options: { data: { type: 'string', default: '/usr/share/datasets/fashion-mnist' }, images: { type: 'string', default: '512' } }, allowPositionals: true });
+const { values, positionals } = parseArgs({
+  options: {
+    data: { type: 'string', default: '/usr/share/datasets/fashion-mnist' },
+    images: { type: 'string', default: '512' },
+  },
+  allowPositionals: true,
+});
 if (!positionals.length) throw new Error('usage: npm run bench:tokens -- <model dir>... [--data DIR] [--images N]');
 const sp = labeledSplits(values.data!, undefined, 0, undefined, true);
 const items = sp.testItems.slice(0, Number(values.images));
@@ -25,25 +31,37 @@ async function shares(e: Embedder) {
   const d = e.manifest.embeddingDim;
   const tokens = new Float32Array(items.length * n * d);
   for (let s = 0; s < items.length; s += 64) {
-    const imgs = await Promise.all(items.slice(s, s + 64).map(async (i) => toRgb(await sp.test.read(i), e.manifest.preprocess)));
+    const imgs = await Promise.all(
+      items.slice(s, s + 64).map(async (i) => toRgb(await sp.test.read(i), e.manifest.preprocess)),
+    );
     tokens.set((await e.embed(imgs)).tokens, s * n * d);
   }
   return tokenVarianceShares(tokens, items.length, n, d);
 }
 
 const pct = (v: number) => (100 * v).toFixed(1);
-console.log(`${items.length} validation images of ${values.data}; shares of the variance of layer-normalised target-encoder tokens (%)\n`);
+console.log(
+  `${items.length} validation images of ${values.data}; shares of the variance of layer-normalised target-encoder tokens (%)\n`,
+);
 console.log('| model | images seen | position | image | patch (residual) |\n| --- | --- | --- | --- | --- |');
 let first: Embedder | undefined;
 for (const dir of positionals) {
   const e = await Embedder.open(dir, { threads: 2 });
   const s = await shares(e);
-  console.log(`| ${dir} | ${e.manifest.training.imagesSeen} | ${pct(s.position)} | ${pct(s.image)} | ${pct(s.residual)} |`);
+  console.log(
+    `| ${dir} | ${e.manifest.training.imagesSeen} | ${pct(s.position)} | ${pct(s.image)} | ${pct(s.residual)} |`,
+  );
   if (first) await e.close();
   else first = e;
 }
 const cfg = modelConfig(first!.manifest);
-const random = await Embedder.fromGraph(first!.manifest, encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), 0, 'random-init')), { threads: 2 });
+const random = await Embedder.fromGraph(
+  first!.manifest,
+  encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), 0, 'random-init')),
+  { threads: 2 },
+);
 const r = await shares(random);
-console.log(`| random-init (${cfg.dim}×${cfg.depth}, patch ${cfg.patchSize}) | 0 | ${pct(r.position)} | ${pct(r.image)} | ${pct(r.residual)} |`);
+console.log(
+  `| random-init (${cfg.dim}×${cfg.depth}, patch ${cfg.patchSize}) | 0 | ${pct(r.position)} | ${pct(r.image)} | ${pct(r.residual)} |`,
+);
 await Promise.all([random.close(), first!.close()]);

@@ -40,7 +40,11 @@ function microBatch(step: number): MicroBatch {
   return { patches, batch, masks: sampleMasks(Rng.for(1, 'masks', step), gridOf(m), batch, defaultMaskConfig) };
 }
 
-interface Sample { sec: number; imgs: number; gflops: number }
+interface Sample {
+  sec: number;
+  imgs: number;
+  gflops: number;
+}
 
 async function timed(mb: MicroBatch, f: () => unknown): Promise<Sample> {
   const t0 = performance.now();
@@ -85,7 +89,12 @@ function randomArray(n: number, seed: number, scale = 1): Float32Array {
 if (withTfjs) await useBackend('wasm');
 const engines: { name: string; run: (mb: MicroBatch, step: number) => unknown }[] = [];
 for (const t of threads > 1 ? [1, threads] : [1]) {
-  const e = await OrtEngine.create(m, online, target, { loss: 'mse', numTargets: defaultMaskConfig.numTargets, chunk, threads: t });
+  const e = await OrtEngine.create(m, online, target, {
+    loss: 'mse',
+    numTargets: defaultMaskConfig.numTargets,
+    chunk,
+    threads: t,
+  });
   engines.push({ name: `onnxruntime, ${t} thread${t > 1 ? 's' : ''}`, run: (mb) => e.forwardBackward(mb, grad, 1) });
 }
 if (withTfjs) {
@@ -102,22 +111,32 @@ for (let r = 1; r <= rounds; r++) {
   const mb = microBatch(r);
   for (const e of engines) samples.get(e.name)!.push(await timed(mb, () => e.run(mb, r)));
   gemmRates.push(await gemm());
-  process.stderr.write(`round ${r}/${rounds}: ${engines.map((e) => `${e.name} ${samples.get(e.name)!.at(-1)!.imgs.toFixed(1)} img/s`).join(' | ')} | Gemm ${gemmRates.at(-1)!.toFixed(0)} GFLOP/s\n`);
+  process.stderr.write(
+    `round ${r}/${rounds}: ${engines.map((e) => `${e.name} ${samples.get(e.name)!.at(-1)!.imgs.toFixed(1)} img/s`).join(' | ')} | Gemm ${gemmRates.at(-1)!.toFixed(0)} GFLOP/s\n`,
+  );
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-console.log(`\nI-JEPA step, vit-tiny (32x32, patch 4), batch ${batch} (chunks of ${chunk}), medians of ${rounds} interleaved rounds:\n`);
+console.log(
+  `\nI-JEPA step, vit-tiny (32x32, patch 4), batch ${batch} (chunks of ${chunk}), medians of ${rounds} interleaved rounds:\n`,
+);
 console.log('| engine | s/step | img/s | GFLOP/s (useful matmul) |');
 console.log('| --- | --- | --- | --- |');
 for (const e of engines) {
   const s = samples.get(e.name)!;
-  console.log(`| ${e.name} | ${median(s.map((x) => x.sec)).toFixed(2)} | ${median(s.map((x) => x.imgs)).toFixed(1)} | ${median(s.map((x) => x.gflops)).toFixed(1)} |`);
+  console.log(
+    `| ${e.name} | ${median(s.map((x) => x.sec)).toFixed(2)} | ${median(s.map((x) => x.imgs)).toFixed(1)} | ${median(s.map((x) => x.gflops)).toFixed(1)} |`,
+  );
 }
 console.log(`| (reference) MLP-shaped Gemms alone, onnxruntime, 1 thread | | | ${median(gemmRates).toFixed(1)} |`);
 const base = engines[0].name;
 for (const e of engines.slice(1)) {
   const ratios = samples.get(e.name)!.map((s, i) => samples.get(base)![i].imgs / s.imgs);
-  console.log(`\n${base} / ${e.name}: ${median(ratios).toFixed(2)}x (per round: ${ratios.map((x) => x.toFixed(2)).join(', ')})`);
+  console.log(
+    `\n${base} / ${e.name}: ${median(ratios).toFixed(2)}x (per round: ${ratios.map((x) => x.toFixed(2)).join(', ')})`,
+  );
 }
 const share = samples.get(base)!.map((s, i) => s.gflops / gemmRates[i]);
-console.log(`${base}: useful matmul rate = ${(100 * median(share)).toFixed(0)}% of the single-Gemm rate measured in the same round`);
+console.log(
+  `${base}: useful matmul rate = ${(100 * median(share)).toFixed(0)}% of the single-Gemm rate measured in the same round`,
+);

@@ -11,7 +11,8 @@ const READOUT_CHOICES = [...READOUTS];
 function int(name: string, min = 1) {
   return (v: string) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, got '${v}'`);
+    if (!Number.isInteger(n) || n < min)
+      throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, got '${v}'`);
     return n;
   };
 }
@@ -19,7 +20,8 @@ function int(name: string, min = 1) {
 /** Bounded because body-parser makes the whole JSON body one string, and V8 strings stop near 512 MiB. */
 function maxRequestBytes(v: string): number {
   const n = int('--max-request-bytes', 1024)(v);
-  if (n > 256 * 1024 * 1024) throw new InvalidArgumentError(`--max-request-bytes must be at most 268435456 (256 MiB), got '${v}'`);
+  if (n > 256 * 1024 * 1024)
+    throw new InvalidArgumentError(`--max-request-bytes must be at most 268435456 (256 MiB), got '${v}'`);
   return n;
 }
 
@@ -50,7 +52,11 @@ export function buildCli(): Command {
     .requiredOption('--data <path>', 'image folder, STL-10 binary directory, or IDX file/directory')
     .requiredOption('--out <dir>', 'run directory (e.g. runs/my-run)')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
-    .addOption(new Option('--recipe <name>', 'training recipe (train/recipes/); `reference` is the published I-JEPA one').choices(recipeNames).default('default'))
+    .addOption(
+      new Option('--recipe <name>', 'training recipe (train/recipes/); `reference` is the published I-JEPA one')
+        .choices(recipeNames)
+        .default('default'),
+    )
     .option('--config <file>', 'JSON file overriding any config field (docs/training.md)')
     .option('--holdout', 'pre-train without the validation split (so `eval --validation` is clean)')
     .option('--epochs <n>', 'epochs (sets the schedule length)', positive('--epochs'))
@@ -59,25 +65,52 @@ export function buildCli(): Command {
     .option('--lr <x>', 'peak learning rate', positive('--lr'))
     .option('--seed <n>', 'random seed', int('--seed', 0))
     .option('--max-steps <n>', 'stop after n optimizer steps (the schedule is compressed to fit)', int('--max-steps'))
-    .option('--time-budget <minutes>', 'wall-clock budget; the schedule is fitted to it after a few timed steps', positive('--time-budget'))
-    .addOption(new Option('--engine <name>', 'training engine: onnxruntime (fast) or TF.js (reference, autodiff)').choices(['ort', 'tfjs']).default('ort'))
+    .option(
+      '--time-budget <minutes>',
+      'wall-clock budget; the schedule is fitted to it after a few timed steps',
+      positive('--time-budget'),
+    )
+    .addOption(
+      new Option('--engine <name>', 'training engine: onnxruntime (fast) or TF.js (reference, autodiff)')
+        .choices(['ort', 'tfjs'])
+        .default('ort'),
+    )
     .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', int('--threads'))
-    .addOption(new Option('--backend <name>', 'TF.js backend (--engine tfjs)').choices(['wasm', 'cpu', 'tensorflow']).default('wasm'))
+    .addOption(
+      new Option('--backend <name>', 'TF.js backend (--engine tfjs)')
+        .choices(['wasm', 'cpu', 'tensorflow'])
+        .default('wasm'),
+    )
     .option('--resume', 'continue the checkpoint in --out (with either engine)', false)
     .option('--plain', 'log lines instead of a progress bar (default when stderr is not a TTY)')
     .action(async (opts) => {
       const { resolveConfig, readConfigFile } = await import('../train/config.ts');
       const { train } = await import('../train/loop.ts');
       const flags: ConfigOverrides = {
-        epochs: opts.epochs, batch: opts.batch, accum: opts.accum, seed: opts.seed, maxSteps: opts.maxSteps,
-        timeBudgetMin: opts.timeBudget, holdout: opts.holdout,
+        epochs: opts.epochs,
+        batch: opts.batch,
+        accum: opts.accum,
+        seed: opts.seed,
+        maxSteps: opts.maxSteps,
+        timeBudgetMin: opts.timeBudget,
+        holdout: opts.holdout,
         optim: opts.lr !== undefined ? { lr: opts.lr } : undefined,
       };
       for (const k of Object.keys(flags) as (keyof ConfigOverrides)[]) if (flags[k] === undefined) delete flags[k];
-      const config = resolveConfig(opts.preset as PresetName, recipeOverrides(opts.recipe), opts.config ? readConfigFile(opts.config) : undefined, flags);
+      const config = resolveConfig(
+        opts.preset as PresetName,
+        recipeOverrides(opts.recipe),
+        opts.config ? readConfigFile(opts.config) : undefined,
+        flags,
+      );
       const summary = await train({
-        data: opts.data, out: opts.out, config, resume: opts.resume, backend: opts.backend,
-        engine: opts.engine, threads: opts.threads,
+        data: opts.data,
+        out: opts.out,
+        config,
+        resume: opts.resume,
+        backend: opts.backend,
+        engine: opts.engine,
+        threads: opts.threads,
         plain: opts.plain ?? !process.stderr.isTTY,
       });
       console.log(JSON.stringify(summary, null, 2));
@@ -85,38 +118,70 @@ export function buildCli(): Command {
 
   program
     .command('export')
-    .description('write a run\'s EMA target encoder (and predictor) as a model package: ONNX graphs + manifest.json')
+    .description("write a run's EMA target encoder (and predictor) as a model package: ONNX graphs + manifest.json")
     .requiredOption('--run <dir>', 'run directory written by `ijepa train`')
     .requiredOption('--out <dir>', 'package directory (e.g. models/my-model)')
     .option('--id <name>', 'model id (default: the --out directory name)')
-    .option('--layers <k>', 'keep the first k encoder blocks (probe an intermediate layer; no predictor then)', int('--layers'))
+    .option(
+      '--layers <k>',
+      'keep the first k encoder blocks (probe an intermediate layer; no predictor then)',
+      int('--layers'),
+    )
     .action(async (opts) => {
       const { exportRun } = await import('../train/export.ts');
       const manifest = exportRun({ run: opts.run, out: opts.out, id: opts.id, layers: opts.layers });
-      console.log(JSON.stringify({ id: manifest.id, contentHash: manifest.contentHash, files: manifest.files }, null, 2));
+      console.log(
+        JSON.stringify({ id: manifest.id, contentHash: manifest.contentHash, files: manifest.files }, null, 2),
+      );
     });
 
   program
     .command('probe')
-    .description('fit a linear probe on frozen pooled features; prints accuracy and macro-F1, writes probe.json into the package')
+    .description(
+      'fit a linear probe on frozen pooled features; prints accuracy and macro-F1, writes probe.json into the package',
+    )
     .requiredOption('--model <dir>', 'model package (from `ijepa export`)')
     .requiredOption('--data <path>', 'labeled training data (image class folders, STL-10, IDX)')
-    .option('--test <path>', 'labeled test data (default: the source\'s test split, else a seeded 20% hold-out)')
-    .option('--l2 <x|auto>', 'L2 penalty on the weights, or auto: chosen on a seeded 20% of the training images', l2Option, 1e-3)
+    .option('--test <path>', "labeled test data (default: the source's test split, else a seeded 20% hold-out)")
+    .option(
+      '--l2 <x|auto>',
+      'L2 penalty on the weights, or auto: chosen on a seeded 20% of the training images',
+      l2Option,
+      1e-3,
+    )
     .option('--limit <n>', 'use at most n training images (seeded subsample)', int('--limit'))
     .option('--seed <n>', 'seed for splits and subsamples', int('--seed', 0), 0)
-    .addOption(new Option('--readout <kind>', 'features the head reads: mean of all patches, or the cell means of a 2×2 / 4×4 split of the patch grid').choices(READOUT_CHOICES).default('mean'))
+    .addOption(
+      new Option(
+        '--readout <kind>',
+        'features the head reads: mean of all patches, or the cell means of a 2×2 / 4×4 split of the patch grid',
+      )
+        .choices(READOUT_CHOICES)
+        .default('mean'),
+    )
     .option('--validation', 'score on the validation split of --data (for recipe decisions) instead of the test split')
     .action(async (opts) => {
       const { runProbe } = await import('../eval/probe.ts');
       const r = await runProbe({
-        model: opts.model, data: opts.data, test: opts.test, l2: opts.l2, limit: opts.limit, seed: opts.seed, progress: process.stderr.isTTY,
-        readout: opts.readout, validation: opts.validation,
+        model: opts.model,
+        data: opts.data,
+        test: opts.test,
+        l2: opts.l2,
+        limit: opts.limit,
+        seed: opts.seed,
+        progress: process.stderr.isTTY,
+        readout: opts.readout,
+        validation: opts.validation,
       });
-      console.log(`linear probe on ${r.testSplit}: ${r.testCount} test images, ${r.trainCount} train images, L2 ${r.l2}, L-BFGS ${r.iterations} iterations${r.converged ? '' : ' (not converged)'}`);
+      console.log(
+        `linear probe on ${r.testSplit}: ${r.testCount} test images, ${r.trainCount} train images, L2 ${r.l2}, L-BFGS ${r.iterations} iterations${r.converged ? '' : ' (not converged)'}`,
+      );
       console.log(`top-1 accuracy ${(100 * r.accuracy).toFixed(2)}%   macro-F1 ${(100 * r.macroF1).toFixed(2)}%\n`);
       console.log('| class | precision | recall | F1 | support |\n| --- | --- | --- | --- | --- |');
-      for (const c of r.perClass) console.log(`| ${c.name} | ${(100 * c.precision).toFixed(1)} | ${(100 * c.recall).toFixed(1)} | ${(100 * c.f1).toFixed(1)} | ${c.support} |`);
+      for (const c of r.perClass)
+        console.log(
+          `| ${c.name} | ${(100 * c.precision).toFixed(1)} | ${(100 * c.recall).toFixed(1)} | ${(100 * c.f1).toFixed(1)} | ${c.support} |`,
+        );
     });
 
   program
@@ -129,46 +194,84 @@ export function buildCli(): Command {
     .option('--max-wait <ms>', 'longest an image waits for its batch to fill', int('--max-wait', 0), 5)
     .option('--max-queue <n>', 'queued images before answering 429', int('--max-queue'), 512)
     .option('--max-bytes <n>', 'largest accepted image, bytes', int('--max-bytes'), 10 * 1024 * 1024)
-    .option('--max-pixels <n>', 'largest accepted image, width × height; also the pixels decoded at once', int('--max-pixels'), 40_000_000)
-    .option('--max-request-bytes <n>', 'largest JSON or multipart body after decompression (at most 268435456)', maxRequestBytes, 64 * 1024 * 1024)
+    .option(
+      '--max-pixels <n>',
+      'largest accepted image, width × height; also the pixels decoded at once',
+      int('--max-pixels'),
+      40_000_000,
+    )
+    .option(
+      '--max-request-bytes <n>',
+      'largest JSON or multipart body after decompression (at most 268435456)',
+      maxRequestBytes,
+      64 * 1024 * 1024,
+    )
     .option('--threads <n>', 'onnxruntime intra-op threads', int('--threads'), 1)
     .option('--gallery <dir>', 'persistent patch gallery for /v1/gallery and /v1/search')
     .option('--api-key <key>', 'required on mutating gallery routes (default: $IJEPA_API_KEY)')
     .action(async (opts) => {
       const { serve } = await import('../serve/main.ts');
       await serve({
-        model: opts.model, port: opts.port, host: opts.host, maxBatch: opts.maxBatch, maxWaitMs: opts.maxWait,
-        maxQueue: opts.maxQueue, maxBytes: opts.maxBytes, maxPixels: opts.maxPixels, maxRequestBytes: opts.maxRequestBytes, threads: opts.threads,
-        gallery: opts.gallery, apiKey: opts.apiKey ?? process.env.IJEPA_API_KEY,
+        model: opts.model,
+        port: opts.port,
+        host: opts.host,
+        maxBatch: opts.maxBatch,
+        maxWaitMs: opts.maxWait,
+        maxQueue: opts.maxQueue,
+        maxBytes: opts.maxBytes,
+        maxPixels: opts.maxPixels,
+        maxRequestBytes: opts.maxRequestBytes,
+        threads: opts.threads,
+        gallery: opts.gallery,
+        apiKey: opts.apiKey ?? process.env.IJEPA_API_KEY,
       });
     });
 
   program
     .command('index')
-    .description('embed a folder of images and add every patch to a gallery (resumable: already-indexed images are skipped)')
+    .description(
+      'embed a folder of images and add every patch to a gallery (resumable: already-indexed images are skipped)',
+    )
     .requiredOption('--model <dir>', 'model package directory')
     .requiredOption('--images <dir>', 'folder of images (ids are paths relative to it)')
     .requiredOption('--gallery <dir>', 'gallery directory (created if missing; must match the model)')
     .option('--batch <n>', 'images per encoder run', int('--batch'), 32)
     .action(async (opts) => {
       const { indexImages } = await import('../serve/index-images.ts');
-      const r = await indexImages({ model: opts.model, images: opts.images, gallery: opts.gallery, batch: opts.batch, progress: process.stderr.isTTY });
+      const r = await indexImages({
+        model: opts.model,
+        images: opts.images,
+        gallery: opts.gallery,
+        batch: opts.batch,
+        progress: process.stderr.isTTY,
+      });
       console.log(JSON.stringify(r));
     });
 
   program
     .command('eval')
-    .description('compare frozen I-JEPA features with random-init and raw-pixel linear probes and a kNN classifier; writes eval.md/eval.json')
+    .description(
+      'compare frozen I-JEPA features with random-init and raw-pixel linear probes and a kNN classifier; writes eval.md/eval.json',
+    )
     .requiredOption('--model <dir>', 'model package (from `ijepa export`)')
     .requiredOption('--data <path>', 'labeled training data (image class folders, STL-10, IDX)')
-    .option('--test <path>', 'labeled test data (default: the source\'s test split, else a seeded 20% hold-out)')
+    .option('--test <path>', "labeled test data (default: the source's test split, else a seeded 20% hold-out)")
     .option('--limit <n>', 'use at most n training images (seeded subsample)', int('--limit'))
     .option('--seed <n>', 'seed for splits, subsamples and the random-init baseline', int('--seed', 0), 0)
-    .option('--l2 <x|auto>', 'L2 penalty of the linear probes, or auto: chosen per probe on a seeded 20% of its training images', l2Option, 'auto')
+    .option(
+      '--l2 <x|auto>',
+      'L2 penalty of the linear probes, or auto: chosen per probe on a seeded 20% of its training images',
+      l2Option,
+      'auto',
+    )
     .option('--k <n>', 'neighbours for kNN', int('--k'), 20)
     .option('--temperature <t>', 'kNN temperature', positive('--temperature'), 0.07)
     .option('--out <dir>', 'where eval.md and eval.json go (default: the package directory)')
-    .addOption(new Option('--readout <kinds...>', 'probe readouts to report for the frozen encoders').choices(READOUT_CHOICES).default(['mean']))
+    .addOption(
+      new Option('--readout <kinds...>', 'probe readouts to report for the frozen encoders')
+        .choices(READOUT_CHOICES)
+        .default(['mean']),
+    )
     .option('--validation', 'score on the validation split of --data (recipe decisions); the test split is not read')
     .option('--no-baselines', 'skip the random-init and raw-pixel rows')
     .option('--no-knn', 'skip the kNN row')
@@ -176,8 +279,20 @@ export function buildCli(): Command {
     .action(async (opts) => {
       const { runEval } = await import('../eval/eval.ts');
       const r = await runEval({
-        model: opts.model, data: opts.data, test: opts.test, limit: opts.limit, seed: opts.seed, l2: opts.l2, k: opts.k, temperature: opts.temperature, out: opts.out,
-        readouts: opts.readout, validation: opts.validation, noBaselines: !opts.baselines, noKnn: !opts.knn, threads: opts.threads,
+        model: opts.model,
+        data: opts.data,
+        test: opts.test,
+        limit: opts.limit,
+        seed: opts.seed,
+        l2: opts.l2,
+        k: opts.k,
+        temperature: opts.temperature,
+        out: opts.out,
+        readouts: opts.readout,
+        validation: opts.validation,
+        noBaselines: !opts.baselines,
+        noKnn: !opts.knn,
+        threads: opts.threads,
       });
       console.log(r.markdown);
     });
@@ -186,7 +301,10 @@ export function buildCli(): Command {
     .command('figures')
     .description('PNG figures of a run: masks, training curves, UMAP feature map, nearest-patch reconstruction')
     .requiredOption('--run <dir>', 'run directory written by `ijepa train`')
-    .requiredOption('--data <path>', 'labeled data (held-out images come from its test split, or its validation split for --holdout runs)')
+    .requiredOption(
+      '--data <path>',
+      'labeled data (held-out images come from its test split, or its validation split for --holdout runs)',
+    )
     .option('--out <dir>', 'where the PNGs go (default: <run>/figures)')
     .option('--count <n>', 'images in the mask and reconstruction figures', int('--count'), 8)
     .option('--map-points <n>', 'held-out images in the feature map', int('--map-points'), 2000)
@@ -194,13 +312,23 @@ export function buildCli(): Command {
     .option('--seed <n>', 'seed for the picked images and masks', int('--seed', 0), 0)
     .action(async (opts) => {
       const { makeFigures } = await import('../eval/figures.ts');
-      const files = await makeFigures({ run: opts.run, data: opts.data, out: opts.out, count: opts.count, mapPoints: opts.mapPoints, gallery: opts.gallery, seed: opts.seed });
+      const files = await makeFigures({
+        run: opts.run,
+        data: opts.data,
+        out: opts.out,
+        count: opts.count,
+        mapPoints: opts.mapPoints,
+        gallery: opts.gallery,
+        seed: opts.seed,
+      });
       console.log(files.join('\n'));
     });
 
   program
     .command('study')
-    .description('recipe study: pre-train each recipe at each time budget (validation split held out), score frozen probes on validation; writes study.md/study.png')
+    .description(
+      'recipe study: pre-train each recipe at each time budget (validation split held out), score frozen probes on validation; writes study.md/study.png',
+    )
     .requiredOption('--data <path>', 'labeled training data (IDX or image class folders)')
     .requiredOption('--out <dir>', 'study directory (results.jsonl; may be shared by parallel study processes)')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
@@ -212,42 +340,74 @@ export function buildCli(): Command {
     .option('--config <file>', 'JSON overrides applied after each recipe (e.g. model, batch)')
     .option('--readouts <names>', `comma-separated probe readouts (${READOUTS.join(', ')})`, 'mean,grid2')
     .option('--layers <list>', 'comma-separated encoder depths the probes read (first k blocks; default: all blocks)')
-    .option('--l2 <x|auto>', 'L2 penalty of the probes, or auto: chosen per probe on a seeded 20% of its training images (one setting per study directory)', l2Option, 'auto')
+    .option(
+      '--l2 <x|auto>',
+      'L2 penalty of the probes, or auto: chosen per probe on a seeded 20% of its training images (one setting per study directory)',
+      l2Option,
+      'auto',
+    )
     .option('--report', 'only rebuild study.md / study.png from results.jsonl')
     .action(async (opts) => {
       const { runStudy, writeReport } = await import('../study/study.ts');
       const { readConfigFile } = await import('../train/config.ts');
-      const list = (v: string, what: string, parse: (x: string) => number) => v.split(',').map((x) => {
-        const n = parse(x.trim());
-        if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${what}: '${x}' is not a valid number`);
-        return n;
-      });
+      const list = (v: string, what: string, parse: (x: string) => number) =>
+        v.split(',').map((x) => {
+          const n = parse(x.trim());
+          if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${what}: '${x}' is not a valid number`);
+          return n;
+        });
       if (opts.report) {
         console.log(await writeReport(opts.out));
         return;
       }
       const recipes = (opts.recipes as string).split(',').map((r) => r.trim());
-      for (const r of recipes) if (!variantNames.includes(r)) throw new InvalidArgumentError(`--recipes: unknown recipe '${r}' (known: ${variantNames.join(', ')})`);
+      for (const r of recipes)
+        if (!variantNames.includes(r))
+          throw new InvalidArgumentError(`--recipes: unknown recipe '${r}' (known: ${variantNames.join(', ')})`);
       const readouts = (opts.readouts as string).split(',').map((r) => r.trim());
-      for (const r of readouts) if (!READOUT_CHOICES.includes(r as never)) throw new InvalidArgumentError(`--readouts: unknown readout '${r}' (known: ${READOUT_CHOICES.join(', ')})`);
-      console.log(await runStudy({
-        data: opts.data, out: opts.out, preset: opts.preset, recipes, threads: opts.threads, limit: opts.limit,
-        readouts: readouts as never, layers: opts.layers ? list(opts.layers, '--layers', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)) : undefined,
-        config: opts.config ? readConfigFile(opts.config) : undefined, l2: opts.l2,
-        budgets: list(opts.budgets, '--budgets', Number), seeds: list(opts.seeds, '--seeds', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)),
-      }));
+      for (const r of readouts)
+        if (!READOUT_CHOICES.includes(r as never))
+          throw new InvalidArgumentError(`--readouts: unknown readout '${r}' (known: ${READOUT_CHOICES.join(', ')})`);
+      console.log(
+        await runStudy({
+          data: opts.data,
+          out: opts.out,
+          preset: opts.preset,
+          recipes,
+          threads: opts.threads,
+          limit: opts.limit,
+          readouts: readouts as never,
+          layers: opts.layers ? list(opts.layers, '--layers', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)) : undefined,
+          config: opts.config ? readConfigFile(opts.config) : undefined,
+          l2: opts.l2,
+          budgets: list(opts.budgets, '--budgets', Number),
+          seeds: list(opts.seeds, '--seeds', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)),
+        }),
+      );
     });
 
   program
     .command('info')
-    .description('print a preset\'s architecture and parameter counts')
+    .description("print a preset's architecture and parameter counts")
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
     .action(async (opts) => {
       const { presets, gridOf } = await import('../model/presets.ts');
       const { encoderSpecs, predictorSpecs, countParams } = await import('../model/vit.ts');
       const m = presets[opts.preset as PresetName];
       const g = gridOf(m);
-      console.log(JSON.stringify({ preset: opts.preset, ...m, grid: `${g.rows}x${g.cols}`, encoderParams: countParams(encoderSpecs(m)), predictorParams: countParams(predictorSpecs(m)) }, null, 2));
+      console.log(
+        JSON.stringify(
+          {
+            preset: opts.preset,
+            ...m,
+            grid: `${g.rows}x${g.cols}`,
+            encoderParams: countParams(encoderSpecs(m)),
+            predictorParams: countParams(predictorSpecs(m)),
+          },
+          null,
+          2,
+        ),
+      );
     });
 
   return program;

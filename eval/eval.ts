@@ -11,7 +11,15 @@ import { normalizeChw, toRgb } from '../format/preprocess.ts';
 import type { Manifest } from '../format/manifest.ts';
 import type { Dataset } from '../train/data/dataset.ts';
 import { classificationReport } from './logreg.ts';
-import { extractFeatures, extractReadouts, describeL2, fitAndScore, labeledSplits, type Features, type L2 } from './probe.ts';
+import {
+  extractFeatures,
+  extractReadouts,
+  describeL2,
+  fitAndScore,
+  labeledSplits,
+  type Features,
+  type L2,
+} from './probe.ts';
 import { readoutDim, type Readout } from '../format/readout.ts';
 import { encoderGraph } from '../onnx/inference.ts';
 import { encoderSpecs } from '../model/vit.ts';
@@ -52,7 +60,19 @@ export interface EvalRow {
 
 export function modelConfig(m: Manifest): ModelConfig {
   const a = m.architecture;
-  return { imageSize: a.imageSize, patchSize: a.patchSize, channels: 3, dim: a.dim, depth: a.depth, heads: a.heads, mlpRatio: a.mlpRatio, predDim: a.predDim, predDepth: a.predDepth, predHeads: a.heads, eps: a.eps };
+  return {
+    imageSize: a.imageSize,
+    patchSize: a.patchSize,
+    channels: 3,
+    dim: a.dim,
+    depth: a.depth,
+    heads: a.heads,
+    mlpRatio: a.mlpRatio,
+    predDim: a.predDim,
+    predDepth: a.predDepth,
+    predHeads: a.heads,
+    eps: a.eps,
+  };
 }
 
 /** Normalised pixels (the encoder's input) as features. */
@@ -74,7 +94,14 @@ async function pixelFeatures(ds: Dataset, items: number[], m: Manifest): Promise
 }
 
 /** Temperature-weighted cosine kNN (Wu et al. 2018): votes exp(sim / T) of the k nearest. */
-export function knnPredict(tr: Features, te: Features, d: number, classes: number, k: number, temperature: number): Int32Array {
+export function knnPredict(
+  tr: Features,
+  te: Features,
+  d: number,
+  classes: number,
+  k: number,
+  temperature: number,
+): Int32Array {
   const unit = (f: Features) => {
     const u = new Float32Array(f.x.length);
     for (let i = 0; i < f.n; i++) {
@@ -124,7 +151,14 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     const te = await extractReadouts(e, sp.test, sp.testItems, log, readouts);
     for (const r of readouts) {
       const { report: rep, l2 } = await fitAndScore(tr.get(r)!, te.get(r)!, readoutDim(r, d), c, o.l2);
-      rows.push({ method: `${name} (frozen, ${label(r)})`, kind, readout: r, accuracy: rep.accuracy, macroF1: rep.macroF1, l2 });
+      rows.push({
+        method: `${name} (frozen, ${label(r)})`,
+        kind,
+        readout: r,
+        accuracy: rep.accuracy,
+        macroF1: rep.macroF1,
+        l2,
+      });
       log(`${name}, ${r}: ${(100 * rep.accuracy).toFixed(2)}% (L2 ${l2})`);
     }
     return { tr: tr.get('mean'), te: te.get('mean') };
@@ -134,7 +168,11 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
 
     if (!o.noBaselines) {
       const cfg = modelConfig(m);
-      const random = await Embedder.fromGraph(m, encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), o.seed, 'random-init')), { threads: o.threads });
+      const random = await Embedder.fromGraph(
+        m,
+        encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), o.seed, 'random-init')),
+        { threads: o.threads },
+      );
       await probeRows(random, 'random-init', 'random-init same architecture');
       await random.close();
 
@@ -145,10 +183,15 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     }
 
     if (!o.noKnn) {
-      const tr = pooled.tr ?? await extractFeatures(embedder, sp.train, sp.trainItems, log);
-      const te = pooled.te ?? await extractFeatures(embedder, sp.test, sp.testItems, log);
+      const tr = pooled.tr ?? (await extractFeatures(embedder, sp.train, sp.trainItems, log));
+      const te = pooled.te ?? (await extractFeatures(embedder, sp.test, sp.testItems, log));
       const knn = classificationReport(knnPredict(tr, te, d, c, o.k, o.temperature), te.y, c);
-      rows.push({ method: `${subject} kNN (k=${o.k}, cosine, T=${o.temperature})`, kind: 'knn', accuracy: knn.accuracy, macroF1: knn.macroF1 });
+      rows.push({
+        method: `${subject} kNN (k=${o.k}, cosine, T=${o.temperature})`,
+        kind: 'knn',
+        accuracy: knn.accuracy,
+        macroF1: knn.macroF1,
+      });
     }
     const counts = { train: sp.trainItems.length, test: sp.testItems.length };
     const t = m.training;
@@ -158,13 +201,32 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
       '',
       '| method | top-1 accuracy | macro-F1 | probe L2 |',
       '| --- | --- | --- | --- |',
-      ...rows.map((r) => `| ${r.method} | ${(100 * r.accuracy).toFixed(2)}% | ${(100 * r.macroF1).toFixed(2)}% | ${r.l2 ?? '-'} |`),
+      ...rows.map(
+        (r) =>
+          `| ${r.method} | ${(100 * r.accuracy).toFixed(2)}% | ${(100 * r.macroF1).toFixed(2)}% | ${r.l2 ?? '-'} |`,
+      ),
       '',
       budget,
       '',
     ].join('\n');
     writeFileSync(join(out, 'eval.md'), markdown);
-    writeFileSync(join(out, 'eval.json'), JSON.stringify({ model: m.id, testSplit: sp.testSplit, trainCount: counts.train, testCount: counts.test, seed: o.seed, l2: o.l2, rows, training: t }, null, 2));
+    writeFileSync(
+      join(out, 'eval.json'),
+      JSON.stringify(
+        {
+          model: m.id,
+          testSplit: sp.testSplit,
+          trainCount: counts.train,
+          testCount: counts.test,
+          seed: o.seed,
+          l2: o.l2,
+          rows,
+          training: t,
+        },
+        null,
+        2,
+      ),
+    );
     return { rows, markdown };
   } finally {
     await embedder.close();

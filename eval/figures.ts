@@ -46,7 +46,11 @@ export interface FigureOptions {
 /** Pixels per image in the picture grids. */
 const CELL = 128;
 
-async function loadImages(ds: Dataset, items: number[], p: Preprocess): Promise<{ rgb: Uint8Array[]; labels: number[] }> {
+async function loadImages(
+  ds: Dataset,
+  items: number[],
+  p: Preprocess,
+): Promise<{ rgb: Uint8Array[]; labels: number[] }> {
   const rgb: Uint8Array[] = [];
   const labels: number[] = [];
   for (const i of items) {
@@ -62,7 +66,10 @@ async function loadImages(ds: Dataset, items: number[], p: Preprocess): Promise<
 
 /** An RGB image upscaled (nearest neighbour, so patches stay crisp) as a data URI. */
 async function dataUri(rgb: Uint8Array, size: number): Promise<string> {
-  const png = await sharp(Buffer.from(rgb), { raw: { width: size, height: size, channels: 3 } }).resize(CELL, CELL, { kernel: 'nearest' }).png().toBuffer();
+  const png = await sharp(Buffer.from(rgb), { raw: { width: size, height: size, channels: 3 } })
+    .resize(CELL, CELL, { kernel: 'nearest' })
+    .png()
+    .toBuffer();
   return `data:image/png;base64,${png.toString('base64')}`;
 }
 
@@ -77,7 +84,9 @@ function patchRect(p: number, cols: number, cell: number, x0: number, y0: number
 function maskSets(masks: MaskBatch, b: number) {
   const ctx = new Set<number>();
   for (let j = 0; j < masks.ctxCount[b]; j++) ctx.add(masks.ctxIdx[b * masks.ctxLen + j]);
-  const targets = Array.from({ length: masks.numTargets }, (_, t) => Array.from(masks.tgtIdx.subarray((t * masks.batch + b) * masks.tgtLen, (t * masks.batch + b + 1) * masks.tgtLen)));
+  const targets = Array.from({ length: masks.numTargets }, (_, t) =>
+    Array.from(masks.tgtIdx.subarray((t * masks.batch + b) * masks.tgtLen, (t * masks.batch + b + 1) * masks.tgtLen)),
+  );
   return { ctx, targets };
 }
 
@@ -90,21 +99,33 @@ async function masksFigure(images: Uint8Array[], masks: MaskBatch, m: ModelConfi
   for (let b = 0; b < images.length; b++) {
     const x0 = (b % perRow) * (CELL + gap);
     const y0 = Math.floor(b / perRow) * (CELL + gap) + 24;
-    body.push(`<image x="${x0}" y="${y0}" width="${CELL}" height="${CELL}" href="${await dataUri(images[b], m.imageSize)}"/>`);
+    body.push(
+      `<image x="${x0}" y="${y0}" width="${CELL}" height="${CELL}" href="${await dataUri(images[b], m.imageSize)}"/>`,
+    );
     const { ctx, targets } = maskSets(masks, b);
-    for (let p = 0; p < rows * cols; p++) if (!ctx.has(p)) body.push(`<rect ${patchRect(p, cols, cell, x0, y0)} fill="#808080" fill-opacity="0.6"/>`);
+    for (let p = 0; p < rows * cols; p++)
+      if (!ctx.has(p)) body.push(`<rect ${patchRect(p, cols, cell, x0, y0)} fill="#808080" fill-opacity="0.6"/>`);
     targets.forEach((blk, t) => {
-      for (const p of blk) body.push(`<rect ${patchRect(p, cols, cell, x0, y0)} fill="${TARGET_COLORS[t % TARGET_COLORS.length]}" fill-opacity="0.25" stroke="${TARGET_COLORS[t % TARGET_COLORS.length]}" stroke-width="1"/>`);
+      for (const p of blk)
+        body.push(
+          `<rect ${patchRect(p, cols, cell, x0, y0)} fill="${TARGET_COLORS[t % TARGET_COLORS.length]}" fill-opacity="0.25" stroke="${TARGET_COLORS[t % TARGET_COLORS.length]}" stroke-width="1"/>`,
+        );
     });
   }
   const width = perRow * (CELL + gap) - gap;
   const height = Math.ceil(images.length / perRow) * (CELL + gap) + 24;
   const title = `<text x="${width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">context (clear) and ${masks.numTargets} target blocks (coloured); grey: neither</text>`;
-  await writePng(`<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif"><rect width="100%" height="100%" fill="white"/>${title}${body.join('')}</svg>`, path);
+  await writePng(
+    `<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif"><rect width="100%" height="100%" fill="white"/>${title}${body.join('')}</svg>`,
+    path,
+  );
 }
 
 async function curvesFigure(run: string, sigregWeight: number, path: string): Promise<void> {
-  const lines = readFileSync(join(run, METRICS_FILE), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, number>);
+  const lines = readFileSync(join(run, METRICS_FILE), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, number>);
   // The zero predictor is scored on the prediction loss alone, so that is the curve to hold against
   // it. Runs without SIGReg do not log predLoss (it is their loss), nor do SIGReg runs recorded
   // before it was logged: both get it back from the total and the SIGReg term.
@@ -121,8 +142,15 @@ async function curvesFigure(run: string, sigregWeight: number, path: string): Pr
     { title: 'learning rate', xLabel: 'optimizer step', series: [{ name: 'lr', points: pts('lr') }] },
     { title: 'EMA momentum', xLabel: 'optimizer step', series: [{ name: 'momentum', points: pts('momentum') }] },
     {
-      title: 'feature std (L2-normalised target tokens)', xLabel: 'optimizer step', series: [{ name: 'featStd', points: pts('featStd') }],
-      hlines: healthy ? [{ y: healthy, label: 'healthy 1/√d', color: '#2ca02c' }, { y: 0.2 * healthy, label: 'collapse warning', color: '#d62728' }] : [],
+      title: 'feature std (L2-normalised target tokens)',
+      xLabel: 'optimizer step',
+      series: [{ name: 'featStd', points: pts('featStd') }],
+      hlines: healthy
+        ? [
+            { y: healthy, label: 'healthy 1/√d', color: '#2ca02c' },
+            { y: 0.2 * healthy, label: 'collapse warning', color: '#d62728' },
+          ]
+        : [],
     },
     { title: 'RankMe of target tokens', xLabel: 'optimizer step', series: [{ name: 'RankMe', points: pts('rankMe') }] },
     { title: 'online–target (EMA) gap', xLabel: 'optimizer step', series: [{ name: 'emaGap', points: pts('emaGap') }] },
@@ -153,10 +181,12 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
   const seed = o.seed ?? 0;
   const out = o.out ?? join(o.run, 'figures');
   const ckptPath = join(o.run, CHECKPOINT_FILE);
-  if (!existsSync(ckptPath)) throw new Error(`${o.run} has no ${CHECKPOINT_FILE}: is it a run directory written by \`ijepa train\`?`);
+  if (!existsSync(ckptPath))
+    throw new Error(`${o.run} has no ${CHECKPOINT_FILE}: is it a run directory written by \`ijepa train\`?`);
   const ckpt = readCheckpoint(ckptPath);
   const cfg = parseConfig(ckpt.meta.config, o.run);
-  if (cfg.objective !== 'ijepa') throw new Error(`${o.run} was trained with objective '${cfg.objective}': it has no predictor to draw figures from`);
+  if (cfg.objective !== 'ijepa')
+    throw new Error(`${o.run} was trained with objective '${cfg.objective}': it has no predictor to draw figures from`);
   const m = cfg.model;
   const pre = preprocessOf(cfg);
   const grid = gridOf(m);
@@ -166,7 +196,8 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
   const target = new ParamStore(encoderSpecs(m), ckpt.arrays.get('target'));
   const sp = labeledSplits(o.data, undefined, seed, undefined, cfg.holdout);
   mkdirSync(out, { recursive: true });
-  const pick = (items: number[], k: number, stream: string) => Array.from(Rng.for(seed, stream).permutation(items.length).subarray(0, Math.min(k, items.length)), (i) => items[i]);
+  const pick = (items: number[], k: number, stream: string) =>
+    Array.from(Rng.for(seed, stream).permutation(items.length).subarray(0, Math.min(k, items.length)), (i) => items[i]);
   const written: string[] = [];
 
   // Masks and reconstruction share images and masks.
@@ -203,11 +234,26 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
     log('figures: feature map (UMAP)');
     const mapped = await loadImages(sp.test, pick(sp.testItems, o.mapPoints ?? 2000, 'figures-map'), pre);
     const { pooled } = await encode(mapped.rgb);
-    const rows = Array.from({ length: mapped.rgb.length }, (_, i) => Array.from(pooled.subarray(i * m.dim, (i + 1) * m.dim)));
+    const rows = Array.from({ length: mapped.rgb.length }, (_, i) =>
+      Array.from(pooled.subarray(i * m.dim, (i + 1) * m.dim)),
+    );
     const rng = Rng.for(seed, 'umap');
-    const umap = new UMAP({ nComponents: 2, nNeighbors: Math.min(15, Math.max(2, rows.length - 1)), minDist: 0.1, random: () => rng.next() });
+    const umap = new UMAP({
+      nComponents: 2,
+      nNeighbors: Math.min(15, Math.max(2, rows.length - 1)),
+      minDist: 0.1,
+      random: () => rng.next(),
+    });
     const xy = umap.fit(rows);
-    await writePng(scatterSvg(`UMAP of pooled target-encoder features (${rows.length} held-out images)`, xy, mapped.labels, sp.classes), join(out, 'map.png'));
+    await writePng(
+      scatterSvg(
+        `UMAP of pooled target-encoder features (${rows.length} held-out images)`,
+        xy,
+        mapped.labels,
+        sp.classes,
+      ),
+      join(out, 'map.png'),
+    );
     written.push(join(out, 'map.png'));
 
     // Nearest-patch reconstruction.
@@ -219,9 +265,13 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
     const ctxEncoder = await OnnxModel.load(contextEncoderGraph(m, online));
     const predictor = await OnnxModel.load(predictorGraph(m, online));
     const int64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
-    const context = (await ctxEncoder.run({
-      patches: { data: patches, dims: [b, n, pd] }, ctx_idx: { data: int64(masks.ctxIdx), dims: [b, masks.ctxLen] }, ctx_mask: { data: masks.ctxMask, dims: [b, masks.ctxLen] },
-    })).context.data;
+    const context = (
+      await ctxEncoder.run({
+        patches: { data: patches, dims: [b, n, pd] },
+        ctx_idx: { data: int64(masks.ctxIdx), dims: [b, masks.ctxLen] },
+        ctx_mask: { data: masks.ctxMask, dims: [b, masks.ctxLen] },
+      })
+    ).context.data;
     const M = masks.numTargets;
     const per = masks.ctxLen * m.dim;
     const repeated = new Float32Array(M * b * per);
@@ -230,10 +280,14 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
       repeated.set(context, t * b * per);
       ctxIdx.set(masks.ctxIdx, t * b * masks.ctxLen);
     }
-    const pred = (await predictor.run({
-      context: { data: repeated, dims: [M * b, masks.ctxLen, m.dim] }, ctx_idx: { data: int64(ctxIdx), dims: [M * b, masks.ctxLen] },
-      key_mask: { data: predictorKeyMask(masks), dims: [M * b, masks.ctxLen + masks.tgtLen] }, tgt_idx: { data: int64(masks.tgtIdx), dims: [M * b, masks.tgtLen] },
-    })).pred.data;
+    const pred = (
+      await predictor.run({
+        context: { data: repeated, dims: [M * b, masks.ctxLen, m.dim] },
+        ctx_idx: { data: int64(ctxIdx), dims: [M * b, masks.ctxLen] },
+        key_mask: { data: predictorKeyMask(masks), dims: [M * b, masks.ctxLen + masks.tgtLen] },
+        tgt_idx: { data: int64(masks.tgtIdx), dims: [M * b, masks.tgtLen] },
+      })
+    ).pred.data;
     await Promise.all([ctxEncoder.release(), predictor.release()]);
     const predUnit = normalizeRows(pred, M * b * masks.tgtLen, m.dim, m.eps);
     await reconFigure(shown.rgb, masks, predUnit, gTokens, gallery.rgb, m, join(out, 'recon.png'));
@@ -244,14 +298,27 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
   return written;
 }
 
-async function reconFigure(images: Uint8Array[], masks: MaskBatch, pred: Float32Array, gallery: Float32Array, galleryRgb: Uint8Array[], m: ModelConfig, path: string): Promise<void> {
+async function reconFigure(
+  images: Uint8Array[],
+  masks: MaskBatch,
+  pred: Float32Array,
+  gallery: Float32Array,
+  galleryRgb: Uint8Array[],
+  m: ModelConfig,
+  path: string,
+): Promise<void> {
   const { rows, cols } = gridOf(m);
   const n = rows * cols;
   const s = m.imageSize;
   const p = m.patchSize;
   const d = m.dim;
   const copyPatch = (dst: Uint8Array, src: Uint8Array, dstPatch: number, srcPatch: number) => {
-    const [dr, dc, sr, sc] = [Math.floor(dstPatch / cols), dstPatch % cols, Math.floor(srcPatch / cols), srcPatch % cols];
+    const [dr, dc, sr, sc] = [
+      Math.floor(dstPatch / cols),
+      dstPatch % cols,
+      Math.floor(srcPatch / cols),
+      srcPatch % cols,
+    ];
     for (let y = 0; y < p; y++) {
       const so = 3 * ((sr * p + y) * s + sc * p);
       dst.set(src.subarray(so, so + 3 * p), 3 * ((dr * p + y) * s + dc * p));
@@ -269,23 +336,39 @@ async function reconFigure(images: Uint8Array[], masks: MaskBatch, pred: Float32
     const contextOnly = new Uint8Array(images[b].length).fill(128);
     for (const q of ctx) copyPatch(contextOnly, images[b], q, q);
     const recon = contextOnly.slice();
-    targets.forEach((blk, t) => blk.forEach((q, j) => {
-      const row = ((t * masks.batch + b) * masks.tgtLen + j) * d;
-      let best = -Infinity;
-      let at = 0;
-      for (let g = 0; g < gallery.length / d; g++) {
-        let dot = 0;
-        for (let k = 0; k < d; k++) dot += pred[row + k] * gallery[g * d + k];
-        if (dot > best) { best = dot; at = g; }
-      }
-      grey(recon, q);
-      copyPatch(recon, galleryRgb[Math.floor(at / n)], q, at % n);
-    }));
+    targets.forEach((blk, t) =>
+      blk.forEach((q, j) => {
+        const row = ((t * masks.batch + b) * masks.tgtLen + j) * d;
+        let best = -Infinity;
+        let at = 0;
+        for (let g = 0; g < gallery.length / d; g++) {
+          let dot = 0;
+          for (let k = 0; k < d; k++) dot += pred[row + k] * gallery[g * d + k];
+          if (dot > best) {
+            best = dot;
+            at = g;
+          }
+        }
+        grey(recon, q);
+        copyPatch(recon, galleryRgb[Math.floor(at / n)], q, at % n);
+      }),
+    );
     const y0 = top + b * (CELL + gap);
-    for (const [k, img] of [images[b], contextOnly, recon].entries()) body.push(`<image x="${k * (CELL + gap)}" y="${y0}" width="${CELL}" height="${CELL}" href="${await dataUri(img, s)}"/>`);
+    for (const [k, img] of [images[b], contextOnly, recon].entries())
+      body.push(
+        `<image x="${k * (CELL + gap)}" y="${y0}" width="${CELL}" height="${CELL}" href="${await dataUri(img, s)}"/>`,
+      );
   }
   const width = 3 * CELL + 2 * gap;
   const height = top + images.length * (CELL + gap) - gap;
-  const heads = ['original', 'context', 'nearest patches'].map((t, k) => `<text x="${k * (CELL + gap) + CELL / 2}" y="16" text-anchor="middle" font-size="12" font-weight="bold">${t}</text>`).join('');
-  await writePng(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif"><rect width="100%" height="100%" fill="white"/>${heads}${body.join('')}</svg>`, path);
+  const heads = ['original', 'context', 'nearest patches']
+    .map(
+      (t, k) =>
+        `<text x="${k * (CELL + gap) + CELL / 2}" y="16" text-anchor="middle" font-size="12" font-weight="bold">${t}</text>`,
+    )
+    .join('');
+  await writePng(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="DejaVu Sans, Arial, sans-serif"><rect width="100%" height="100%" fill="white"/>${heads}${body.join('')}</svg>`,
+    path,
+  );
 }

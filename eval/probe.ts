@@ -27,23 +27,44 @@ export interface Features {
 const BATCH = 64;
 
 /** Probe features (see readout.ts) and labels for the given items; unreadable images are skipped. */
-export async function extractFeatures(embedder: Embedder, ds: Dataset, items: number[], log: (s: string) => void, progress = false, readout: Readout = 'mean'): Promise<Features> {
+export async function extractFeatures(
+  embedder: Embedder,
+  ds: Dataset,
+  items: number[],
+  log: (s: string) => void,
+  progress = false,
+  readout: Readout = 'mean',
+): Promise<Features> {
   return (await extractReadouts(embedder, ds, items, log, [readout], progress)).get(readout)!;
 }
 
 /** Several readouts from one pass of the encoder over the items. */
-export async function extractReadouts(embedder: Embedder, ds: Dataset, items: number[], log: (s: string) => void, readouts: Readout[], progress = false): Promise<Map<Readout, Features>> {
+export async function extractReadouts(
+  embedder: Embedder,
+  ds: Dataset,
+  items: number[],
+  log: (s: string) => void,
+  readouts: Readout[],
+  progress = false,
+): Promise<Map<Readout, Features>> {
   const { rows, cols } = embedder.manifest.patches;
   const dim = embedder.manifest.embeddingDim;
   const xs = new Map(readouts.map((r) => [r, new Float32Array(items.length * readoutDim(r, dim))]));
   const y = new Int32Array(items.length);
   let n = 0;
   let skipped = 0;
-  const bar = progress ? new cliProgress.SingleBar({ format: 'features |{bar}| {value}/{total} images | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
+  const bar = progress
+    ? new cliProgress.SingleBar(
+        { format: 'features |{bar}| {value}/{total} images | ETA {eta_formatted}', hideCursor: true },
+        cliProgress.Presets.shades_classic,
+      )
+    : null;
   bar?.start(items.length, 0);
   for (let start = 0; start < items.length; start += BATCH) {
     const idx = items.slice(start, start + BATCH);
-    const decoded = await Promise.allSettled(idx.map(async (i) => toRgb(await ds.read(i), embedder.manifest.preprocess)));
+    const decoded = await Promise.allSettled(
+      idx.map(async (i) => toRgb(await ds.read(i), embedder.manifest.preprocess)),
+    );
     const ok: Uint8Array[] = [];
     const labels: number[] = [];
     decoded.forEach((r, k) => {
@@ -57,14 +78,17 @@ export async function extractReadouts(embedder: Embedder, ds: Dataset, items: nu
     });
     if (ok.length) {
       const e = await embedder.embed(ok);
-      for (const [r, x] of xs) x.set(r === 'mean' ? e.pooled : readFeatures(r, e.tokens, ok.length, rows, cols, dim), n * readoutDim(r, dim));
+      for (const [r, x] of xs)
+        x.set(r === 'mean' ? e.pooled : readFeatures(r, e.tokens, ok.length, rows, cols, dim), n * readoutDim(r, dim));
       y.set(labels, n);
       n += ok.length;
     }
     bar?.update(Math.min(items.length, start + BATCH));
   }
   bar?.stop();
-  return new Map([...xs].map(([r, x]) => [r, { x: x.subarray(0, n * readoutDim(r, dim)), y: y.subarray(0, n), n, skipped }]));
+  return new Map(
+    [...xs].map(([r, x]) => [r, { x: x.subarray(0, n * readoutDim(r, dim)), y: y.subarray(0, n), n, skipped }]),
+  );
 }
 
 export interface ProbeOptions {
@@ -114,7 +138,13 @@ export interface Splits {
  * test split (IDX t10k, STL-10 test), else a seeded 20% hold-out. `limit` subsamples the
  * training items, seeded.
  */
-export function labeledSplits(data: string, testPath: string | undefined, seed: number, limit?: number, validation = false): Splits {
+export function labeledSplits(
+  data: string,
+  testPath: string | undefined,
+  seed: number,
+  limit?: number,
+  validation = false,
+): Splits {
   const train = openDataset(data, 'train');
   const classes = labeled(train, data);
   let trainItems = [...Array(train.size).keys()];
@@ -139,7 +169,11 @@ export function labeledSplits(data: string, testPath: string | undefined, seed: 
     testItems = perm.slice(cut);
     testSplit = `${data} (seeded 20% hold-out)`;
   }
-  if (limit && limit < trainItems.length) trainItems = Array.from(Rng.for(seed, 'probe-limit').permutation(trainItems.length).subarray(0, limit), (i) => trainItems[i]);
+  if (limit && limit < trainItems.length)
+    trainItems = Array.from(
+      Rng.for(seed, 'probe-limit').permutation(trainItems.length).subarray(0, limit),
+      (i) => trainItems[i],
+    );
   return { train, trainItems, test, testItems, classes, testSplit };
 }
 
@@ -147,21 +181,39 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
   const log = o.log ?? ((s: string) => console.error(s));
   const embedder = await Embedder.open(o.model);
   try {
-    const { train, trainItems, test, testItems, classes, testSplit } = labeledSplits(o.data, o.test, o.seed, o.limit, o.validation);
+    const { train, trainItems, test, testItems, classes, testSplit } = labeledSplits(
+      o.data,
+      o.test,
+      o.seed,
+      o.limit,
+      o.validation,
+    );
     const readout = o.readout ?? 'mean';
     const d = readoutDim(readout, embedder.manifest.embeddingDim);
     const tr = await extractFeatures(embedder, train, trainItems, log, o.progress, readout);
     const te = await extractFeatures(embedder, test, testItems, log, o.progress, readout);
     const { report, fit, scale: s, l2 } = await fitAndScore(tr, te, d, classes.length, o.l2);
     const head: ProbeHead = probeSchema.parse({
-      classes, dim: d, readout, mean: Array.from(s.mean), std: Array.from(s.std),
-      weights: classes.map((_, k) => Array.from(fit.weights.subarray(k * d, (k + 1) * d))), bias: Array.from(fit.bias),
+      classes,
+      dim: d,
+      readout,
+      mean: Array.from(s.mean),
+      std: Array.from(s.std),
+      weights: classes.map((_, k) => Array.from(fit.weights.subarray(k * d, (k + 1) * d))),
+      bias: Array.from(fit.bias),
       metrics: { accuracy: report.accuracy, macroF1: report.macroF1, split: testSplit, count: te.n, l2 },
     });
     writeProbe(o.model, embedder, head);
     return {
-      trainCount: tr.n, testCount: te.n, testSplit, accuracy: report.accuracy, macroF1: report.macroF1,
-      perClass: report.perClass.map((c, k) => ({ name: classes[k], ...c })), iterations: fit.iterations, converged: fit.converged, l2,
+      trainCount: tr.n,
+      testCount: te.n,
+      testSplit,
+      accuracy: report.accuracy,
+      macroF1: report.macroF1,
+      perClass: report.perClass.map((c, k) => ({ name: classes[k], ...c })),
+      iterations: fit.iterations,
+      converged: fit.converged,
+      l2,
     };
   } finally {
     await embedder.close();
@@ -175,7 +227,9 @@ export type L2 = number | 'auto';
 
 /** How a report states its probes' penalty. */
 export function describeL2(l2: L2): string {
-  return l2 === 'auto' ? `L2 chosen per probe from ${L2_GRID.join(', ')} on a seeded 20% of its training images` : `L2 ${l2}`;
+  return l2 === 'auto'
+    ? `L2 chosen per probe from ${L2_GRID.join(', ')} on a seeded 20% of its training images`
+    : `L2 ${l2}`;
 }
 
 function predict(fit: LogRegModel, xs: Float32Array, n: number, d: number): Int32Array {
@@ -223,7 +277,10 @@ export async function selectL2(tr: Features, d: number, classes: number, maxIter
   let init: LogRegModel | undefined;
   for (const l2 of L2_GRID) {
     init = await fitLogReg(xs, fitRows.y, fitRows.n, d, classes, { l2, maxIter, tol: 1e-4, init });
-    scores.push({ l2, accuracy: classificationReport(predict(init, held, heldRows.n, d), heldRows.y, classes).accuracy });
+    scores.push({
+      l2,
+      accuracy: classificationReport(predict(init, held, heldRows.n, d), heldRows.y, classes).accuracy,
+    });
   }
   const best = scores.reduce((a, b) => (b.accuracy > a.accuracy ? b : a));
   return { l2: best.l2, scores };
@@ -234,13 +291,18 @@ export async function fitAndScore(tr: Features, te: Features, d: number, classes
   const selection = l2 === 'auto' ? await selectL2(tr, d, classes, maxIter) : undefined;
   const chosen = selection?.l2 ?? (l2 as number);
   const scale = standardizer(tr.x, tr.n, d);
-  const fit = await fitLogReg(standardize(tr.x, tr.n, d, scale), tr.y, tr.n, d, classes, { l2: chosen, maxIter, tol: 1e-4 });
+  const fit = await fitLogReg(standardize(tr.x, tr.n, d, scale), tr.y, tr.n, d, classes, {
+    l2: chosen,
+    maxIter,
+    tol: 1e-4,
+  });
   const pred = predict(fit, standardize(te.x, te.n, d, scale), te.n, d);
   return { report: classificationReport(pred, te.y, classes), fit, scale, l2: chosen, selection: selection?.scores };
 }
 
 export function tryTestSplit(data: string): Dataset | undefined {
-  for (const f of ['t10k-images-idx3-ubyte', 't10k-images-idx3-ubyte.gz', 'test_X.bin']) if (existsSync(join(data, f))) return openDataset(data, 'test');
+  for (const f of ['t10k-images-idx3-ubyte', 't10k-images-idx3-ubyte.gz', 'test_X.bin'])
+    if (existsSync(join(data, f))) return openDataset(data, 'test');
   return undefined;
 }
 
@@ -248,8 +310,9 @@ export function tryTestSplit(data: string): Dataset | undefined {
 function writeProbe(dir: string, embedder: Embedder, head: ProbeHead): void {
   const m = embedder.manifest;
   const files: Record<string, Uint8Array> = {};
-  for (const [key, f] of Object.entries(m.files)) if (f && key !== 'probe') files[f.path] = readFileSync(join(dir, f.path));
-  const probeBytes = new TextEncoder().encode(JSON.stringify(head) + '\n');
+  for (const [key, f] of Object.entries(m.files))
+    if (f && key !== 'probe') files[f.path] = readFileSync(join(dir, f.path));
+  const probeBytes = new TextEncoder().encode(`${JSON.stringify(head)}\n`);
   files['probe.json'] = probeBytes;
   const described = { ...m.files, probe: describeFile('probe.json', probeBytes) };
   writePackage(dir, { ...m, files: described, classes: head.classes, contentHash: contentHash(described) }, files);

@@ -38,11 +38,15 @@ export const manifestSchema = z
       .strict(),
     preprocess: preprocessSchema,
     /** Layout of `tokens`: grid rows × cols of patchSize-pixel patches, raster order. */
-    patches: z.object({ size: z.number().int().positive(), rows: z.number().int().positive(), cols: z.number().int().positive() }).strict(),
-    embeddingDim: z.number().int().positive(),
-    files: z
-      .object({ encoder: fileSchema, predictor: fileSchema.optional(), probe: fileSchema.optional() })
+    patches: z
+      .object({
+        size: z.number().int().positive(),
+        rows: z.number().int().positive(),
+        cols: z.number().int().positive(),
+      })
       .strict(),
+    embeddingDim: z.number().int().positive(),
+    files: z.object({ encoder: fileSchema, predictor: fileSchema.optional(), probe: fileSchema.optional() }).strict(),
     classes: z.array(z.string()).optional(),
     training: z
       .object({

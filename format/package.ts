@@ -16,7 +16,10 @@ export function describeFile(path: string, bytes: Uint8Array): PackageFile {
 
 export function contentHash(files: Manifest['files']): string {
   const h = createHash('sha256');
-  for (const f of Object.values(files).filter(Boolean).sort((a, b) => a!.path.localeCompare(b!.path))) h.update(`${f!.path}:${f!.sha256}\n`);
+  for (const f of Object.values(files)
+    .filter(Boolean)
+    .sort((a, b) => a!.path.localeCompare(b!.path)))
+    h.update(`${f!.path}:${f!.sha256}\n`);
   return h.digest('hex');
 }
 
@@ -33,7 +36,10 @@ export function readPackage(dir: string): { manifest: Manifest; file(name: keyof
     throw new PackageError(`${mpath}: ${(e as Error).message}`);
   }
   const parsed = manifestSchema.safeParse(raw);
-  if (!parsed.success) throw new PackageError(`${mpath}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!parsed.success)
+    throw new PackageError(
+      `${mpath}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   const manifest = parsed.data;
   const cache = new Map<string, Uint8Array>();
   for (const [key, f] of Object.entries(manifest.files)) {
@@ -41,10 +47,12 @@ export function readPackage(dir: string): { manifest: Manifest; file(name: keyof
     const p = join(dir, f.path);
     if (!existsSync(p)) throw new PackageError(`${dir}: ${key} file ${f.path} is missing`);
     const bytes = readFileSync(p);
-    if (bytes.length !== f.bytes || sha256(bytes) !== f.sha256) throw new PackageError(`${dir}: ${f.path} does not match its checksum in ${MANIFEST} (corrupt or modified)`);
+    if (bytes.length !== f.bytes || sha256(bytes) !== f.sha256)
+      throw new PackageError(`${dir}: ${f.path} does not match its checksum in ${MANIFEST} (corrupt or modified)`);
     cache.set(key, bytes);
   }
-  if (contentHash(manifest.files) !== manifest.contentHash) throw new PackageError(`${mpath}: contentHash does not match the files`);
+  if (contentHash(manifest.files) !== manifest.contentHash)
+    throw new PackageError(`${mpath}: contentHash does not match the files`);
   return {
     manifest,
     file(name) {
@@ -65,7 +73,7 @@ export function writePackage(dir: string, manifest: Manifest, files: Record<stri
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   for (const [name, bytes] of Object.entries(files)) writeFileSync(join(tmp, name), bytes);
-  writeFileSync(join(tmp, MANIFEST), JSON.stringify(parsed, null, 2) + '\n');
+  writeFileSync(join(tmp, MANIFEST), `${JSON.stringify(parsed, null, 2)}\n`);
   const old = `${tmp}.old`;
   if (existsSync(dir)) renameSync(dir, old);
   renameSync(tmp, dir);

@@ -72,7 +72,9 @@ export async function resizeRgb(img: RgbImage, p: Preprocess, crop?: Crop): Prom
     .raw({ depth: 'uchar' })
     .toBuffer({ resolveWithObject: true });
   if (info.channels !== 3 || info.width !== p.size || info.height !== p.size) {
-    throw new Error(`preprocess produced ${info.width}x${info.height}x${info.channels}, expected ${p.size}x${p.size}x3`);
+    throw new Error(
+      `preprocess produced ${info.width}x${info.height}x${info.channels}, expected ${p.size}x${p.size}x3`,
+    );
   }
   return new Uint8Array(data.buffer, data.byteOffset, data.length);
 }

@@ -16,13 +16,24 @@ export const probeSchema = z
     /** [classes][dim] */
     weights: z.array(z.array(z.number())),
     bias: z.array(z.number()),
-    metrics: z.object({ accuracy: z.number(), macroF1: z.number(), split: z.string(), count: z.number().int(), l2: z.number().nonnegative().optional() }).strict().optional(),
+    metrics: z
+      .object({
+        accuracy: z.number(),
+        macroF1: z.number(),
+        split: z.string(),
+        count: z.number().int(),
+        l2: z.number().nonnegative().optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((p, ctx) => {
     const c = p.classes.length;
-    if (p.mean.length !== p.dim || p.std.length !== p.dim) ctx.addIssue({ code: 'custom', message: 'mean/std length must equal dim' });
-    if (p.weights.length !== c || p.weights.some((w) => w.length !== p.dim)) ctx.addIssue({ code: 'custom', message: 'weights must be [classes][dim]' });
+    if (p.mean.length !== p.dim || p.std.length !== p.dim)
+      ctx.addIssue({ code: 'custom', message: 'mean/std length must equal dim' });
+    if (p.weights.length !== c || p.weights.some((w) => w.length !== p.dim))
+      ctx.addIssue({ code: 'custom', message: 'weights must be [classes][dim]' });
     if (p.bias.length !== c) ctx.addIssue({ code: 'custom', message: 'bias must have one entry per class' });
   });
 

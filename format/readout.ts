@@ -22,11 +22,19 @@ export function readoutFits(r: Readout, rows: number, cols: number): boolean {
 
 export function checkReadout(r: Readout, rows: number, cols: number): void {
   const g = cellsPerSide(r);
-  if (!readoutFits(r, rows, cols)) throw new Error(`readout ${r} needs a patch grid of at least ${g}×${g}, got ${rows}×${cols}`);
+  if (!readoutFits(r, rows, cols))
+    throw new Error(`readout ${r} needs a patch grid of at least ${g}×${g}, got ${rows}×${cols}`);
 }
 
 /** tokens [n, rows·cols, D] (raster order) → features [n, readoutDim]. */
-export function readFeatures(r: Readout, tokens: Float32Array, n: number, rows: number, cols: number, dim: number): Float32Array {
+export function readFeatures(
+  r: Readout,
+  tokens: Float32Array,
+  n: number,
+  rows: number,
+  cols: number,
+  dim: number,
+): Float32Array {
   checkReadout(r, rows, cols);
   const g = cellsPerSide(r);
   // Patch (y, x) falls in cell (⌊y·g/rows⌋, ⌊x·g/cols⌋); each cell averages its own patches.

@@ -15,7 +15,7 @@ export function sigregKnots(): { t: number[]; gauss: number[]; weights: number[]
   const t = Array.from({ length: KNOTS }, (_, i) => (T_MAX * i) / (KNOTS - 1));
   const dt = T_MAX / (KNOTS - 1);
   const gauss = t.map((v) => Math.exp(-0.5 * v * v));
-  return { t, gauss, weights: t.map((v, i) => gauss[i] * dt * (i === 0 || i === KNOTS - 1 ? 1 : 2)) };
+  return { t, gauss, weights: t.map((_v, i) => gauss[i] * dt * (i === 0 || i === KNOTS - 1 ? 1 : 2)) };
 }
 
 /** Random unit directions [D, P] (column-major per direction), fresh for each optimizer step; both engines draw the same. */

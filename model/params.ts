@@ -10,7 +10,10 @@ export class ParamStore {
   readonly offsets = new Map<string, number>();
   readonly sizes = new Map<string, number>();
 
-  constructor(readonly specs: ParamSpec[], data?: Float32Array) {
+  constructor(
+    readonly specs: ParamSpec[],
+    data?: Float32Array,
+  ) {
     let n = 0;
     for (const s of specs) {
       const size = s.shape.reduce((a, b) => a * b, 1);
@@ -18,7 +21,8 @@ export class ParamStore {
       this.sizes.set(s.name, size);
       n += size;
     }
-    if (data && data.length !== n) throw new RangeError(`parameter buffer has ${data.length} values, the model needs ${n}`);
+    if (data && data.length !== n)
+      throw new RangeError(`parameter buffer has ${data.length} values, the model needs ${n}`);
     this.data = data ?? new Float32Array(n);
   }
 
@@ -39,7 +43,8 @@ export class ParamStore {
   /** 1 where weight decay applies, 0 elsewhere (biases, norms, mask token). */
   decayMask(): Uint8Array {
     const m = new Uint8Array(this.size);
-    for (const s of this.specs) if (s.decay) m.fill(1, this.offsets.get(s.name)!, this.offsets.get(s.name)! + this.sizes.get(s.name)!);
+    for (const s of this.specs)
+      if (s.decay) m.fill(1, this.offsets.get(s.name)!, this.offsets.get(s.name)! + this.sizes.get(s.name)!);
     return m;
   }
 

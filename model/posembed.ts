@@ -11,7 +11,7 @@ export function sincos2d(dim: number, rows: number, cols: number): Float32Array 
     for (let c = 0; c < cols; c++) {
       const base = (r * cols + c) * dim;
       for (let i = 0; i < quarter; i++) {
-        const omega = 1 / Math.pow(10000, i / quarter);
+        const omega = 1 / 10000 ** (i / quarter);
         // The reference's meshgrid puts the column coordinate in the first half.
         out[base + i] = Math.sin(c * omega);
         out[base + quarter + i] = Math.cos(c * omega);

@@ -59,7 +59,12 @@ export function encoderSpecs(m: ModelConfig): ParamSpec[] {
 export function predictorSpecs(m: ModelConfig): ParamSpec[] {
   const specs = [
     ...linearSpecs('predictor.embed', m.dim, m.predDim),
-    { name: 'predictor.maskToken', shape: [1, 1, m.predDim], init: { kind: 'trunc', std: STD }, decay: false } satisfies ParamSpec,
+    {
+      name: 'predictor.maskToken',
+      shape: [1, 1, m.predDim],
+      init: { kind: 'trunc', std: STD },
+      decay: false,
+    } satisfies ParamSpec,
   ];
   for (let i = 0; i < m.predDepth; i++) specs.push(...blockSpecs(`predictor.blocks.${i}`, m.predDim, m.mlpRatio, i));
   specs.push(...normSpecs('predictor.norm', m.predDim), ...linearSpecs('predictor.proj', m.predDim, m.dim));
@@ -79,7 +84,11 @@ export function projectorSpecs(m: ModelConfig): ParamSpec[] {
 }
 
 export function project<T>(ops: Ops<T>, pooled: T): T {
-  return ops.linear(ops.gelu(ops.linear(pooled, 'projector.fc1.w', 'projector.fc1.b')), 'projector.fc2.w', 'projector.fc2.b');
+  return ops.linear(
+    ops.gelu(ops.linear(pooled, 'projector.fc1.w', 'projector.fc1.b')),
+    'projector.fc2.w',
+    'projector.fc2.b',
+  );
 }
 
 /** The online parameters beside the encoder: the predictor (I-JEPA) or the projector (views). */
@@ -109,7 +118,11 @@ function block<T>(ops: Ops<T>, x: T, prefix: string, heads: number, width: numbe
   const merged = ops.reshape(ops.transpose(attn, [0, 2, 1, 3]), [0, 0, width]);
   x = ops.add(x, ops.linear(merged, `${prefix}.attn.proj.w`, `${prefix}.attn.proj.b`));
   const g = ops.layerNorm(x, eps, `${prefix}.norm2.g`, `${prefix}.norm2.b`);
-  const mlp = ops.linear(ops.gelu(ops.linear(g, `${prefix}.mlp.fc1.w`, `${prefix}.mlp.fc1.b`)), `${prefix}.mlp.fc2.w`, `${prefix}.mlp.fc2.b`);
+  const mlp = ops.linear(
+    ops.gelu(ops.linear(g, `${prefix}.mlp.fc1.w`, `${prefix}.mlp.fc1.b`)),
+    `${prefix}.mlp.fc2.w`,
+    `${prefix}.mlp.fc2.b`,
+  );
   return ops.add(x, mlp);
 }
 
@@ -140,7 +153,8 @@ export function encoderStream<T>(ops: Ops<T>, m: ModelConfig, patches: T, ctx?: 
     bias = keyBias(ops, ctx.mask);
   }
   const stream: T[] = [];
-  for (let i = 0; i < m.depth; i++) stream.push(x = block(ops, x, `encoder.blocks.${i}`, m.heads, m.dim, m.eps, bias));
+  for (let i = 0; i < m.depth; i++)
+    stream.push((x = block(ops, x, `encoder.blocks.${i}`, m.heads, m.dim, m.eps, bias)));
   return stream;
 }
 
@@ -188,7 +202,13 @@ export function predict<T>(ops: Ops<T>, m: ModelConfig, p: PredictorInputs<T>): 
 export function targetTokens<T>(ops: Ops<T>, m: ModelConfig, stream: T[], output: T, layers: number): T {
   if (layers === 1) return ops.layerNorm(output, m.eps);
   const top = stream.slice(-layers).map((x) => ops.layerNorm(x, m.eps));
-  return ops.layerNorm(ops.scale(top.reduce((a, b) => ops.add(a, b)), 1 / layers), m.eps);
+  return ops.layerNorm(
+    ops.scale(
+      top.reduce((a, b) => ops.add(a, b)),
+      1 / layers,
+    ),
+    m.eps,
+  );
 }
 
 /** Target tokens [B, N, D] gathered per target block → [M·B, T, D]. */

@@ -12,9 +12,7 @@ import type { GraphBuilder, NodeRecord } from './graph.ts';
 /** Ops whose outputs carry no gradient (integers, shapes). */
 const NON_DIFFERENTIABLE = new Set(['Shape', 'Size', 'Range', 'Cast', 'Equal', 'Less', 'Greater', 'ConstantOfShape']);
 
-interface Rule {
-  (c: RuleContext): (string | undefined)[];
-}
+type Rule = (c: RuleContext) => (string | undefined)[];
 
 class RuleContext {
   constructor(
@@ -55,7 +53,10 @@ class RuleContext {
     const last = dims[dims.length - 1];
     if (lead.every((d) => d === 1) && typeof last === 'number') {
       const rows = this.op('Reshape', [dy, this.g.ints([-1, last])]);
-      return this.op('Reshape', [this.op('ReduceSum', [rows, this.g.ints([0])], { keepdims: 0 }), this.g.ints(dims as number[])]);
+      return this.op('Reshape', [
+        this.op('ReduceSum', [rows, this.g.ints([0])], { keepdims: 0 }),
+        this.g.ints(dims as number[]),
+      ]);
     }
     if (dims.includes(1)) throw new Error(`autodiff: broadcast of ${x} [${dims}] is not supported (only [1, …, 1, n])`);
     return dy;
@@ -80,7 +81,10 @@ const axisOf = (c: RuleContext, x: string, axis: number) => (axis < 0 ? c.rank(x
 
 const RULES: Record<string, Rule> = {
   Identity: (c) => [c.dy[0]],
-  Add: (c) => [c.needs(0) ? c.unbroadcast(c.dy[0], c.x[0]) : undefined, c.needs(1) ? c.unbroadcast(c.dy[0], c.x[1]) : undefined],
+  Add: (c) => [
+    c.needs(0) ? c.unbroadcast(c.dy[0], c.x[0]) : undefined,
+    c.needs(1) ? c.unbroadcast(c.dy[0], c.x[1]) : undefined,
+  ],
   Sub: (c) => [
     c.needs(0) ? c.unbroadcast(c.dy[0], c.x[0]) : undefined,
     c.needs(1) ? c.unbroadcast(c.op('Neg', [c.dy[0]]), c.x[1]) : undefined,
@@ -107,12 +111,14 @@ const RULES: Record<string, Rule> = {
     return [c.mul(c.dy[0], inside)];
   },
   LogSoftmax: (c) => {
-    if (axisOf(c, c.x[0], c.node.attrs.axis as number) !== c.rank(c.x[0]) - 1) throw new Error('autodiff: LogSoftmax over a non-last axis');
+    if (axisOf(c, c.x[0], c.node.attrs.axis as number) !== c.rank(c.x[0]) - 1)
+      throw new Error('autodiff: LogSoftmax over a non-last axis');
     const sum = c.op('ReduceSum', [c.dy[0], c.g.ints([-1])], { keepdims: 1 });
     return [c.op('Sub', [c.dy[0], c.mul(c.op('Exp', [c.node.outputs[0]]), sum)])];
   },
   Softmax: (c) => {
-    if (axisOf(c, c.x[0], c.node.attrs.axis as number) !== c.rank(c.x[0]) - 1) throw new Error('autodiff: Softmax over a non-last axis');
+    if (axisOf(c, c.x[0], c.node.attrs.axis as number) !== c.rank(c.x[0]) - 1)
+      throw new Error('autodiff: Softmax over a non-last axis');
     const p = c.node.outputs[0];
     const dot = c.op('ReduceSum', [c.mul(c.dy[0], p), c.g.ints([-1])], { keepdims: 1 });
     return [c.mul(p, c.op('Sub', [c.dy[0], dot]))];
@@ -120,8 +126,10 @@ const RULES: Record<string, Rule> = {
   LayerNormalization: (c) => {
     const [x, gamma, beta] = c.x;
     const [, mean, inv] = c.node.outputs;
-    if (!mean || !inv) throw new Error('autodiff: LayerNormalization must be emitted with its Mean and InvStdDev outputs');
-    if (axisOf(c, x, c.node.attrs.axis as number) !== c.rank(x) - 1) throw new Error('autodiff: LayerNormalization over a non-last axis');
+    if (!mean || !inv)
+      throw new Error('autodiff: LayerNormalization must be emitted with its Mean and InvStdDev outputs');
+    if (axisOf(c, x, c.node.attrs.axis as number) !== c.rank(x) - 1)
+      throw new Error('autodiff: LayerNormalization over a non-last axis');
     const dy = c.dy[0];
     const xhat = c.mul(c.op('Sub', [x, mean]), inv);
     const dxhat = c.mul(dy, gamma);
@@ -136,7 +144,8 @@ const RULES: Record<string, Rule> = {
   },
   Gemm: (c) => {
     const { transA = 0, transB = 0, alpha = 1, beta = 1 } = c.node.attrs as Record<string, number>;
-    if (transA || transB || alpha !== 1 || beta !== 1) throw new Error('autodiff: only plain Gemm (no transposes, alpha = beta = 1)');
+    if (transA || transB || alpha !== 1 || beta !== 1)
+      throw new Error('autodiff: only plain Gemm (no transposes, alpha = beta = 1)');
     const [a, b, bias] = c.x;
     const dy = c.dy[0];
     return [
@@ -175,7 +184,11 @@ const RULES: Record<string, Rule> = {
   Unsqueeze: (c) => [c.op('Squeeze', [c.dy[0], c.x[1]])],
   Concat: (c) => {
     const axis = axisOf(c, c.x[0], c.node.attrs.axis as number);
-    const sizes = c.op('Concat', c.x.map((x) => c.op('Shape', [x], { start: axis, end: axis + 1 })), { axis: 0 });
+    const sizes = c.op(
+      'Concat',
+      c.x.map((x) => c.op('Shape', [x], { start: axis, end: axis + 1 })),
+      { axis: 0 },
+    );
     const parts = c.g.node('Split', [c.dy[0], sizes], { axis }, c.x.length);
     return parts.map((p, i) => (c.needs(i) ? p : undefined));
   },
@@ -185,7 +198,7 @@ const RULES: Record<string, Rule> = {
     const [x, , ends, axes, steps] = c.x;
     const endVals = c.g.intValues.get(ends);
     const axisVals = axes ? c.g.intValues.get(axes) : undefined;
-    if (!endVals || endVals.length !== 1 || endVals[0] < 2 ** 60 || !axisVals || axisVals.length !== 1 || steps) {
+    if (endVals?.length !== 1 || endVals[0] < 2 ** 60 || !axisVals || axisVals.length !== 1 || steps) {
       throw new Error('autodiff: only Slice to the end along one axis is supported');
     }
     const r = c.rank(x);
@@ -210,7 +223,10 @@ const RULES: Record<string, Rule> = {
     const axes = c.node.attrs.axes as number[] | undefined;
     let dy = c.dy[0];
     if (!keepdims && axes) dy = c.op('Unsqueeze', [dy, c.g.ints(axes)]);
-    const count = c.op('Div', [c.op('Cast', [c.op('Size', [x])], { to: 1 }), c.op('Cast', [c.op('Size', [y])], { to: 1 })]);
+    const count = c.op('Div', [
+      c.op('Cast', [c.op('Size', [x])], { to: 1 }),
+      c.op('Cast', [c.op('Size', [y])], { to: 1 }),
+    ]);
     return [c.op('Expand', [c.op('Div', [dy, count]), c.shape(x)])];
   },
   ReduceSum: (c) => {
@@ -225,7 +241,10 @@ const RULES: Record<string, Rule> = {
 /** Static ranks of the values of a graph under construction. */
 class Ranks {
   private readonly memo = new Map<string, number>();
-  constructor(private readonly g: GraphBuilder, private readonly producers: Map<string, NodeRecord>) {}
+  constructor(
+    private readonly g: GraphBuilder,
+    private readonly producers: Map<string, NodeRecord>,
+  ) {}
 
   of = (name: string): number => {
     const known = this.memo.get(name) ?? this.g.dims.get(name)?.length;
@@ -260,11 +279,18 @@ class Ranks {
   private infer(n: NodeRecord): number {
     const r0 = () => this.of(n.inputs[0]);
     switch (n.op) {
-      case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Sum': case 'MatMul':
+      case 'Add':
+      case 'Sub':
+      case 'Mul':
+      case 'Div':
+      case 'Sum':
+      case 'MatMul':
         return Math.max(...n.inputs.map(this.of));
       case 'Gemm':
         return 2;
-      case 'Reshape': case 'Expand': case 'ConstantOfShape':
+      case 'Reshape':
+      case 'Expand':
+      case 'ConstantOfShape':
         return this.length(n.inputs[n.op === 'ConstantOfShape' ? 0 : 1]);
       case 'Transpose':
         return (n.attrs.perm as number[]).length;
@@ -274,9 +300,15 @@ class Ranks {
         return r0() + this.ints(n.inputs[1]).length;
       case 'Gather':
         return r0() - 1 + this.of(n.inputs[1]);
-      case 'ReduceMean': case 'ReduceSum': {
+      case 'ReduceMean':
+      case 'ReduceSum': {
         if (n.attrs.keepdims !== 0) return r0();
-        const axes = n.op === 'ReduceMean' ? (n.attrs.axes as number[] | undefined) : n.inputs[1] ? this.ints(n.inputs[1]) : undefined;
+        const axes =
+          n.op === 'ReduceMean'
+            ? (n.attrs.axes as number[] | undefined)
+            : n.inputs[1]
+              ? this.ints(n.inputs[1])
+              : undefined;
         return axes ? r0() - axes.length : 0;
       }
       case 'Shape':
@@ -320,8 +352,17 @@ export function gradients(g: GraphBuilder, loss: string, wrt: string[]): Map<str
     const rule = RULES[n.op];
     if (!rule) throw new Error(`autodiff: no gradient rule for ${n.op}`);
     // Outputs nobody used get zeros only where a rule reads them (Split concatenates all of them).
-    const dys = n.outputs.map((o, k) => total(o) ?? (k === 0 || n.op === 'Split' ? g.op('ConstantOfShape', [g.op('Shape', [o])]) : ''));
-    const c = new RuleContext(g, n, dys, (k) => live.has(n.inputs[k]), ranks.of, (x) => producers.get(x));
+    const dys = n.outputs.map(
+      (o, k) => total(o) ?? (k === 0 || n.op === 'Split' ? g.op('ConstantOfShape', [g.op('Shape', [o])]) : ''),
+    );
+    const c = new RuleContext(
+      g,
+      n,
+      dys,
+      (k) => live.has(n.inputs[k]),
+      ranks.of,
+      (x) => producers.get(x),
+    );
     rule(c).forEach((dx, k) => {
       const x = n.inputs[k];
       if (dx === undefined || !live.has(x)) return;

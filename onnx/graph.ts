@@ -15,7 +15,8 @@ export const OPSET = 17;
 
 function attribute(name: string, v: Attr): InstanceType<typeof onnx.AttributeProto> {
   const A = onnx.AttributeProto.AttributeType;
-  if (typeof v === 'string') return onnx.AttributeProto.create({ name, type: A.STRING, s: new TextEncoder().encode(v) });
+  if (typeof v === 'string')
+    return onnx.AttributeProto.create({ name, type: A.STRING, s: new TextEncoder().encode(v) });
   if (Array.isArray(v)) return onnx.AttributeProto.create({ name, type: A.INTS, ints: v });
   if (typeof v === 'object') return onnx.AttributeProto.create({ name, type: A.FLOATS, floats: v.floats });
   return Number.isInteger(v) && !Object.is(v, -0)
@@ -85,7 +86,15 @@ export class GraphBuilder {
         ? onnx.AttributeProto.create({ name: k, type: onnx.AttributeProto.AttributeType.FLOAT, f: v.float })
         : attribute(k, v as Attr),
     );
-    this.nodes.push(onnx.NodeProto.create({ opType: op, input: inputs, output: outs, name: this.fresh(op.toLowerCase()), attribute: attribute_ }));
+    this.nodes.push(
+      onnx.NodeProto.create({
+        opType: op,
+        input: inputs,
+        output: outs,
+        name: this.fresh(op.toLowerCase()),
+        attribute: attribute_,
+      }),
+    );
     this.records.push({ op, inputs, outputs: outs, attrs });
     return outs;
   }
@@ -101,7 +110,14 @@ export class GraphBuilder {
 
   initializer(name: string, data: Float32Array | BigInt64Array, dims: number[]): string {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
-    this.inits.push(onnx.TensorProto.create({ name, dims, dataType: data instanceof Float32Array ? ELEM.float32 : ELEM.int64, rawData: bytes }));
+    this.inits.push(
+      onnx.TensorProto.create({
+        name,
+        dims,
+        dataType: data instanceof Float32Array ? ELEM.float32 : ELEM.int64,
+        rawData: bytes,
+      }),
+    );
     this.initNames.add(name);
     this.dims.set(name, dims);
     if (data instanceof BigInt64Array) this.intValues.set(name, Array.from(data, Number));
@@ -116,7 +132,9 @@ export class GraphBuilder {
 
   /** Cached int64 constant (shapes, axes, slice bounds). */
   ints(values: number[]): string {
-    return this.cached(`i64:${values.join(',')}`, () => this.initializer(this.fresh('const_i64'), BigInt64Array.from(values.map(BigInt)), [values.length]));
+    return this.cached(`i64:${values.join(',')}`, () =>
+      this.initializer(this.fresh('const_i64'), BigInt64Array.from(values.map(BigInt)), [values.length]),
+    );
   }
 
   /** Cached int64 scalar constant. */

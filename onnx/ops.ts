@@ -7,7 +7,7 @@ import type { Ops } from '../model/ops.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import type { ParamSpec } from '../model/vit.ts';
 import { ParamStore } from '../model/params.ts';
-import { GraphBuilder, float } from './graph.ts';
+import { type GraphBuilder, float } from './graph.ts';
 
 /** Parameters fed at run time: input `${prefix}${name}` for each spec. */
 export interface ParamInputs {
@@ -54,7 +54,9 @@ export class OnnxOps implements Ops<string> {
     const [inDim, out] = this.params.specs.find((s) => s.name === weight)!.shape;
     const x2 = this.g.op('Reshape', [x, this.g.ints([-1, inDim])]);
     const y = this.g.op('Gemm', [x2, this.param(weight), this.param(bias)]);
-    const shape = this.g.op('Concat', [this.g.op('Shape', [x], { start: 0, end: -1 }), this.g.ints([out])], { axis: 0 });
+    const shape = this.g.op('Concat', [this.g.op('Shape', [x], { start: 0, end: -1 }), this.g.ints([out])], {
+      axis: 0,
+    });
     return this.g.op('Reshape', [y, shape]);
   }
 

@@ -10,7 +10,20 @@ import { OnnxOps } from './ops.ts';
 import { gradients } from './autodiff.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import { gridOf } from '../model/presets.ts';
-import { type ParamSpec, encode, encoderOutput, encoderSpecs, encoderStream, predict, predictorSpecs, project, projectorSpecs, targetTokens, targets, PROJECTOR_DIM } from '../model/vit.ts';
+import {
+  type ParamSpec,
+  encode,
+  encoderOutput,
+  encoderSpecs,
+  encoderStream,
+  predict,
+  predictorSpecs,
+  project,
+  projectorSpecs,
+  targetTokens,
+  targets,
+  PROJECTOR_DIM,
+} from '../model/vit.ts';
 import { KNOTS, sigregKnots, type LossKind } from '../model/objective.ts';
 import type { ParamStore } from '../model/params.ts';
 
@@ -21,12 +34,13 @@ export const GRAD = 'grad/';
 /** Mean squared error, or smooth-L1 (β = 1) written as c·(d − c/2) with c = clip(d, −1, 1). */
 export function lossNode(g: GraphBuilder, pred: string, target: string, kind: LossKind): string {
   const d = g.op('Sub', [pred, target]);
-  const per = kind === 'mse'
-    ? g.op('Mul', [d, d])
-    : (() => {
-      const c = g.op('Clip', [d, g.scalar(-1), g.scalar(1)]);
-      return g.op('Mul', [c, g.op('Sub', [d, g.op('Mul', [c, g.scalar(0.5)])])]);
-    })();
+  const per =
+    kind === 'mse'
+      ? g.op('Mul', [d, d])
+      : (() => {
+          const c = g.op('Clip', [d, g.scalar(-1), g.scalar(1)]);
+          return g.op('Mul', [c, g.op('Sub', [d, g.op('Mul', [c, g.scalar(0.5)])])]);
+        })();
   return g.op('ReduceMean', [per], { keepdims: 0 });
 }
 
@@ -39,7 +53,11 @@ interface StepInputs {
 }
 
 function stepInputs(g: GraphBuilder, m: ModelConfig): StepInputs;
-function stepInputs(g: GraphBuilder, m: ModelConfig, contextOnly: true): Pick<StepInputs, 'patches' | 'ctxIdx' | 'ctxMask'>;
+function stepInputs(
+  g: GraphBuilder,
+  m: ModelConfig,
+  contextOnly: true,
+): Pick<StepInputs, 'patches' | 'ctxIdx' | 'ctxMask'>;
 function stepInputs(g: GraphBuilder, m: ModelConfig, contextOnly = false): Partial<StepInputs> {
   const { rows, cols } = gridOf(m);
   const x: Partial<StepInputs> = {
@@ -56,7 +74,10 @@ function stepInputs(g: GraphBuilder, m: ModelConfig, contextOnly = false): Parti
 /** SIGReg on the key-masked mean of the context tokens [B, L, D] (sigregOf). */
 function sigregNode(g: GraphBuilder, context: string, ctxMask: string, directions: string): string {
   const w = g.op('Unsqueeze', [ctxMask, g.ints([2])]);
-  const pooled = g.op('Div', [g.op('ReduceSum', [g.op('Mul', [context, w]), g.ints([1])], { keepdims: 0 }), g.op('ReduceSum', [w, g.ints([1])], { keepdims: 0 })]);
+  const pooled = g.op('Div', [
+    g.op('ReduceSum', [g.op('Mul', [context, w]), g.ints([1])], { keepdims: 0 }),
+    g.op('ReduceSum', [w, g.ints([1])], { keepdims: 0 }),
+  ]);
   return sigregOf(g, pooled, directions);
 }
 
@@ -69,24 +90,40 @@ function sigregOf(g: GraphBuilder, pooled: string, directions: string): string {
   const { t, gauss, weights } = sigregKnots();
   const proj = g.op('MatMul', [pooled, directions]); // [B, P]
   const tx = g.op('Reshape', [
-    g.op('MatMul', [g.initializer(g.fresh('sigreg_t'), Float32Array.from(t), [KNOTS, 1]), g.op('Reshape', [proj, g.ints([1, -1])])]),
+    g.op('MatMul', [
+      g.initializer(g.fresh('sigreg_t'), Float32Array.from(t), [KNOTS, 1]),
+      g.op('Reshape', [proj, g.ints([1, -1])]),
+    ]),
     g.op('Concat', [g.ints([KNOTS]), g.op('Shape', [proj])], { axis: 0 }),
   ]); // [K, B, P]
   const re = g.op('ReduceMean', [g.op('Cos', [tx])], { axes: [1], keepdims: 0 });
   const im = g.op('ReduceMean', [g.op('Sin', [tx])], { axes: [1], keepdims: 0 });
   const d = g.op('Sub', [re, g.initializer(g.fresh('sigreg_gauss'), Float32Array.from(gauss), [KNOTS, 1])]);
   const err = g.op('Add', [g.op('Mul', [d, d]), g.op('Mul', [im, im])]); // [K, P]
-  const integral = g.op('ReduceSum', [g.op('Mul', [err, g.initializer(g.fresh('sigreg_w'), Float32Array.from(weights), [KNOTS, 1])]), g.ints([0])], { keepdims: 0 });
+  const integral = g.op(
+    'ReduceSum',
+    [g.op('Mul', [err, g.initializer(g.fresh('sigreg_w'), Float32Array.from(weights), [KNOTS, 1])]), g.ints([0])],
+    { keepdims: 0 },
+  );
   const n = g.op('Cast', [g.op('Squeeze', [g.op('Shape', [proj], { start: 0, end: 1 }), g.ints([0])])], { to: 1 });
   return g.op('Mul', [g.op('ReduceMean', [integral], { keepdims: 0 }), n]);
 }
 
 /** A training step's outputs, as the engine fetches them: the loss, its parts, and `grad/<name>` of every online parameter. */
-function stepOutputs(g: GraphBuilder, parts: { loss: string; predLoss: string; sigreg: string }, specs: ParamSpec[], doc: string): Uint8Array {
+function stepOutputs(
+  g: GraphBuilder,
+  parts: { loss: string; predLoss: string; sigreg: string },
+  specs: ParamSpec[],
+  doc: string,
+): Uint8Array {
   g.output(parts.loss, 'loss', 'float32', []);
   g.output(parts.predLoss, 'pred_loss', 'float32', []);
   g.output(parts.sigreg, 'sigreg', 'float32', []);
-  const grads = gradients(g, parts.loss, specs.map((s) => ONLINE + s.name));
+  const grads = gradients(
+    g,
+    parts.loss,
+    specs.map((s) => ONLINE + s.name),
+  );
   for (const s of specs) g.output(grads.get(ONLINE + s.name)!, GRAD + s.name, 'float32', s.shape);
   return g.toBytes(doc);
 }
@@ -115,12 +152,17 @@ export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o:
   const { rows, cols } = gridOf(m);
   const view = o.targetView
     ? {
-      patches: g.input('target_patches', 'float32', ['batch', rows * cols, m.patchSize * m.patchSize * m.channels]),
-      idx: g.input('tgt_src_idx', 'int64', ['targets_x_batch', 'tgt']),
-    }
+        patches: g.input('target_patches', 'float32', ['batch', rows * cols, m.patchSize * m.patchSize * m.channels]),
+        idx: g.input('tgt_src_idx', 'int64', ['targets_x_batch', 'tgt']),
+      }
     : { patches: x.patches, idx: x.tgtIdx };
   const stream = encoderStream(target, m, view.patches);
-  const tgt = targets(target, targetTokens(target, m, stream, encoderOutput(target, m, stream), o.targetLayers ?? 1), view.idx, numTargets);
+  const tgt = targets(
+    target,
+    targetTokens(target, m, stream, encoderOutput(target, m, stream), o.targetLayers ?? 1),
+    view.idx,
+    numTargets,
+  );
   const context = encode(online, m, x.patches, { idx: x.ctxIdx, mask: x.ctxMask });
   const pred = predict(online, m, { context, ctxIdx: x.ctxIdx, keyMask: x.keyMask, tgtIdx: x.tgtIdx, numTargets });
   const predLoss = lossNode(g, pred, tgt, loss);
@@ -152,18 +194,30 @@ export function viewsGraph(m: ModelConfig, views: number, sigreg: { weight: numb
   const z = project(online, g.op('ReduceMean', [encode(online, m, x)], { axes: [1], keepdims: 0 })); // [B·V, PROJECTOR_DIM]
   // Each view's distance from its image's mean, written without broadcasting an activation (which
   // autodiff.ts refuses) and without mean‖z‖² − ‖c‖², which cancels catastrophically in float32.
-  const perView = g.node('Split', [g.op('Reshape', [z, g.ints([-1, views, PROJECTOR_DIM])]), g.ints(Array(views).fill(1))], { axis: 1 }, views); // V × [B, 1, P]
+  const perView = g.node(
+    'Split',
+    [g.op('Reshape', [z, g.ints([-1, views, PROJECTOR_DIM])]), g.ints(Array(views).fill(1))],
+    { axis: 1 },
+    views,
+  ); // V × [B, 1, P]
   const mean = (xs: string[]) => g.op('Mul', [xs.reduce((a, b) => g.op('Add', [a, b])), g.scalar(1 / xs.length)]);
   const centre = mean(perView);
-  const disagreement = mean(perView.map((zv) => {
-    const d = g.op('Sub', [zv, centre]);
-    return g.op('ReduceMean', [g.op('Mul', [d, d])], { keepdims: 0 });
-  }));
+  const disagreement = mean(
+    perView.map((zv) => {
+      const d = g.op('Sub', [zv, centre]);
+      return g.op('ReduceMean', [g.op('Mul', [d, d])], { keepdims: 0 });
+    }),
+  );
   // SIGReg per view, as LeJEPA: over all views at once, an image's agreeing views would form a
   // cluster that the test against N(0, 1) pushes apart, working against the invariance.
   const reg = mean(perView.map((zv) => sigregOf(g, g.op('Reshape', [zv, g.ints([-1, PROJECTOR_DIM])]), directions)));
   const value = g.op('Add', [disagreement, g.op('Mul', [reg, g.scalar(sigreg.weight)])]);
-  return stepOutputs(g, { loss: value, predLoss: disagreement, sigreg: reg }, specs, 'multi-view training step (forward + backward)');
+  return stepOutputs(
+    g,
+    { loss: value, predLoss: disagreement, sigreg: reg },
+    specs,
+    'multi-view training step (forward + backward)',
+  );
 }
 
 /**
@@ -193,6 +247,10 @@ export function contextEncoderGraph(m: ModelConfig, online: ParamStore): Uint8Ar
   const g = new GraphBuilder('ijepa_context_encoder');
   const ops = new OnnxOps(g, online, m);
   const x = stepInputs(g, m, true);
-  g.output(encode(ops, m, x.patches, { idx: x.ctxIdx, mask: x.ctxMask }), 'context', 'float32', ['batch', 'ctx', m.dim]);
+  g.output(encode(ops, m, x.patches, { idx: x.ctxIdx, mask: x.ctxMask }), 'context', 'float32', [
+    'batch',
+    'ctx',
+    m.dim,
+  ]);
   return g.toBytes('I-JEPA context encoder');
 }

@@ -23,9 +23,15 @@ const ACCEPTED = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif', 'heif'])
 const UNGATED_PIXELS = 1_000_000;
 
 /** `gate` bounds the pixels decoded at once across requests (weight: the image's pixel count). */
-export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, p: Preprocess, gate: Gate): Promise<Uint8Array> {
+export async function decodeImage(
+  bytes: Uint8Array,
+  limits: DecodeLimits,
+  p: Preprocess,
+  gate: Gate,
+): Promise<Uint8Array> {
   if (bytes.length === 0) throw new RuntimeError('invalid_image', 'empty image (0 bytes)');
-  if (bytes.length > limits.maxBytes) throw new RuntimeError('too_many_bytes', `image is ${bytes.length} bytes; the limit is ${limits.maxBytes}`);
+  if (bytes.length > limits.maxBytes)
+    throw new RuntimeError('too_many_bytes', `image is ${bytes.length} bytes; the limit is ${limits.maxBytes}`);
   let meta: Awaited<ReturnType<ReturnType<typeof sharp>['metadata']>>;
   try {
     meta = await sharp(bytes, { limitInputPixels: false }).metadata();
@@ -33,13 +39,18 @@ export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, p: Pr
     throw new RuntimeError('invalid_image', 'not a decodable image');
   }
   if (!meta.format || !ACCEPTED.has(meta.format)) {
-    throw new RuntimeError('unsupported_format', `image format '${meta.format ?? 'unknown'}' is not accepted (jpeg, png, webp, gif, tiff, avif, heif)`);
+    throw new RuntimeError(
+      'unsupported_format',
+      `image format '${meta.format ?? 'unknown'}' is not accepted (jpeg, png, webp, gif, tiff, avif, heif)`,
+    );
   }
-  if ((meta.pages ?? 1) > 1) throw new RuntimeError('animated_image', `image has ${meta.pages} frames; send a single frame`);
+  if ((meta.pages ?? 1) > 1)
+    throw new RuntimeError('animated_image', `image has ${meta.pages} frames; send a single frame`);
   const w = meta.width ?? 0;
   const h = meta.height ?? 0;
   if (!w || !h) throw new RuntimeError('invalid_image', 'image has no dimensions');
-  if (w * h > limits.maxPixels) throw new RuntimeError('image_too_large', `image is ${w}x${h} = ${w * h} pixels; the limit is ${limits.maxPixels}`);
+  if (w * h > limits.maxPixels)
+    throw new RuntimeError('image_too_large', `image is ${w}x${h} = ${w * h} pixels; the limit is ${limits.maxPixels}`);
   try {
     const decode = () => toRgb({ kind: 'encoded', data: bytes }, p);
     return await (w * h <= UNGATED_PIXELS ? decode() : gate.run(w * h, decode));

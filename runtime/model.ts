@@ -16,7 +16,8 @@ export class OnnxModel {
 
   async run(feeds: Feeds): Promise<Record<string, { data: Float32Array; dims: readonly number[] }>> {
     const inputs: Record<string, Tensor> = {};
-    for (const [k, v] of Object.entries(feeds)) inputs[k] = new Tensor(v.data instanceof Float32Array ? 'float32' : 'int64', v.data, v.dims);
+    for (const [k, v] of Object.entries(feeds))
+      inputs[k] = new Tensor(v.data instanceof Float32Array ? 'float32' : 'int64', v.data, v.dims);
     const out = await this.session.run(inputs);
     const result: Record<string, { data: Float32Array; dims: readonly number[] }> = {};
     for (const [k, t] of Object.entries(out)) result[k] = { data: t.data as Float32Array, dims: t.dims };

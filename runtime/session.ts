@@ -32,6 +32,9 @@ export async function createSession(model: string | Uint8Array, o: SessionOption
     ...(o.profile ? { enableProfiling: true, profileFilePrefix: o.profile } : {}),
   };
   // create() is overloaded per argument type; both forms load the same graph.
-  const create = ort.InferenceSession.create as (m: string | Uint8Array, opts: ort.InferenceSession.SessionOptions) => Promise<Session>;
+  const create = ort.InferenceSession.create as (
+    m: string | Uint8Array,
+    opts: ort.InferenceSession.SessionOptions,
+  ) => Promise<Session>;
   return create(model, options);
 }

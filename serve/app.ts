@@ -15,7 +15,9 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   const o = svc.options;
 
   app.use((req, res, next) => {
-    res.on('finish', () => svc.metrics.requests.inc({ route: req.route?.path ?? 'unmatched', status: String(res.statusCode) }));
+    res.on('finish', () =>
+      svc.metrics.requests.inc({ route: req.route?.path ?? 'unmatched', status: String(res.statusCode) }),
+    );
     next();
   });
   // Bodies are parsed per route, after the API key where there is one: an unknown route or an
@@ -25,7 +27,10 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   // The limit counts inflated bytes, so a small gzip body cannot expand past it. It must stay far
   // below V8's longest string (~512 MiB): body-parser turns the whole body into one string.
   const json = express.json({ limit: o.maxRequestBytes });
-  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: o.maxBytes, files: o.maxImages, fields: 16, fieldSize: 1024 } }).any();
+  const upload = multer({
+    storage: multer.memoryStorage(),
+    limits: { fileSize: o.maxBytes, files: o.maxImages, fields: 16, fieldSize: 1024 },
+  }).any();
   const multipart = (req: Request, res: Response, next: NextFunction) => {
     if (!(req.headers['content-type'] ?? '').toLowerCase().startsWith('multipart/form-data')) return next();
     if (Number(req.headers['content-length'] ?? 0) > o.maxRequestBytes) return next(tooLarge(o.maxRequestBytes));
@@ -67,7 +72,9 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
     res.set('content-type', svc.metrics.registry.contentType).send(await svc.metrics.registry.metrics());
   });
   app.get('/v1/models', (_req, res) => {
-    res.json({ data: [{ ...svc.manifest, probe: svc.probe ? { classes: svc.probe.classes, metrics: svc.probe.metrics } : null }] });
+    res.json({
+      data: [{ ...svc.manifest, probe: svc.probe ? { classes: svc.probe.classes, metrics: svc.probe.metrics } : null }],
+    });
   });
   app.get('/openapi.json', (_req, res) => {
     res.json(openapi(svc));
@@ -76,7 +83,11 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
     const key = o.apiKey;
     if (!key) return next();
     const given = req.headers['x-api-key'] ?? (req.headers.authorization ?? '').replace(/^Bearer\s+/i, '');
-    if (given !== key) throw new ApiError('unauthorized', 'this route needs the server\'s API key (x-api-key header or Authorization: Bearer)');
+    if (given !== key)
+      throw new ApiError(
+        'unauthorized',
+        "this route needs the server's API key (x-api-key header or Authorization: Bearer)",
+      );
     next();
   };
   app.post('/v1/embeddings', body, route(embeddings));
@@ -105,7 +116,8 @@ function tooLarge(limit: number): ApiError {
 
 function multipartError(err: unknown): ApiError {
   const e = err as { code?: string; message?: string };
-  if (e?.code === 'LIMIT_FILE_SIZE') return new ApiError('payload_too_large', 'an uploaded image is larger than the byte limit');
+  if (e?.code === 'LIMIT_FILE_SIZE')
+    return new ApiError('payload_too_large', 'an uploaded image is larger than the byte limit');
   return new ApiError('bad_request', `multipart body: ${e?.message ?? String(err)}`);
 }
 
@@ -113,9 +125,16 @@ function multipartError(err: unknown): ApiError {
 function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   const e = err as { type?: string; code?: string; message?: string; status?: number };
-  if (e?.type === 'entity.too.large') return new ApiError('payload_too_large', `request body is larger than ${(e as { limit?: number }).limit ?? 'the limit of'} bytes`);
-  if (e?.type === 'entity.parse.failed') return new ApiError('invalid_json', 'request body is not a valid JSON object or array');
-  if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported') return new ApiError('unsupported_media_type', e.message ?? 'unsupported encoding');
-  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) return new ApiError('bad_request', `request body could not be read: ${e.message ?? 'bad request'}`);
+  if (e?.type === 'entity.too.large')
+    return new ApiError(
+      'payload_too_large',
+      `request body is larger than ${(e as { limit?: number }).limit ?? 'the limit of'} bytes`,
+    );
+  if (e?.type === 'entity.parse.failed')
+    return new ApiError('invalid_json', 'request body is not a valid JSON object or array');
+  if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported')
+    return new ApiError('unsupported_media_type', e.message ?? 'unsupported encoding');
+  if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500)
+    return new ApiError('bad_request', `request body could not be read: ${e.message ?? 'bad request'}`);
   return new ApiError('internal', 'internal error');
 }

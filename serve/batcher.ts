@@ -77,9 +77,13 @@ export class Batcher {
         this.metrics?.batch(jobs.length, (performance.now() - start) / 1000);
         const d = this.dim;
         const t = this.tokensPerImage * d;
-        jobs.forEach((j, i) => j.resolve({ pooled: e.pooled.slice(i * d, (i + 1) * d), tokens: e.tokens.slice(i * t, (i + 1) * t) }));
+        jobs.forEach((j, i) =>
+          j.resolve({ pooled: e.pooled.slice(i * d, (i + 1) * d), tokens: e.tokens.slice(i * t, (i + 1) * t) }),
+        );
       })
-      .catch((err: Error) => jobs.forEach((j) => j.reject(new ApiError('internal', `inference failed: ${err.message}`))))
+      .catch((err: Error) =>
+        jobs.forEach((j) => j.reject(new ApiError('internal', `inference failed: ${err.message}`))),
+      )
       .finally(() => {
         this.running = null;
         if (this.queue.length) this.schedule();

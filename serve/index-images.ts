@@ -21,7 +21,9 @@ export interface IndexOptions {
   log?: (s: string) => void;
 }
 
-export async function indexImages(o: IndexOptions): Promise<{ added: number; skipped: number; failed: number; total: number }> {
+export async function indexImages(
+  o: IndexOptions,
+): Promise<{ added: number; skipped: number; failed: number; total: number }> {
   const log = o.log ?? ((s: string) => console.error(s));
   // The images are listed first so that a wrong --images creates no gallery directory.
   const files = listImages(o.images);
@@ -31,7 +33,12 @@ export async function indexImages(o: IndexOptions): Promise<{ added: number; ski
   const ids = files.map((f) => relative(o.images, f));
   const todo = ids.map((id, i) => ({ id, i })).filter(({ id }) => !gallery.has(id));
   const batch = o.batch ?? 32;
-  const bar = o.progress ? new cliProgress.SingleBar({ format: 'index |{bar}| {value}/{total} images | ETA {eta_formatted}', hideCursor: true }, cliProgress.Presets.shades_classic) : null;
+  const bar = o.progress
+    ? new cliProgress.SingleBar(
+        { format: 'index |{bar}| {value}/{total} images | ETA {eta_formatted}', hideCursor: true },
+        cliProgress.Presets.shades_classic,
+      )
+    : null;
   bar?.start(todo.length, 0);
   let added = 0;
   let failed = 0;
@@ -40,9 +47,11 @@ export async function indexImages(o: IndexOptions): Promise<{ added: number; ski
   try {
     for (let s = 0; s < todo.length; s += batch) {
       const part = todo.slice(s, s + batch);
-      const decoded = await Promise.allSettled(part.map(async ({ i }) => {
-        return decodeImage(await readFile(files[i]), limits, m.preprocess, gate);
-      }));
+      const decoded = await Promise.allSettled(
+        part.map(async ({ i }) => {
+          return decodeImage(await readFile(files[i]), limits, m.preprocess, gate);
+        }),
+      );
       const ok = part.filter((_, k) => decoded[k].status === 'fulfilled');
       decoded.forEach((r, k) => {
         if (r.status === 'rejected') {
@@ -51,11 +60,20 @@ export async function indexImages(o: IndexOptions): Promise<{ added: number; ski
         }
       });
       if (ok.length) {
-        const rgb = decoded.filter((r): r is PromiseFulfilledResult<Uint8Array> => r.status === 'fulfilled').map((r) => r.value);
+        const rgb = decoded
+          .filter((r): r is PromiseFulfilledResult<Uint8Array> => r.status === 'fulfilled')
+          .map((r) => r.value);
         const e = await embedder.embed(rgb);
         const n = m.patches.rows * m.patches.cols * m.embeddingDim;
         ok.forEach(({ id }, k) => {
-          gallery.add(id, e.tokens.subarray(k * n, (k + 1) * n), e.pooled.subarray(k * m.embeddingDim, (k + 1) * m.embeddingDim), m.patches.rows, m.patches.cols, { path: id });
+          gallery.add(
+            id,
+            e.tokens.subarray(k * n, (k + 1) * n),
+            e.pooled.subarray(k * m.embeddingDim, (k + 1) * m.embeddingDim),
+            m.patches.rows,
+            m.patches.cols,
+            { path: id },
+          );
           added++;
         });
       }

@@ -24,10 +24,17 @@ export async function serve(o: ServeOptions): Promise<{ server: Server; service:
     });
   }).catch(async (e: NodeJS.ErrnoException) => {
     await service.close();
-    throw new Error(e.code === 'EADDRINUSE' ? `port ${o.port} on ${o.host} is already in use` : `cannot listen on ${o.host}:${o.port}: ${e.message}`);
+    throw new Error(
+      e.code === 'EADDRINUSE'
+        ? `port ${o.port} on ${o.host} is already in use`
+        : `cannot listen on ${o.host}:${o.port}: ${e.message}`,
+    );
   });
   const addr = server.address();
-  log.info({ model: service.manifest.id, address: typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : addr }, 'serving');
+  log.info(
+    { model: service.manifest.id, address: typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : addr },
+    'serving',
+  );
   let closing: Promise<void> | null = null;
   const close = () =>
     (closing ??= (async () => {

@@ -14,10 +14,11 @@ const schema = (s: z.ZodType) => {
   return rest;
 };
 
-const query = (names: Option[]) => names.map((name) => {
-  const { description, ...s } = schema(optionsSchema.shape[name]) as { description?: string };
-  return { name, in: 'query', required: false, description, schema: s };
-});
+const query = (names: Option[]) =>
+  names.map((name) => {
+    const { description, ...s } = schema(optionsSchema.shape[name]) as { description?: string };
+    return { name, in: 'query', required: false, description, schema: s };
+  });
 
 /** The three ways to send images, with the route's own options in the JSON form. */
 function imagesBody(names: Option[]) {
@@ -34,8 +35,15 @@ function imagesBody(names: Option[]) {
   };
 }
 
-const error = { type: 'object', required: ['error', 'code'], properties: { error: { type: 'string' }, code: { type: 'string' } } };
-const errors = (...codes: number[]) => Object.fromEntries(codes.map((c) => [String(c), { description: 'error', content: { 'application/json': { schema: error } } }]));
+const error = {
+  type: 'object',
+  required: ['error', 'code'],
+  properties: { error: { type: 'string' }, code: { type: 'string' } },
+};
+const errors = (...codes: number[]) =>
+  Object.fromEntries(
+    codes.map((c) => [String(c), { description: 'error', content: { 'application/json': { schema: error } } }]),
+  );
 const ok = (description: string) => ({ 200: { description } });
 
 export function openapi(svc: Service) {
@@ -46,12 +54,18 @@ export function openapi(svc: Service) {
     info: { title: 'ijepa feature server', version: '1', description: `Serving model ${svc.manifest.id}` },
     paths: {
       '/healthz': { get: { summary: 'process is up', responses: ok('ok') } },
-      '/readyz': { get: { summary: 'model loaded and a forward pass succeeded', responses: { ...ok('ready'), 503: { description: 'not ready' } } } },
+      '/readyz': {
+        get: {
+          summary: 'model loaded and a forward pass succeeded',
+          responses: { ...ok('ready'), 503: { description: 'not ready' } },
+        },
+      },
       '/metrics': { get: { summary: 'Prometheus metrics', responses: ok('text exposition format') } },
       '/v1/models': { get: { summary: 'the model package manifest', responses: ok('manifest') } },
       '/v1/embeddings': {
         post: {
-          summary: 'pooled embedding per image, optionally the patch grid; Accept: application/octet-stream for float32/float16 bytes (X-Shape, X-Dtype headers)',
+          summary:
+            'pooled embedding per image, optionally the patch grid; Accept: application/octet-stream for float32/float16 bytes (X-Shape, X-Dtype headers)',
           parameters: query(['patches', 'dtype']),
           requestBody: imagesBody(['patches', 'dtype']),
           responses: { ...ok('embeddings, per-image errors inline'), ...errors(...images) },
@@ -67,22 +81,40 @@ export function openapi(svc: Service) {
       },
       '/v1/gallery': {
         post: {
-          summary: 'add images to the gallery (x-api-key or Bearer when the server has a key): image/* with ?id= and ?metadata=<JSON object>, or JSON',
+          summary:
+            'add images to the gallery (x-api-key or Bearer when the server has a key): image/* with ?id= and ?metadata=<JSON object>, or JSON',
           parameters: [
             { name: 'id', in: 'query', required: false, schema: schema(idSchema) },
-            { name: 'metadata', in: 'query', required: false, description: 'a JSON object', schema: { type: 'string' } },
+            {
+              name: 'metadata',
+              in: 'query',
+              required: false,
+              description: 'a JSON object',
+              schema: { type: 'string' },
+            },
           ],
-          requestBody: { required: true, content: { 'image/*': { schema: { type: 'string', format: 'binary' } }, 'application/json': { schema: schema(addSchema) } } },
+          requestBody: {
+            required: true,
+            content: {
+              'image/*': { schema: { type: 'string', format: 'binary' } },
+              'application/json': { schema: schema(addSchema) },
+            },
+          },
           responses: { ...ok('{added, errors, size}'), ...errors(...images, 401, 409) },
         },
       },
       '/v1/gallery/{id}': {
         get: { summary: 'one gallery entry', parameters: [id], responses: { ...ok('entry'), ...errors(404, 409) } },
-        delete: { summary: 'remove one gallery entry (API key when set)', parameters: [id], responses: { ...ok('{deleted}'), ...errors(401, 404, 409) } },
+        delete: {
+          summary: 'remove one gallery entry (API key when set)',
+          parameters: [id],
+          responses: { ...ok('{deleted}'), ...errors(401, 404, 409) },
+        },
       },
       '/v1/search': {
         post: {
-          summary: 'nearest gallery images to one query image by patch MaxSim (optionally within a patch box), with pooled cosine scores on request',
+          summary:
+            'nearest gallery images to one query image by patch MaxSim (optionally within a patch box), with pooled cosine scores on request',
           parameters: query(['k', 'box', 'pooled']),
           requestBody: imagesBody(['k', 'box', 'pooled']),
           responses: { ...ok('{hits: [{id, score, metadata, matches}]}'), ...errors(...images, 409) },

@@ -58,17 +58,26 @@ export class Service {
     const m = embedder.manifest;
     this.limits = { maxBytes: options.maxBytes, maxPixels: options.maxPixels };
     this.decodeGate = new Gate(options.maxPixels);
-    this.batcher = new Batcher((imgs) => embedder.embed(imgs), m.embeddingDim, m.patches.rows * m.patches.cols, options, {
-      batch: (size, sec) => {
-        this.metrics.batchSize.observe(size);
-        this.metrics.stage.observe({ stage: 'inference' }, sec);
+    this.batcher = new Batcher(
+      (imgs) => embedder.embed(imgs),
+      m.embeddingDim,
+      m.patches.rows * m.patches.cols,
+      options,
+      {
+        batch: (size, sec) => {
+          this.metrics.batchSize.observe(size);
+          this.metrics.stage.observe({ stage: 'inference' }, sec);
+        },
+        queue: (n) => this.metrics.queue.set(n),
       },
-      queue: (n) => this.metrics.queue.set(n),
-    });
+    );
     if (m.files.probe) {
       const probe = probeSchema.parse(JSON.parse(new TextDecoder().decode(embedder.files!.file('probe'))));
       const want = readoutDim(probe.readout, m.embeddingDim);
-      if (probe.dim !== want) throw new Error(`probe.json: a '${probe.readout}' head over ${m.embeddingDim}-d embeddings has ${want} inputs, not ${probe.dim}`);
+      if (probe.dim !== want)
+        throw new Error(
+          `probe.json: a '${probe.readout}' head over ${m.embeddingDim}-d embeddings has ${want} inputs, not ${probe.dim}`,
+        );
       checkReadout(probe.readout, m.patches.rows, m.patches.cols);
       this.probe = probe;
     }
@@ -85,7 +94,8 @@ export class Service {
     // Ready means a real forward pass worked, not only that the files loaded.
     const size = s.manifest.preprocess.size;
     const probe = await s.batcher.submit(new Uint8Array(size * size * 3).fill(128));
-    if (!probe.pooled.every(Number.isFinite)) throw new Error('the encoder produced non-finite embeddings on a gray image');
+    if (!probe.pooled.every(Number.isFinite))
+      throw new Error('the encoder produced non-finite embeddings on a gray image');
     s.ready = true;
     return s;
   }
@@ -101,7 +111,12 @@ export class Service {
           this.metrics.stage.observe({ stage: 'decode' }, (performance.now() - t0) / 1000);
           return { index: it.index, result: await this.batcher.submit(rgb) };
         } catch (e) {
-          const error = e instanceof ApiError ? e : e instanceof RuntimeError ? fromRuntime(e) : new ApiError('internal', (e as Error).message);
+          const error =
+            e instanceof ApiError
+              ? e
+              : e instanceof RuntimeError
+                ? fromRuntime(e)
+                : new ApiError('internal', (e as Error).message);
           return { index: it.index, error };
         }
       }),

@@ -77,8 +77,13 @@ const LEGACY_L2 = 1e-3;
 
 /** Mixing probe settings in one table would compare unlike numbers. */
 function checkL2(out: string, l2: L2): void {
-  const other = readResults(out).map((r) => r.l2 ?? LEGACY_L2).find((x) => x !== l2);
-  if (other !== undefined) throw new Error(`${out} holds probes fitted with --l2 ${other}, this study asks for --l2 ${l2}: use another --out, or --l2 ${other}`);
+  const other = readResults(out)
+    .map((r) => r.l2 ?? LEGACY_L2)
+    .find((x) => x !== l2);
+  if (other !== undefined)
+    throw new Error(
+      `${out} holds probes fitted with --l2 ${other}, this study asks for --l2 ${l2}: use another --out, or --l2 ${other}`,
+    );
 }
 
 const RESULTS = 'results.jsonl';
@@ -101,7 +106,7 @@ export function readResults(out: string): StudyResult[] {
 }
 
 function appendResult(out: string, r: StudyResult): void {
-  appendFileSync(join(out, RESULTS), JSON.stringify(r) + '\n');
+  appendFileSync(join(out, RESULTS), `${JSON.stringify(r)}\n`);
 }
 
 /**
@@ -122,7 +127,9 @@ function readBaselines(path: string): Baselines | null {
 }
 
 function byReadout(rows: EvalRow[], kind: string): Record<string, Score> {
-  return Object.fromEntries(rows.filter((r) => r.kind === kind).map((r) => [r.readout!, { accuracy: r.accuracy, macroF1: r.macroF1 }]));
+  return Object.fromEntries(
+    rows.filter((r) => r.kind === kind).map((r) => [r.readout!, { accuracy: r.accuracy, macroF1: r.macroF1 }]),
+  );
 }
 
 export async function runStudy(o: StudyOptions): Promise<string> {
@@ -136,7 +143,11 @@ export async function runStudy(o: StudyOptions): Promise<string> {
       for (const seed of o.seeds) {
         const key = `${recipe}-${budget}m-s${seed}`;
         const dir = join(out, key);
-        const config = resolveConfig(o.preset, variantOverrides(recipe), o.config, { timeBudgetMin: budget, seed, holdout: true });
+        const config = resolveConfig(o.preset, variantOverrides(recipe), o.config, {
+          timeBudgetMin: budget,
+          seed,
+          holdout: true,
+        });
         const depth = config.model.depth;
         const layers = o.layers ?? [depth];
         // Checked before training, not after it at export.
@@ -157,7 +168,17 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           // An interrupted training restarts: its time budget would not mean the same after a resume.
           rmSync(dir, { recursive: true, force: true });
           log(`study: ${key}: training`);
-          s = await train({ data: o.data, out: dir, config, resume: false, engine: 'ort', threads: o.threads, backend: 'wasm', plain: true, log });
+          s = await train({
+            data: o.data,
+            out: dir,
+            config,
+            resume: false,
+            engine: 'ort',
+            threads: o.threads,
+            backend: 'wasm',
+            plain: true,
+            log,
+          });
         }
         const arch = JSON.stringify(config.model);
         const encoder = encoderArch(arch);
@@ -167,19 +188,34 @@ export async function runStudy(o: StudyOptions): Promise<string> {
           const missing = readouts.filter((r) => !(probeKey(r, k, depth) in val));
           if (!missing.length) continue;
           const model = join(dir, k === depth ? 'model' : `model-L${k}`);
-          if (!existsSync(join(model, 'manifest.json'))) exportRun({ run: dir, out: model, id: `${key}${k === depth ? '' : `-L${k}`}`, layers: k });
+          if (!existsSync(join(model, 'manifest.json')))
+            exportRun({ run: dir, out: model, id: `${key}${k === depth ? '' : `-L${k}`}`, layers: k });
           log(`study: ${key}: validation probes (${k === depth ? 'all' : k} blocks)`);
           const b = readBaselines(baselinePath) ?? { arch: encoder, randomInit: {}, pixels: null };
           const needBaselines = !b.pixels || missing.some((r) => !(probeKey(r, k, depth) in b.randomInit));
           const ev = await runEval({
-            model, data: o.data, validation: true, readouts: missing, limit: o.limit, seed: 0, l2, k: 20, temperature: 0.07,
-            threads: o.threads, out: model, log, noBaselines: !needBaselines, noKnn: true,
+            model,
+            data: o.data,
+            validation: true,
+            readouts: missing,
+            limit: o.limit,
+            seed: 0,
+            l2,
+            k: 20,
+            temperature: 0.07,
+            threads: o.threads,
+            out: model,
+            log,
+            noBaselines: !needBaselines,
+            noKnn: true,
           });
-          for (const [r, score] of Object.entries(byReadout(ev.rows, 'ijepa'))) val[probeKey(r as Readout, k, depth)] = score;
+          for (const [r, score] of Object.entries(byReadout(ev.rows, 'ijepa')))
+            val[probeKey(r as Readout, k, depth)] = score;
           if (needBaselines) {
             // Re-read: a parallel study process may have added other probes meanwhile.
             const now = readBaselines(baselinePath) ?? b;
-            for (const [r, score] of Object.entries(byReadout(ev.rows, 'random-init'))) now.randomInit[probeKey(r as Readout, k, depth)] = score;
+            for (const [r, score] of Object.entries(byReadout(ev.rows, 'random-init')))
+              now.randomInit[probeKey(r as Readout, k, depth)] = score;
             now.pixels = pixelsRow(ev.rows);
             writeFileSync(baselinePath, JSON.stringify(now, null, 2));
           }
@@ -188,8 +224,19 @@ export async function runStudy(o: StudyOptions): Promise<string> {
         else {
           const d = s!.diagnostics;
           const result: StudyResult = {
-            recipe, budgetMin: budget, seed, steps: s!.steps, imagesSeen: s!.imagesSeen, elapsedSec: s!.elapsedSec, finalLoss: s!.finalLoss,
-            featStd: d?.featStd, rankMe: d?.rankMe, collapsed: d ? collapseWarning(d, config.model.dim) : null, val, arch, l2,
+            recipe,
+            budgetMin: budget,
+            seed,
+            steps: s!.steps,
+            imagesSeen: s!.imagesSeen,
+            elapsedSec: s!.elapsedSec,
+            finalLoss: s!.finalLoss,
+            featStd: d?.featStd,
+            rankMe: d?.rankMe,
+            collapsed: d ? collapseWarning(d, config.model.dim) : null,
+            val,
+            arch,
+            l2,
           };
           appendResult(out, result);
         }
@@ -205,15 +252,33 @@ function finishedRun(dir: string): RunSummary | null {
   const ck = join(dir, CHECKPOINT_FILE);
   if (!existsSync(ck)) return null;
   const meta = readCheckpoint(ck).meta;
-  const state = meta.state as { step: number; imagesSeen: number; elapsedSec: number; plan: { totalSteps: number } | null };
+  const state = meta.state as {
+    step: number;
+    imagesSeen: number;
+    elapsedSec: number;
+    plan: { totalSteps: number } | null;
+  };
   const budgetSec = 60 * ((meta.config as { timeBudgetMin?: number }).timeBudgetMin ?? Infinity);
   const done = (state.plan && state.step >= state.plan.totalSteps) || state.elapsedSec >= budgetSec;
   if (!done || !existsSync(join(dir, 'model', 'manifest.json'))) return null;
-  const lines = readFileSync(join(dir, METRICS_FILE), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const lines = readFileSync(join(dir, METRICS_FILE), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
   const diag = [...lines].reverse().find((l) => 'featStd' in l);
   return {
-    steps: state.step, imagesSeen: state.imagesSeen, elapsedSec: state.elapsedSec, finalLoss: lines.at(-1)?.loss ?? NaN, stoppedBy: 'steps',
-    diagnostics: diag && { featStd: diag.featStd, featStdHealthy: diag.featStdHealthy, rankMe: diag.rankMe, emaGap: diag.emaGap, zeroLoss: diag.zeroLoss },
+    steps: state.step,
+    imagesSeen: state.imagesSeen,
+    elapsedSec: state.elapsedSec,
+    finalLoss: lines.at(-1)?.loss ?? NaN,
+    stoppedBy: 'steps',
+    diagnostics: diag && {
+      featStd: diag.featStd,
+      featStdHealthy: diag.featStdHealthy,
+      rankMe: diag.rankMe,
+      emaGap: diag.emaGap,
+      zeroLoss: diag.zeroLoss,
+    },
   };
 }
 
@@ -244,7 +309,8 @@ function probeOrder(keys: Iterable<string>): string[] {
     return { layer: m ? Number(m[1]) : Infinity, readout: m ? m[2] : k };
   };
   return [...new Set(keys)].sort((a, b) => {
-    const pa = parse(a), pb = parse(b);
+    const pa = parse(a),
+      pb = parse(b);
     return pb.layer - pa.layer || READOUTS.indexOf(pa.readout as Readout) - READOUTS.indexOf(pb.readout as Readout);
   });
 }
@@ -272,32 +338,55 @@ export async function writeReport(out: string): Promise<string> {
     `| --- | --- | --- | --- | --- | ${probes.map(() => '---').join(' | ')} | --- | --- | --- | --- |`,
   ];
   const bars: Bar[] = [];
-  for (const rs of [...groups.values()].sort((a, b) => a[0].budgetMin - b[0].budgetMin || a[0].recipe.localeCompare(b[0].recipe))) {
+  for (const rs of [...groups.values()].sort(
+    (a, b) => a[0].budgetMin - b[0].budgetMin || a[0].recipe.localeCompare(b[0].recipe),
+  )) {
     const r0 = rs[0];
     const b = baselines.get(encoderArch(r0.arch));
-    const cells = new Map(probes.filter((p) => rs.every((r) => p in r.val)).map((p) => [p, stat(rs.map((r) => r.val[p].accuracy))]));
+    const cells = new Map(
+      probes.filter((p) => rs.every((r) => p in r.val)).map((p) => [p, stat(rs.map((r) => r.val[p].accuracy))]),
+    );
     const [bestKey, best] = [...cells].reduce((x, y) => (y[1].mean > x[1].mean ? y : x));
     const vsRandom = b?.randomInit[bestKey];
     const dRandom = vsRandom ? `${(100 * (best.mean - vsRandom.accuracy)).toFixed(2)} (${probeLabel(bestKey)})` : '-';
     const dPixels = b?.pixels ? (100 * (best.mean - b.pixels.accuracy)).toFixed(2) : '-';
     const collapsed = rs.filter((r) => r.collapsed).length;
-    lines.push(`| ${r0.budgetMin} min | ${r0.recipe} | ${rs.map((r) => r.seed).join(', ')} | ${Math.round(stat(rs.map((r) => r.imagesSeen)).mean)} | ${stat(rs.map((r) => r.finalLoss)).mean.toFixed(4)} | ${probes.map((p) => cells.get(p)?.text ?? '-').join(' | ')} | ${dRandom} | ${dPixels} | ${stat(rs.map((r) => r.featStd ?? NaN)).mean.toFixed(4)} / ${stat(rs.map((r) => r.rankMe ?? NaN)).mean.toFixed(1)} | ${collapsed ? `${collapsed} collapsed` : 'healthy'} |`);
-    bars.push({ label: `${r0.recipe}, ${r0.budgetMin} min (${probeLabel(bestKey)})`, value: 100 * best.mean, spread: 100 * best.spread, color: collapsed ? '#ff7f0e' : undefined });
-    if (vsRandom) bars.push({ label: 'random-init, same probe', value: 100 * vsRandom.accuracy, spread: 0, color: '#bbbbbb' });
+    lines.push(
+      `| ${r0.budgetMin} min | ${r0.recipe} | ${rs.map((r) => r.seed).join(', ')} | ${Math.round(stat(rs.map((r) => r.imagesSeen)).mean)} | ${stat(rs.map((r) => r.finalLoss)).mean.toFixed(4)} | ${probes.map((p) => cells.get(p)?.text ?? '-').join(' | ')} | ${dRandom} | ${dPixels} | ${stat(rs.map((r) => r.featStd ?? NaN)).mean.toFixed(4)} / ${stat(rs.map((r) => r.rankMe ?? NaN)).mean.toFixed(1)} | ${collapsed ? `${collapsed} collapsed` : 'healthy'} |`,
+    );
+    bars.push({
+      label: `${r0.recipe}, ${r0.budgetMin} min (${probeLabel(bestKey)})`,
+      value: 100 * best.mean,
+      spread: 100 * best.spread,
+      color: collapsed ? '#ff7f0e' : undefined,
+    });
+    if (vsRandom)
+      bars.push({ label: 'random-init, same probe', value: 100 * vsRandom.accuracy, spread: 0, color: '#bbbbbb' });
   }
   const baseProbes = probeOrder([...baselines.values()].flatMap((b) => Object.keys(b.randomInit)));
-  lines.push('', 'Baselines on the same validation split:', '', `| architecture | ${baseProbes.map((p) => `random-init, ${probeLabel(p)}`).join(' | ')} | raw pixels |`, `| --- | ${baseProbes.map(() => '---').join(' | ')} | --- |`);
+  lines.push(
+    '',
+    'Baselines on the same validation split:',
+    '',
+    `| architecture | ${baseProbes.map((p) => `random-init, ${probeLabel(p)}`).join(' | ')} | raw pixels |`,
+    `| --- | ${baseProbes.map(() => '---').join(' | ')} | --- |`,
+  );
   for (const b of baselines.values()) {
     const a = JSON.parse(b.arch);
-    lines.push(`| ${a.imageSize}px, patch ${a.patchSize}, d${a.dim}×${a.depth} | ${baseProbes.map((p) => (b.randomInit[p] ? pct(b.randomInit[p].accuracy) : '-')).join(' | ')} | ${b.pixels ? pct(b.pixels.accuracy) : '-'} |`);
+    lines.push(
+      `| ${a.imageSize}px, patch ${a.patchSize}, d${a.dim}×${a.depth} | ${baseProbes.map((p) => (b.randomInit[p] ? pct(b.randomInit[p].accuracy) : '-')).join(' | ')} | ${b.pixels ? pct(b.pixels.accuracy) : '-'} |`,
+    );
   }
-  const md = lines.join('\n') + '\n';
+  const md = `${lines.join('\n')}\n`;
   writeFileSync(join(out, 'study.md'), md);
   const pixels = [...baselines.values()].map((b) => b.pixels?.accuracy).filter((x): x is number => x !== undefined);
   if (bars.length) {
     // Raw pixels do not depend on the architecture (same images, same preprocessing).
     const hl = pixels.length ? [{ value: 100 * pixels[0], label: 'raw pixels', color: '#d62728' }] : [];
-    await writePng(barChartSvg('Validation accuracy of frozen linear probes (%); orange = collapsed', bars, hl), join(out, 'study.png'));
+    await writePng(
+      barChartSvg('Validation accuracy of frozen linear probes (%); orange = collapsed', bars, hl),
+      join(out, 'study.png'),
+    );
   }
   return md;
 }

@@ -4,8 +4,17 @@ import type { ModelConfig } from '../model/presets.ts';
 
 /** A model small enough for tests: 16×16 images, 4×4 grid of 4×4 patches. */
 export const tinyModel: ModelConfig = {
-  imageSize: 16, patchSize: 4, channels: 3, dim: 32, depth: 2, heads: 2, mlpRatio: 4,
-  predDim: 16, predDepth: 1, predHeads: 2, eps: 1e-6,
+  imageSize: 16,
+  patchSize: 4,
+  channels: 3,
+  dim: 32,
+  depth: 2,
+  heads: 2,
+  mlpRatio: 4,
+  predDim: 16,
+  predDepth: 1,
+  predHeads: 2,
+  eps: 1e-6,
 };
 
 export async function onBackend<T>(name: BackendName, f: () => T | Promise<T>): Promise<T> {

@@ -29,8 +29,8 @@ export class AdamW {
   step(params: Float32Array, grad: Float32Array, lr: number, weightDecay: number): void {
     const { beta1, beta2, eps } = this.cfg;
     this.t++;
-    const c1 = 1 - Math.pow(beta1, this.t);
-    const c2 = 1 - Math.pow(beta2, this.t);
+    const c1 = 1 - beta1 ** this.t;
+    const c2 = 1 - beta2 ** this.t;
     const { m, v } = this;
     const mask = this.decayMask;
     const stepSize = lr / c1;

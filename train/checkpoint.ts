@@ -31,7 +31,12 @@ function bytesOf(a: Float32Array): Buffer {
 export function writeCheckpoint(path: string, meta: Record<string, unknown>, arrays: [string, Float32Array][]): void {
   const hash = createHash('sha256');
   for (const [, a] of arrays) hash.update(bytesOf(a));
-  const header: CheckpointHeader = { version: 1, meta, arrays: arrays.map(([name, a]) => ({ name, length: a.length })), sha256: hash.digest('hex') };
+  const header: CheckpointHeader = {
+    version: 1,
+    meta,
+    arrays: arrays.map(([name, a]) => ({ name, length: a.length })),
+    sha256: hash.digest('hex'),
+  };
   const json = Buffer.from(JSON.stringify(header));
   const pad = (4 - ((MAGIC.length + 4 + json.length) % 4)) % 4;
   const len = Buffer.alloc(4);
@@ -57,7 +62,8 @@ export function writeCheckpoint(path: string, meta: Record<string, unknown>, arr
 export function readCheckpoint(path: string): Checkpoint {
   if (!existsSync(path)) throw new Error(`no checkpoint at ${path}`);
   const buf = readFileSync(path);
-  if (buf.length < 12 || !buf.subarray(0, 8).equals(MAGIC)) throw new Error(`${path} is not an ijepa checkpoint (bad magic)`);
+  if (buf.length < 12 || !buf.subarray(0, 8).equals(MAGIC))
+    throw new Error(`${path} is not an ijepa checkpoint (bad magic)`);
   const hlen = buf.readUInt32LE(8);
   let header: CheckpointHeader;
   try {
@@ -67,7 +73,8 @@ export function readCheckpoint(path: string): Checkpoint {
   }
   let off = 12 + hlen;
   const total = header.arrays.reduce((n, a) => n + a.length * 4, 0);
-  if (buf.length !== off + total) throw new Error(`${path}: truncated or oversized checkpoint (${buf.length} bytes, expected ${off + total})`);
+  if (buf.length !== off + total)
+    throw new Error(`${path}: truncated or oversized checkpoint (${buf.length} bytes, expected ${off + total})`);
   const digest = createHash('sha256').update(buf.subarray(off)).digest('hex');
   if (digest !== header.sha256) throw new Error(`${path}: checkpoint checksum mismatch (corrupt file)`);
   const arrays = new Map<string, Float32Array>();

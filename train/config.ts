@@ -9,7 +9,9 @@ import { defaultMaskConfig } from './masks.ts';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../format/preprocess.ts';
 
 const range = z.tuple([z.number(), z.number()]).refine(([a, b]) => a <= b, 'range must be [low, high]');
-const fraction = z.tuple([z.number().gt(0).lte(1), z.number().gt(0).lte(1)]).refine(([a, b]) => a <= b, 'range must be [low, high]');
+const fraction = z
+  .tuple([z.number().gt(0).lte(1), z.number().gt(0).lte(1)])
+  .refine(([a, b]) => a <= b, 'range must be [low, high]');
 
 export const trainConfigSchema = z
   .object({
@@ -71,14 +73,25 @@ export const trainConfigSchema = z
         jitter: z.number().min(0).max(1).default(0),
       })
       .strict(),
-    normalize: z.object({ mean: z.tuple([z.number(), z.number(), z.number()]), std: z.tuple([z.number(), z.number(), z.number()]) }).strict(),
+    normalize: z
+      .object({
+        mean: z.tuple([z.number(), z.number(), z.number()]),
+        std: z.tuple([z.number(), z.number(), z.number()]),
+      })
+      .strict(),
     logEvery: z.number().int().positive(),
     diagEvery: z.number().int().positive(),
     checkpointEvery: z.number().int().positive(),
   })
   .strict()
-  .refine((c) => c.targetLayers <= c.model.depth, { message: 'targetLayers exceeds the encoder depth', path: ['targetLayers'] })
-  .refine((c) => c.objective === 'ijepa' || c.sigreg.weight > 0, { message: "objective 'views' needs SIGReg (sigreg.weight > 0): without it the views agree by collapsing", path: ['sigreg', 'weight'] });
+  .refine((c) => c.targetLayers <= c.model.depth, {
+    message: 'targetLayers exceeds the encoder depth',
+    path: ['targetLayers'],
+  })
+  .refine((c) => c.objective === 'ijepa' || c.sigreg.weight > 0, {
+    message: "objective 'views' needs SIGReg (sigreg.weight > 0): without it the views agree by collapsing",
+    path: ['sigreg', 'weight'],
+  });
 
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
 
@@ -88,7 +101,16 @@ export function defaultConfig(preset: PresetName): TrainConfig {
     recipe: 'none',
     model: { ...presets[preset] },
     masks: { ...defaultMaskConfig },
-    optim: { lr: 1e-3, startLr: 2e-4, finalLr: 1e-6, warmupEpochs: 15, weightDecay: [0.04, 0.4], ema: [0.996, 1.0], beta1: 0.9, beta2: 0.999 },
+    optim: {
+      lr: 1e-3,
+      startLr: 2e-4,
+      finalLr: 1e-6,
+      warmupEpochs: 15,
+      weightDecay: [0.04, 0.4],
+      ema: [0.996, 1.0],
+      beta1: 0.9,
+      beta2: 0.999,
+    },
     objective: 'ijepa',
     loss: 'mse',
     sigreg: { weight: 0, projections: 64 },
@@ -107,12 +129,22 @@ export function defaultConfig(preset: PresetName): TrainConfig {
   };
 }
 
-type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] };
+type DeepPartial<T> = {
+  [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K];
+};
 export type ConfigOverrides = DeepPartial<TrainConfig>;
 
 function merge<T>(base: T, over: unknown): T {
   if (over === undefined) return base;
-  if (typeof base !== 'object' || base === null || Array.isArray(base) || typeof over !== 'object' || over === null || Array.isArray(over)) return over as T;
+  if (
+    typeof base !== 'object' ||
+    base === null ||
+    Array.isArray(base) ||
+    typeof over !== 'object' ||
+    over === null ||
+    Array.isArray(over)
+  )
+    return over as T;
   const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
   for (const [k, v] of Object.entries(over)) out[k] = merge(out[k], v);
   return out as T;
@@ -130,7 +162,8 @@ export function readConfigFile(path: string): ConfigOverrides {
   } catch (e) {
     throw new Error(`config file ${path}: ${(e as Error).message}`);
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`config file ${path}: expected a JSON object`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new Error(`config file ${path}: expected a JSON object`);
   return raw as ConfigOverrides;
 }
 

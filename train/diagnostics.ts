@@ -32,7 +32,13 @@ export function normalizedFeatureStd(x: Float32Array, n: number, d: number): num
  * Fractions of the total; they sum to 1. A random ViT is mostly position; I-JEPA training moves
  * variance into the per-image component (docs/recipe-study.md).
  */
-export function tokenVarianceShares(x: Float32Array, b: number, n: number, d: number, eps = 1e-6): { position: number; image: number; residual: number } {
+export function tokenVarianceShares(
+  x: Float32Array,
+  b: number,
+  n: number,
+  d: number,
+  eps = 1e-6,
+): { position: number; image: number; residual: number } {
   const t = new Float64Array(b * n * d);
   for (let k = 0; k < b * n; k++) {
     let mean = 0;
@@ -115,11 +121,12 @@ export function rankMe(x: Float32Array, n: number, d: number): number {
       }
     }
   } else {
-    for (let i = 0; i < n; i++) for (let j = i; j < n; j++) {
-      let s = 0;
-      for (let c = 0; c < d; c++) s += x[i * d + c] * x[j * d + c];
-      g[i * n + j] = s;
-    }
+    for (let i = 0; i < n; i++)
+      for (let j = i; j < n; j++) {
+        let s = 0;
+        for (let c = 0; c < d; c++) s += x[i * d + c] * x[j * d + c];
+        g[i * n + j] = s;
+      }
   }
   for (let p = 0; p < k; p++) for (let q = p + 1; q < k; q++) g[q * k + p] = g[p * k + q];
   const sv = Array.from(symmetricEigenvalues(g, k), (e) => Math.sqrt(Math.max(e, 0)));
@@ -147,7 +154,8 @@ export interface Diagnostics {
 /** A warning when the diagnostics look like collapse, else null. */
 export function collapseWarning(d: Diagnostics, dim: number): string | null {
   const reasons: string[] = [];
-  if (d.featStd < 0.2 * d.featStdHealthy) reasons.push(`feature std ${d.featStd.toFixed(4)} < 0.2/√d (${(0.2 * d.featStdHealthy).toFixed(4)})`);
+  if (d.featStd < 0.2 * d.featStdHealthy)
+    reasons.push(`feature std ${d.featStd.toFixed(4)} < 0.2/√d (${(0.2 * d.featStdHealthy).toFixed(4)})`);
   if (d.rankMe < Math.max(2, 0.02 * dim)) reasons.push(`RankMe ${d.rankMe.toFixed(1)} of ${dim}`);
   return reasons.length ? `COLLAPSE SUSPECTED: ${reasons.join('; ')}` : null;
 }

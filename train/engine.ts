@@ -36,7 +36,12 @@ export interface ProbeResult {
  */
 export interface Engine {
   /** Adds gradScale × the gradients of this micro-batch's loss into gradAccum (ParamStore order). */
-  forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step: number): StepResult | Promise<StepResult>;
+  forwardBackward(
+    mb: MicroBatch,
+    gradAccum: Float32Array,
+    gradScale: number,
+    step: number,
+  ): StepResult | Promise<StepResult>;
   probe(mb: MicroBatch): ProbeResult | Promise<ProbeResult>;
   /** Called after the optimizer / EMA changed the ParamStores. */
   syncOnline(): void;
@@ -47,7 +52,9 @@ export interface Engine {
 /** Target-patch indices into the target encoder's tokens: the mask's own, or mapped into the target view. */
 export function targetSourceIdx(mb: MicroBatch, grid: { rows: number; cols: number }): Int32Array {
   const m = mb.masks;
-  return mb.targetView ? targetViewIdx(m.tgtIdx, m.numTargets, m.batch, m.tgtLen, mb.targetView.flipped, grid) : m.tgtIdx;
+  return mb.targetView
+    ? targetViewIdx(m.tgtIdx, m.numTargets, m.batch, m.tgtLen, mb.targetView.flipped, grid)
+    : m.tgtIdx;
 }
 
 /** Key mask over [context repeated per target block, target tokens]: [M·B, L + T]. */
@@ -77,8 +84,17 @@ export function* chunksOf(mb: MicroBatch, chunk: number, per: number): Generator
     const view = sorted.targetView;
     yield {
       part: {
-        patches: sorted.patches.subarray(from * per, to * per), batch: to - from, masks: sliceMasks(sorted.masks, from, to),
-        ...(view ? { targetView: { patches: view.patches.subarray(from * per, to * per), flipped: view.flipped.subarray(from, to) } } : {}),
+        patches: sorted.patches.subarray(from * per, to * per),
+        batch: to - from,
+        masks: sliceMasks(sorted.masks, from, to),
+        ...(view
+          ? {
+              targetView: {
+                patches: view.patches.subarray(from * per, to * per),
+                flipped: view.flipped.subarray(from, to),
+              },
+            }
+          : {}),
       },
       weight: (to - from) / mb.batch,
     };
@@ -94,7 +110,11 @@ export function permuteBatch(mb: MicroBatch, order: number[], per: number): Micr
   };
   const view = mb.targetView;
   return {
-    patches: reorder(mb.patches), batch: mb.batch, masks: permuteMasks(mb.masks, order),
-    ...(view ? { targetView: { patches: reorder(view.patches), flipped: Uint8Array.from(order, (src) => view.flipped[src]) } } : {}),
+    patches: reorder(mb.patches),
+    batch: mb.batch,
+    masks: permuteMasks(mb.masks, order),
+    ...(view
+      ? { targetView: { patches: reorder(view.patches), flipped: Uint8Array.from(order, (src) => view.flipped[src]) } }
+      : {}),
   };
 }

@@ -23,7 +23,8 @@ export interface ExportOptions {
 }
 
 export function checkLayers(layers: number, depth: number): void {
-  if (!Number.isInteger(layers) || layers < 1 || layers > depth) throw new Error(`--layers ${layers}: the encoder has blocks 1..${depth}`);
+  if (!Number.isInteger(layers) || layers < 1 || layers > depth)
+    throw new Error(`--layers ${layers}: the encoder has blocks 1..${depth}`);
 }
 
 export function exportRun(o: ExportOptions): Manifest {
@@ -48,16 +49,32 @@ export function exportRun(o: ExportOptions): Manifest {
     formatVersion: FORMAT_VERSION,
     id: o.id ?? basename(resolve(o.out)),
     contentHash: contentHash(described),
-    architecture: { preset: cfg.preset, imageSize: m.imageSize, patchSize: m.patchSize, dim: m.dim, depth: m.depth, heads: m.heads, predDim: m.predDim, predDepth: m.predDepth, mlpRatio: m.mlpRatio, eps: m.eps },
+    architecture: {
+      preset: cfg.preset,
+      imageSize: m.imageSize,
+      patchSize: m.patchSize,
+      dim: m.dim,
+      depth: m.depth,
+      heads: m.heads,
+      predDim: m.predDim,
+      predDepth: m.predDepth,
+      mlpRatio: m.mlpRatio,
+      eps: m.eps,
+    },
     preprocess: preprocessOf(cfg),
     patches: { size: m.patchSize, rows: grid.rows, cols: grid.cols },
     embeddingDim: m.dim,
     files: described,
     ...(o.classes ? { classes: o.classes } : {}),
     training: {
-      data: String(ckpt.meta.data ?? ''), steps: state.step, imagesSeen: state.imagesSeen, seed: cfg.seed,
-      elapsedSec: Math.round(state.elapsedSec), exportedAt: new Date().toISOString(),
-      recipe: cfg.recipe, objective: cfg.objective,
+      data: String(ckpt.meta.data ?? ''),
+      steps: state.step,
+      imagesSeen: state.imagesSeen,
+      seed: cfg.seed,
+      elapsedSec: Math.round(state.elapsedSec),
+      exportedAt: new Date().toISOString(),
+      recipe: cfg.recipe,
+      objective: cfg.objective,
     },
   };
   writePackage(o.out, manifest, files);

@@ -22,7 +22,11 @@ export function stepFlops(m: ModelConfig, masks: MaskBatch): number {
     const ctx = masks.ctxCount[b];
     trainFwd += embed(n) + m.depth * blockFlops(ctx, m.dim, m.mlpRatio);
     const tokens = ctx + masks.tgtLen;
-    trainFwd += masks.numTargets * (2 * ctx * m.dim * m.predDim + m.predDepth * blockFlops(tokens, m.predDim, m.mlpRatio) + 2 * masks.tgtLen * m.predDim * m.dim);
+    trainFwd +=
+      masks.numTargets *
+      (2 * ctx * m.dim * m.predDim +
+        m.predDepth * blockFlops(tokens, m.predDim, m.mlpRatio) +
+        2 * masks.tgtLen * m.predDim * m.dim);
   }
   return fwd + 3 * trainFwd;
 }

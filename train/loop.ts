@@ -72,7 +72,10 @@ interface State {
 function heldOut(data: string): Dataset {
   const all = openDataset(data);
   const labeled = openDataset(data, 'train');
-  if (all.size !== labeled.size) throw new Error(`holdout: the pre-training data of ${data} is not its labeled training split (STL-10 adds unlabeled images); hold out a folder instead`);
+  if (all.size !== labeled.size)
+    throw new Error(
+      `holdout: the pre-training data of ${data} is not its labeled training split (STL-10 adds unlabeled images); hold out a folder instead`,
+    );
   return subset(all, validationSplit(all.size).train);
 }
 
@@ -94,7 +97,14 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   const metricsPath = join(out, METRICS_FILE);
   let cfg = o.config;
 
-  let state: State = { step: 0, position: { epoch: 0, cursor: 0 }, plan: null, imagesSeen: 0, elapsedSec: 0, skipped: 0 };
+  let state: State = {
+    step: 0,
+    position: { epoch: 0, cursor: 0 },
+    plan: null,
+    imagesSeen: 0,
+    elapsedSec: 0,
+    skipped: 0,
+  };
   let restored: ReturnType<typeof readCheckpoint> | null = null;
   if (o.resume) {
     if (!existsSync(ckptPath)) throw new Error(`--resume: no checkpoint in ${out}`);
@@ -109,7 +119,8 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   const grid = gridOf(cfg.model);
   validateMaskConfig(cfg.masks, grid);
   const engineName = o.engine ?? 'ort';
-  if (engineName === 'tfjs' && cfg.objective !== 'ijepa') throw new Error(`objective '${cfg.objective}' runs on the onnxruntime engine only (--engine ort)`);
+  if (engineName === 'tfjs' && cfg.objective !== 'ijepa')
+    throw new Error(`objective '${cfg.objective}' runs on the onnxruntime engine only (--engine ort)`);
 
   // Views per image: only objective `views` draws them.
   const views = cfg.objective === 'views' ? cfg.augment.views : 0;
@@ -134,28 +145,49 @@ export async function train(o: RunOptions): Promise<RunSummary> {
 
   const encSpecs = encoderSpecs(cfg.model);
   const specs = [...encSpecs, ...headSpecs(cfg.model, cfg.objective)];
-  const online = restored ? new ParamStore(specs, restored.arrays.get('online')) : ParamStore.init(specs, cfg.seed, 'init');
+  const online = restored
+    ? new ParamStore(specs, restored.arrays.get('online'))
+    : ParamStore.init(specs, cfg.seed, 'init');
   const encSize = new ParamStore(encSpecs).size;
-  const target = restored ? new ParamStore(encSpecs, restored.arrays.get('target')) : new ParamStore(encSpecs, online.data.slice(0, encSize));
-  const optimizer = new AdamW(online.size, online.decayMask(), { beta1: cfg.optim.beta1, beta2: cfg.optim.beta2, eps: 1e-8 });
+  const target = restored
+    ? new ParamStore(encSpecs, restored.arrays.get('target'))
+    : new ParamStore(encSpecs, online.data.slice(0, encSize));
+  const optimizer = new AdamW(online.size, online.decayMask(), {
+    beta1: cfg.optim.beta1,
+    beta2: cfg.optim.beta2,
+    eps: 1e-8,
+  });
   if (restored) {
     optimizer.m.set(restored.arrays.get('adam.m')!);
     optimizer.v.set(restored.arrays.get('adam.v')!);
     optimizer.t = state.step;
     // Metrics logged after the checkpoint belong to the lost tail of the run: drop them.
     if (existsSync(metricsPath)) {
-      const kept = readFileSync(metricsPath, 'utf8').split('\n').filter((l) => l && JSON.parse(l).step <= state.step);
-      writeFileSync(metricsPath, kept.map((l) => l + '\n').join(''));
+      const kept = readFileSync(metricsPath, 'utf8')
+        .split('\n')
+        .filter((l) => l && JSON.parse(l).step <= state.step);
+      writeFileSync(metricsPath, kept.map((l) => `${l}\n`).join(''));
     }
   } else writeFileSync(metricsPath, '');
 
-  const engine: Engine = engineName === 'ort'
-    ? await OrtEngine.create(cfg.model, online, target, {
-      loss: cfg.loss, numTargets: cfg.masks.numTargets, chunk: cfg.chunk, threads: o.threads, sigreg: { ...cfg.sigreg, seed: cfg.seed }, targetLayers: cfg.targetLayers,
-      targetView: cfg.augment.targetFlip, views: views || undefined,
-    })
-    : await tfjsEngine(cfg, online, target, o.backend);
-  log(engineName === 'ort' ? `engine: onnxruntime, ${o.threads ?? availableParallelism()} thread(s)` : `engine: TF.js (${o.backend})`);
+  const engine: Engine =
+    engineName === 'ort'
+      ? await OrtEngine.create(cfg.model, online, target, {
+          loss: cfg.loss,
+          numTargets: cfg.masks.numTargets,
+          chunk: cfg.chunk,
+          threads: o.threads,
+          sigreg: { ...cfg.sigreg, seed: cfg.seed },
+          targetLayers: cfg.targetLayers,
+          targetView: cfg.augment.targetFlip,
+          views: views || undefined,
+        })
+      : await tfjsEngine(cfg, online, target, o.backend);
+  log(
+    engineName === 'ort'
+      ? `engine: onnxruntime, ${o.threads ?? availableParallelism()} thread(s)`
+      : `engine: TF.js (${o.backend})`,
+  );
   const grad = new Float32Array(online.size);
 
   const save = () =>
@@ -176,10 +208,17 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   process.on('SIGTERM', onSignal);
 
   const budgetSec = cfg.timeBudgetMin ? cfg.timeBudgetMin * 60 : Infinity;
-  const bar = o.plain ? null : new cliProgress.SingleBar(
-    { format: 'train |{bar}| {value}/{total} steps | loss {loss} | lr {lr} | mom {mom} | {ips} img/s | ETA {eta_formatted}', hideCursor: true, etaBuffer: 20 },
-    cliProgress.Presets.shades_classic,
-  );
+  const bar = o.plain
+    ? null
+    : new cliProgress.SingleBar(
+        {
+          format:
+            'train |{bar}| {value}/{total} steps | loss {loss} | lr {lr} | mom {mom} | {ips} img/s | ETA {eta_formatted}',
+          hideCursor: true,
+          etaBuffer: 20,
+        },
+        cliProgress.Presets.shades_classic,
+      );
   bar?.start(plan?.totalSteps ?? epochPlan.totalSteps, state.step, { loss: '-', lr: '-', mom: '-', ips: '-' });
 
   let lastLoss = NaN;
@@ -197,8 +236,14 @@ export async function train(o: RunOptions): Promise<RunSummary> {
     for (;;) {
       const elapsed = (performance.now() - startedAt) / 1000;
       if (plan && state.step >= plan.totalSteps) break;
-      if (elapsed >= budgetSec) { stoppedBy = 'budget'; break; }
-      if (stopSignal) { stoppedBy = 'signal'; break; }
+      if (elapsed >= budgetSec) {
+        stoppedBy = 'budget';
+        break;
+      }
+      if (stopSignal) {
+        stoppedBy = 'signal';
+        break;
+      }
 
       const t0 = performance.now();
       grad.fill(0);
@@ -209,9 +254,16 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       for (let k = 0; k < cfg.accum; k++) {
         const b = await loader.next();
         const masks = sampleMasks(Rng.for(cfg.seed, 'masks', state.step, k), grid, b.batch, cfg.masks);
-        lastBatch = { patches: b.patches, batch: b.batch, masks, ...(b.targetView ? { targetView: b.targetView } : {}), ...(b.views ? { views: b.views } : {}) };
+        lastBatch = {
+          patches: b.patches,
+          batch: b.batch,
+          masks,
+          ...(b.targetView ? { targetView: b.targetView } : {}),
+          ...(b.views ? { views: b.views } : {}),
+        };
         const r = await engine.forwardBackward(lastBatch, grad, 1 / cfg.accum, state.step);
-        if (!Number.isFinite(r.loss)) throw new Error(`loss became ${r.loss} at step ${state.step}; the last checkpoint is intact`);
+        if (!Number.isFinite(r.loss))
+          throw new Error(`loss became ${r.loss} at step ${state.step}; the last checkpoint is intact`);
         loss += r.loss / cfg.accum;
         sig += r.sigreg / cfg.accum;
         predLoss += r.predLoss / cfg.accum;
@@ -220,8 +272,12 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       }
       const activePlan = plan ?? epochPlan;
       const s = scheduleAt(state.step, {
-        ...activePlan, startLr: cfg.optim.startLr, peakLr: cfg.optim.lr, finalLr: cfg.optim.finalLr,
-        weightDecay: cfg.optim.weightDecay, emaMomentum: cfg.optim.ema,
+        ...activePlan,
+        startLr: cfg.optim.startLr,
+        peakLr: cfg.optim.lr,
+        finalLr: cfg.optim.finalLr,
+        weightDecay: cfg.optim.weightDecay,
+        emaMomentum: cfg.optim.ema,
       });
       optimizer.step(online.data, grad, s.lr, s.weightDecay);
       emaUpdate(target.data, online.data.subarray(0, encSize), s.momentum);
@@ -237,12 +293,23 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         if (state.step > WARMUP_STEPS) timed.push((performance.now() - t0) / 1000);
         if (timed.length >= TIMING_STEPS) {
           const perStep = [...timed].sort((a, b) => a - b)[Math.floor(timed.length / 2)];
-          plan = planByBudget(epochPlan, budgetSec - (performance.now() - startedAt) / 1000 + state.step * perStep, perStep);
+          plan = planByBudget(
+            epochPlan,
+            budgetSec - (performance.now() - startedAt) / 1000 + state.step * perStep,
+            perStep,
+          );
           paceFrom = { t: performance.now(), step: state.step };
           bar?.setTotal(plan.totalSteps);
-          log(`\ntime budget ${cfg.timeBudgetMin} min at ${perStep.toFixed(2)} s/step → ${plan.totalSteps} steps (warmup ${plan.warmupSteps})`);
+          log(
+            `\ntime budget ${cfg.timeBudgetMin} min at ${perStep.toFixed(2)} s/step → ${plan.totalSteps} steps (warmup ${plan.warmupSteps})`,
+          );
         }
-      } else if (cfg.timeBudgetMin && !state.refitted && state.step >= plan.warmupSteps && state.step - paceFrom.step > TIMING_STEPS) {
+      } else if (
+        cfg.timeBudgetMin &&
+        !state.refitted &&
+        state.step >= plan.warmupSteps &&
+        state.step - paceFrom.step > TIMING_STEPS
+      ) {
         // Early steps are often slower (allocator warm-up, load): re-fit the step count once, at
         // the end of warmup, where the cosine starts at its peak whatever its length. The pace is
         // the mean wall time per step, diagnostics and checkpoints included (the median bare step
@@ -256,8 +323,14 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       }
 
       const record: Record<string, unknown> = {
-        step: state.step, loss, lr: s.lr, wd: s.weightDecay, momentum: s.momentum,
-        epoch: state.position.epoch, images: state.imagesSeen, elapsed: (performance.now() - startedAt) / 1000,
+        step: state.step,
+        loss,
+        lr: s.lr,
+        wd: s.weightDecay,
+        momentum: s.momentum,
+        epoch: state.position.epoch,
+        images: state.imagesSeen,
+        elapsed: (performance.now() - startedAt) / 1000,
         // The zero-predictor diagnostic is a prediction loss: compare it with predLoss, not the total.
         ...(cfg.sigreg.weight > 0 ? { sigreg: sig, predLoss } : {}),
       };
@@ -281,12 +354,21 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         record.imgPerSec = windowImages / ((now - windowStart) / 1000);
         windowStart = now;
         windowImages = 0;
-        appendFileSync(metricsPath, JSON.stringify(record) + '\n');
+        appendFileSync(metricsPath, `${JSON.stringify(record)}\n`);
         if (o.plain) {
-          log(`step ${state.step}/${plan?.totalSteps ?? '?'} loss ${loss.toFixed(4)}${cfg.sigreg.weight > 0 ? ` (${cfg.objective === 'views' ? 'disagreement' : 'prediction'} ${predLoss.toFixed(4)})` : ''} lr ${s.lr.toExponential(2)} mom ${s.momentum.toFixed(4)} ${(record.imgPerSec as number).toFixed(1)} img/s` +
-            (lastDiag && 'featStd' in record ? ` | featStd ${lastDiag.featStd.toFixed(4)} (healthy ${lastDiag.featStdHealthy.toFixed(4)}) rankMe ${lastDiag.rankMe.toFixed(1)} emaGap ${lastDiag.emaGap.toExponential(2)} zeroLoss ${lastDiag.zeroLoss.toFixed(4)}` : ''));
+          log(
+            `step ${state.step}/${plan?.totalSteps ?? '?'} loss ${loss.toFixed(4)}${cfg.sigreg.weight > 0 ? ` (${cfg.objective === 'views' ? 'disagreement' : 'prediction'} ${predLoss.toFixed(4)})` : ''} lr ${s.lr.toExponential(2)} mom ${s.momentum.toFixed(4)} ${(record.imgPerSec as number).toFixed(1)} img/s` +
+              (lastDiag && 'featStd' in record
+                ? ` | featStd ${lastDiag.featStd.toFixed(4)} (healthy ${lastDiag.featStdHealthy.toFixed(4)}) rankMe ${lastDiag.rankMe.toFixed(1)} emaGap ${lastDiag.emaGap.toExponential(2)} zeroLoss ${lastDiag.zeroLoss.toFixed(4)}`
+                : ''),
+          );
         }
-        bar?.update(state.step, { loss: loss.toFixed(4), lr: s.lr.toExponential(2), mom: s.momentum.toFixed(4), ips: (record.imgPerSec as number).toFixed(1) });
+        bar?.update(state.step, {
+          loss: loss.toFixed(4),
+          lr: s.lr.toExponential(2),
+          mom: s.momentum.toFixed(4),
+          ips: (record.imgPerSec as number).toFixed(1),
+        });
       } else bar?.update(state.step);
       state.elapsedSec = (performance.now() - startedAt) / 1000;
       if (state.step % cfg.checkpointEvery === 0) save();
@@ -301,19 +383,38 @@ export async function train(o: RunOptions): Promise<RunSummary> {
     await dataset.close?.();
   }
   if (loader.skippedTotal || state.skipped) log(`skipped ${state.skipped} unreadable images in total`);
-  return { steps: state.step, imagesSeen: state.imagesSeen, elapsedSec: state.elapsedSec, finalLoss: lastLoss, diagnostics: lastDiag, stoppedBy };
+  return {
+    steps: state.step,
+    imagesSeen: state.imagesSeen,
+    elapsedSec: state.elapsedSec,
+    finalLoss: lastLoss,
+    diagnostics: lastDiag,
+    stoppedBy,
+  };
 }
 
 /** The TF.js reference engine, loaded only when asked for: serving installs may omit TF.js. */
-async function tfjsEngine(cfg: TrainConfig, online: ParamStore, target: ParamStore, backend: BackendName): Promise<Engine> {
+async function tfjsEngine(
+  cfg: TrainConfig,
+  online: ParamStore,
+  target: ParamStore,
+  backend: BackendName,
+): Promise<Engine> {
   let tfjs: [typeof import('./tfjs/backend.ts'), typeof import('./tfjs/engine.ts')];
   try {
     tfjs = await Promise.all([import('./tfjs/backend.ts'), import('./tfjs/engine.ts')]);
   } catch (e) {
-    throw new Error(`--engine tfjs needs TensorFlow.js, which this install omits (npm ci --omit=optional): ${(e as Error).message.split('\n')[0]}`);
+    throw new Error(
+      `--engine tfjs needs TensorFlow.js, which this install omits (npm ci --omit=optional): ${(e as Error).message.split('\n')[0]}`,
+    );
   }
   await tfjs[0].useBackend(backend);
   return new tfjs[1].TfjsEngine(cfg.model, online, target, {
-    loss: cfg.loss, sigregWeight: cfg.sigreg.weight, sigregProjections: cfg.sigreg.projections, seed: cfg.seed, chunk: cfg.chunk, targetLayers: cfg.targetLayers,
+    loss: cfg.loss,
+    sigregWeight: cfg.sigreg.weight,
+    sigregProjections: cfg.sigreg.projections,
+    seed: cfg.seed,
+    chunk: cfg.chunk,
+    targetLayers: cfg.targetLayers,
   });
 }

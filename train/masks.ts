@@ -10,7 +10,7 @@
  * - contexts of different lengths are padded to the longest with a key mask, not truncated to the
  *   shortest in raster order (which drops context and biases it towards the top rows).
  */
-import { Rng } from '../model/rng.ts';
+import type { Rng } from '../model/rng.ts';
 
 export interface MaskConfig {
   numTargets: number;
@@ -84,7 +84,11 @@ function maxBlockArea(grid: Grid, scale: [number, number], aspect: [number, numb
   let worst = 0;
   for (let i = 0; i <= STEPS; i++) {
     for (let j = 0; j <= STEPS; j++) {
-      const b = blockSize(grid, scale[0] + ((scale[1] - scale[0]) * i) / STEPS, aspect[0] + ((aspect[1] - aspect[0]) * j) / STEPS);
+      const b = blockSize(
+        grid,
+        scale[0] + ((scale[1] - scale[0]) * i) / STEPS,
+        aspect[0] + ((aspect[1] - aspect[0]) * j) / STEPS,
+      );
       worst = Math.max(worst, b.h * b.w);
     }
   }
@@ -122,7 +126,9 @@ export function sampleMasks(rng: Rng, grid: Grid, batch: number, c: MaskConfig):
     // masked mean): such a placement is drawn again. Other draws consume the generator as before.
     for (let draw = 0; ; draw++) {
       if (draw === MAX_TARGET_DRAWS) {
-        throw new RangeError(`masking: ${MAX_TARGET_DRAWS} placements of ${c.numTargets} ${tgtSize.h}x${tgtSize.w} target blocks all left fewer than minKeep=${c.minKeep} context patches; lower numTargets or targetScale`);
+        throw new RangeError(
+          `masking: ${MAX_TARGET_DRAWS} placements of ${c.numTargets} ${tgtSize.h}x${tgtSize.w} target blocks all left fewer than minKeep=${c.minKeep} context patches; lower numTargets or targetScale`,
+        );
       }
       inTarget.fill(0);
       for (let m = 0; m < c.numTargets; m++) {

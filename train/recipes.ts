@@ -20,14 +20,18 @@ const DIR = join(import.meta.dirname, 'recipes');
 export const recipeNames = names(DIR);
 
 export function names(dir: string): string[] {
-  return readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => f.slice(0, -5))
+    .sort();
 }
 
 /** A recipe file's overrides, with its name recorded as the config's `recipe` (provenance). */
 export function readRecipe(dir: string, name: string): ConfigOverrides {
   const path = join(dir, `${name}.json`);
   const parsed = recipeFileSchema.safeParse(JSON.parse(readFileSync(path, 'utf8')));
-  if (!parsed.success) throw new Error(`${path}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!parsed.success)
+    throw new Error(`${path}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   return { ...(parsed.data.config as ConfigOverrides), recipe: name };
 }
 

@@ -57,9 +57,16 @@ export interface Plan {
 }
 
 /** Optimizer steps for a run of `epochs` (fractional allowed), warmup given in epochs as in the reference. */
-export function planByEpochs(batchesPerEpoch: number, accum: number, epochs: number, warmupEpochs: number, maxSteps?: number): Plan {
+export function planByEpochs(
+  batchesPerEpoch: number,
+  accum: number,
+  epochs: number,
+  warmupEpochs: number,
+  maxSteps?: number,
+): Plan {
   const spe = stepsPerEpoch(batchesPerEpoch, accum);
-  if (spe < 1) throw new RangeError(`an epoch of ${batchesPerEpoch} batches holds no optimizer step at --accum ${accum}`);
+  if (spe < 1)
+    throw new RangeError(`an epoch of ${batchesPerEpoch} batches holds no optimizer step at --accum ${accum}`);
   let totalSteps = Math.round(spe * epochs);
   let warmupSteps = Math.round(spe * warmupEpochs);
   if (maxSteps !== undefined && maxSteps < totalSteps) {

@@ -29,7 +29,14 @@ export function mirrorIndex(grid: Grid, i: number): number {
  * Where each target patch of `tgtIdx` ([numTargets, batch, tgtLen], MaskBatch layout) sits in the
  * target view: mirrored for the flipped images, unchanged otherwise.
  */
-export function targetViewIdx(tgtIdx: Int32Array, numTargets: number, batch: number, tgtLen: number, flipped: Uint8Array, grid: Grid): Int32Array {
+export function targetViewIdx(
+  tgtIdx: Int32Array,
+  numTargets: number,
+  batch: number,
+  tgtLen: number,
+  flipped: Uint8Array,
+  grid: Grid,
+): Int32Array {
   const out = Int32Array.from(tgtIdx);
   for (let t = 0; t < numTargets; t++) {
     for (let b = 0; b < batch; b++) {

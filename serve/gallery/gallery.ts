@@ -8,7 +8,18 @@
  * mid-snapshot leaves the previous consistent pair.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { GalleryError } from './errors.ts';
 import { HnswIndex, searchEf } from './hnsw.ts';
@@ -88,9 +99,15 @@ export class Gallery {
     if (existsSync(metaPath)) {
       const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as { modelId: string; dim: number };
       if (meta.modelId !== modelId || meta.dim !== dim) {
-        throw new GalleryError(`gallery ${dir} was built with model '${meta.modelId}' (dim ${meta.dim}); this server runs '${modelId}' (dim ${dim}). Use another --gallery directory.`);
+        throw new GalleryError(
+          `gallery ${dir} was built with model '${meta.modelId}' (dim ${meta.dim}); this server runs '${modelId}' (dim ${dim}). Use another --gallery directory.`,
+        );
       }
-    } else writeFileSync(metaPath, JSON.stringify({ formatVersion: 1, modelId, dim, createdAt: new Date().toISOString() }, null, 2));
+    } else
+      writeFileSync(
+        metaPath,
+        JSON.stringify({ formatVersion: 1, modelId, dim, createdAt: new Date().toISOString() }, null, 2),
+      );
     const { journal, ops } = Journal.open(join(dir, JOURNAL), log);
     const snap = loadSnapshot(dir, dim, ops.length);
     const g = new Gallery(dir, dim, snap?.index ?? HnswIndex.create(dim), journal);
@@ -113,7 +130,16 @@ export class Gallery {
     const n = op.rows * op.cols;
     const labels = Array.from({ length: n }, (_, p) => this.owners.push([op.id, p]) - 1);
     if (indexIt) this.index.add(patches, labels);
-    this.entries.set(op.id, { id: op.id, metadata: op.metadata, rows: op.rows, cols: op.cols, patches, pooled: fromB64(op.pooled), labels, addedAt: op.addedAt });
+    this.entries.set(op.id, {
+      id: op.id,
+      metadata: op.metadata,
+      rows: op.rows,
+      cols: op.cols,
+      patches,
+      pooled: fromB64(op.pooled),
+      labels,
+      addedAt: op.addedAt,
+    });
   }
 
   private write(op: Op): void {
@@ -127,9 +153,25 @@ export class Gallery {
   }
 
   /** Adds (or replaces) an image; durable when this returns. */
-  add(id: string, patches: Float32Array, pooled: Float32Array, rows: number, cols: number, metadata?: Record<string, unknown>): void {
+  add(
+    id: string,
+    patches: Float32Array,
+    pooled: Float32Array,
+    rows: number,
+    cols: number,
+    metadata?: Record<string, unknown>,
+  ): void {
     if (this.entries.has(id)) this.remove(id);
-    this.write({ op: 'add', id, metadata, rows, cols, patches: b64(normalize(patches, this.dim)), pooled: b64(normalize(pooled, this.dim)), addedAt: new Date().toISOString() });
+    this.write({
+      op: 'add',
+      id,
+      metadata,
+      rows,
+      cols,
+      patches: b64(normalize(patches, this.dim)),
+      pooled: b64(normalize(pooled, this.dim)),
+      addedAt: new Date().toISOString(),
+    });
   }
 
   remove(id: string): boolean {
@@ -138,9 +180,15 @@ export class Gallery {
     return true;
   }
 
-  get(id: string): { id: string; metadata?: Record<string, unknown>; patches: number; grid: [number, number]; addedAt: string } | undefined {
+  get(
+    id: string,
+  ):
+    | { id: string; metadata?: Record<string, unknown>; patches: number; grid: [number, number]; addedAt: string }
+    | undefined {
     const e = this.entries.get(id);
-    return e && { id: e.id, metadata: e.metadata, patches: e.rows * e.cols, grid: [e.rows, e.cols], addedAt: e.addedAt };
+    return (
+      e && { id: e.id, metadata: e.metadata, patches: e.rows * e.cols, grid: [e.rows, e.cols], addedAt: e.addedAt }
+    );
   }
 
   /**
@@ -150,7 +198,13 @@ export class Gallery {
    * yield to the event loop in between: a large search delays other requests by a slice, not by
    * its length.
    */
-  async search(query: Float32Array, positions: [number, number][], pooled: Float32Array, k: number, withPooled: boolean): Promise<SearchHit[]> {
+  async search(
+    query: Float32Array,
+    positions: [number, number][],
+    pooled: Float32Array,
+    k: number,
+    withPooled: boolean,
+  ): Promise<SearchHit[]> {
     let sliceStart = performance.now();
     const maybeYield = async () => {
       if (performance.now() - sliceStart > SLICE_MS) {
@@ -220,9 +274,13 @@ export class Gallery {
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const file = `index-${sha256.slice(0, 16)}.hnsw`;
     renameSync(tmp, join(this.dir, file));
-    writeFileSync(join(this.dir, `${INDEX_META}.tmp`), JSON.stringify({ file, records: this.journal.records, bytes: bytes.length, sha256 }));
+    writeFileSync(
+      join(this.dir, `${INDEX_META}.tmp`),
+      JSON.stringify({ file, records: this.journal.records, bytes: bytes.length, sha256 }),
+    );
     renameSync(join(this.dir, `${INDEX_META}.tmp`), join(this.dir, INDEX_META));
-    for (const f of readdirSync(this.dir)) if (/^index-[0-9a-f]{16}\.hnsw$/.test(f) && f !== file) rmSync(join(this.dir, f));
+    for (const f of readdirSync(this.dir))
+      if (/^index-[0-9a-f]{16}\.hnsw$/.test(f) && f !== file) rmSync(join(this.dir, f));
     this.dirty = false;
   }
 
@@ -238,12 +296,22 @@ export class Gallery {
 function loadSnapshot(dir: string, dim: number, records: number): { index: PatchIndex; records: number } | null {
   const metaPath = join(dir, INDEX_META);
   if (!existsSync(metaPath)) return null;
-  const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as { file: string; records: number; sha256: string; bytes: number };
+  const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as {
+    file: string;
+    records: number;
+    sha256: string;
+    bytes: number;
+  };
   const idxPath = join(dir, meta.file);
   const bytes = existsSync(idxPath) ? readFileSync(idxPath) : Buffer.alloc(0);
   if (bytes.length !== meta.bytes || createHash('sha256').update(bytes).digest('hex') !== meta.sha256) {
-    throw new GalleryError(`gallery index ${idxPath} is missing, corrupt or truncated (checksum mismatch); delete ${INDEX_META} to rebuild the index from ${JOURNAL}`);
+    throw new GalleryError(
+      `gallery index ${idxPath} is missing, corrupt or truncated (checksum mismatch); delete ${INDEX_META} to rebuild the index from ${JOURNAL}`,
+    );
   }
-  if (meta.records > records) throw new GalleryError(`gallery index ${idxPath} covers ${meta.records} journal records but ${JOURNAL} has ${records}; delete ${INDEX_META} to rebuild`);
+  if (meta.records > records)
+    throw new GalleryError(
+      `gallery index ${idxPath} covers ${meta.records} journal records but ${JOURNAL} has ${records}; delete ${INDEX_META} to rebuild`,
+    );
   return { index: HnswIndex.load(idxPath, dim), records: meta.records };
 }

@@ -34,8 +34,10 @@ export class HnswIndex implements PatchIndex {
 
   add(vectors: Float32Array, labels: number[]): void {
     const n = labels.length;
-    if (this.stored + n > this.index.getMaxElements()) this.index.resizeIndex(Math.max(2 * this.index.getMaxElements(), this.stored + n));
-    for (let p = 0; p < n; p++) this.index.addPoint(Array.from(vectors.subarray(p * this.dim, (p + 1) * this.dim)), labels[p]);
+    if (this.stored + n > this.index.getMaxElements())
+      this.index.resizeIndex(Math.max(2 * this.index.getMaxElements(), this.stored + n));
+    for (let p = 0; p < n; p++)
+      this.index.addPoint(Array.from(vectors.subarray(p * this.dim, (p + 1) * this.dim)), labels[p]);
   }
 
   remove(labels: number[]): void {

@@ -70,7 +70,9 @@ function replay(path: string, log: (s: string) => void): Op[] {
         truncateSync(path, goodBytes);
         break;
       }
-      throw new GalleryError(`gallery journal ${path} is corrupt at record ${i + 1} (checksum mismatch); it will not be loaded`);
+      throw new GalleryError(
+        `gallery journal ${path} is corrupt at record ${i + 1} (checksum mismatch); it will not be loaded`,
+      );
     }
     goodBytes += Buffer.byteLength(line) + 1;
     ops.push(JSON.parse(payload));

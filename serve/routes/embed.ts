@@ -14,7 +14,7 @@ export function toHalf(v: number): number {
   const exp = (x >>> 23) & 0xff;
   let mant = x & 0x7fffff;
   if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
+  const e = exp - 127 + 15;
   if (e >= 0x1f) return sign | 0x7c00;
   if (e <= 0) {
     if (e < -10) return sign;
@@ -34,7 +34,13 @@ export function toHalf(v: number): number {
 
 function geometry(svc: Service) {
   const m = svc.manifest;
-  return { inputSize: m.preprocess.size, resize: m.preprocess.resize, patchSize: m.patches.size, grid: [m.patches.rows, m.patches.cols], dim: m.embeddingDim };
+  return {
+    inputSize: m.preprocess.size,
+    resize: m.preprocess.resize,
+    patchSize: m.patches.size,
+    grid: [m.patches.rows, m.patches.cols],
+    dim: m.embeddingDim,
+  };
 }
 
 function failIfSingle(single: boolean, outcomes: Outcome[]): void {
@@ -53,12 +59,18 @@ export async function embeddings(svc: Service, req: Request, res: Response): Pro
     const failed = outcomes.filter((o): o is Extract<Outcome, { error: ApiError }> => 'error' in o);
     if (failed.length) {
       const e = failed[0].error;
-      res.status(e.status).json({ error: `image ${failed[0].index}: ${e.message}`, code: e.code, failed: failed.map((f) => ({ index: f.index, ...f.error.toJSON() })) });
+      res.status(e.status).json({
+        error: `image ${failed[0].index}: ${e.message}`,
+        code: e.code,
+        failed: failed.map((f) => ({ index: f.index, ...f.error.toJSON() })),
+      });
       return;
     }
     const per = options.patches ? rows * cols * d : d;
     const values = new Float32Array(outcomes.length * per);
-    outcomes.forEach((o, i) => values.set('result' in o ? (options.patches ? o.result.tokens : o.result.pooled) : [], i * per));
+    outcomes.forEach((o, i) =>
+      values.set('result' in o ? (options.patches ? o.result.tokens : o.result.pooled) : [], i * per),
+    );
     const shape = options.patches ? [outcomes.length, rows, cols, d] : [outcomes.length, d];
     let body: Buffer;
     if (options.dtype === 'float16') {
@@ -66,7 +78,12 @@ export async function embeddings(svc: Service, req: Request, res: Response): Pro
       for (let i = 0; i < values.length; i++) half[i] = toHalf(values[i]);
       body = Buffer.from(half.buffer);
     } else body = Buffer.from(values.buffer);
-    res.set({ 'content-type': 'application/octet-stream', 'x-shape': shape.join(','), 'x-dtype': options.dtype, 'x-model': m.id });
+    res.set({
+      'content-type': 'application/octet-stream',
+      'x-shape': shape.join(','),
+      'x-dtype': options.dtype,
+      'x-model': m.id,
+    });
     res.send(body);
     return;
   }
@@ -78,7 +95,10 @@ export async function embeddings(svc: Service, req: Request, res: Response): Pro
       const out: Record<string, unknown> = { index: o.index, embedding: Array.from(o.result.pooled) };
       if (options.patches) {
         out.patches = Array.from({ length: rows }, (_, r) =>
-          Array.from({ length: cols }, (_, c) => Array.from(o.result.tokens.subarray((r * cols + c) * d, (r * cols + c + 1) * d))));
+          Array.from({ length: cols }, (_, c) =>
+            Array.from(o.result.tokens.subarray((r * cols + c) * d, (r * cols + c + 1) * d)),
+          ),
+        );
       }
       return out;
     }),
@@ -87,7 +107,11 @@ export async function embeddings(svc: Service, req: Request, res: Response): Pro
 
 export async function classify(svc: Service, req: Request, res: Response): Promise<void> {
   const probe = svc.probe;
-  if (!probe) throw new ApiError('no_probe', `model '${svc.manifest.id}' has no linear-probe head; run \`ijepa probe\` on it first`);
+  if (!probe)
+    throw new ApiError(
+      'no_probe',
+      `model '${svc.manifest.id}' has no linear-probe head; run \`ijepa probe\` on it first`,
+    );
   const { items, single, options } = parseImages(req, svc.options.maxImages);
   const outcomes = await svc.embedAll(items);
   failIfSingle(single, outcomes);
@@ -96,7 +120,10 @@ export async function classify(svc: Service, req: Request, res: Response): Promi
     data: outcomes.map((o) => {
       if ('error' in o) return { index: o.index, ...o.error.toJSON() };
       const { rows, cols } = svc.manifest.patches;
-      const features = probe.readout === 'mean' ? o.result.pooled : readFeatures(probe.readout, o.result.tokens, 1, rows, cols, svc.manifest.embeddingDim);
+      const features =
+        probe.readout === 'mean'
+          ? o.result.pooled
+          : readFeatures(probe.readout, o.result.tokens, 1, rows, cols, svc.manifest.embeddingDim);
       const p = probeProbabilities(probe, features);
       const top = [...p.keys()].sort((a, b) => p[b] - p[a]).slice(0, options.topK);
       return { index: o.index, predictions: top.map((k) => ({ label: probe.classes[k], probability: p[k] })) };

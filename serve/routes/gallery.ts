@@ -7,9 +7,16 @@ import type { Service } from '../service.ts';
 import { fromBase64, parseImages, type ImageInput } from './inputs.ts';
 
 const ID = /^[\w.:@/-]{1,128}$/;
-export const idSchema = z.string().regex(ID, 'ids are 1-128 characters of letters, digits and _ . : @ / -').describe("gallery id; may contain '/'");
-const metadataSchema = z.record(z.string(), z.unknown()).describe('any JSON object, returned with the item and its search hits');
-const itemSchema = z.object({ id: idSchema, image: z.string().describe('base64'), metadata: metadataSchema.optional() }).strict();
+export const idSchema = z
+  .string()
+  .regex(ID, 'ids are 1-128 characters of letters, digits and _ . : @ / -')
+  .describe("gallery id; may contain '/'");
+const metadataSchema = z
+  .record(z.string(), z.unknown())
+  .describe('any JSON object, returned with the item and its search hits');
+const itemSchema = z
+  .object({ id: idSchema, image: z.string().describe('base64'), metadata: metadataSchema.optional() })
+  .strict();
 /** POST /v1/gallery as JSON: one item, or several; /openapi.json is generated from it. */
 export const addSchema = z.union([z.object({ items: z.array(itemSchema).min(1) }).strict(), itemSchema]);
 
@@ -37,13 +44,21 @@ export async function addToGallery(svc: Service, req: Request, res: Response): P
     single = true;
   } else {
     if (!(req.headers['content-type'] ?? '').toLowerCase().startsWith('application/json')) {
-      throw new ApiError('unsupported_media_type', 'add images as image/* (with ?id=) or application/json {items: [{id, image, metadata}]}');
+      throw new ApiError(
+        'unsupported_media_type',
+        'add images as image/* (with ?id=) or application/json {items: [{id, image, metadata}]}',
+      );
     }
     const parsed = addSchema.safeParse(req.body);
-    if (!parsed.success) throw new ApiError('bad_request', `invalid request body: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`);
+    if (!parsed.success)
+      throw new ApiError(
+        'bad_request',
+        `invalid request body: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`,
+      );
     const list = 'items' in parsed.data ? parsed.data.items : [parsed.data];
     single = !('items' in parsed.data);
-    if (list.length > svc.options.maxImages) throw new ApiError('bad_request', `${list.length} images in one request; the limit is ${svc.options.maxImages}`);
+    if (list.length > svc.options.maxImages)
+      throw new ApiError('bad_request', `${list.length} images in one request; the limit is ${svc.options.maxImages}`);
     // Only the last of two items with one id would be kept, while both were reported added.
     const dup = list.find((it, i) => list.findIndex((o) => o.id === it.id) !== i);
     if (dup) throw new ApiError('bad_request', `id '${dup.id}' appears more than once in items`);
@@ -94,14 +109,18 @@ export async function search(svc: Service, req: Request, res: Response): Promise
   const d = m.embeddingDim;
   const [r0, c0, r1, c1] = options.box ?? [0, 0, rows, cols];
   if (!(r0 >= 0 && c0 >= 0 && r1 <= rows && c1 <= cols && r0 < r1 && c0 < c1)) {
-    throw new ApiError('bad_request', `box must satisfy 0 <= row0 < row1 <= ${rows} and 0 <= col0 < col1 <= ${cols} (patch grid units)`);
+    throw new ApiError(
+      'bad_request',
+      `box must satisfy 0 <= row0 < row1 <= ${rows} and 0 <= col0 < col1 <= ${cols} (patch grid units)`,
+    );
   }
   const positions: [number, number][] = [];
   const query = new Float32Array((r1 - r0) * (c1 - c0) * d);
-  for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) {
-    query.set(outcome.result.tokens.subarray((r * cols + c) * d, (r * cols + c + 1) * d), positions.length * d);
-    positions.push([r, c]);
-  }
+  for (let r = r0; r < r1; r++)
+    for (let c = c0; c < c1; c++) {
+      query.set(outcome.result.tokens.subarray((r * cols + c) * d, (r * cols + c + 1) * d), positions.length * d);
+      positions.push([r, c]);
+    }
   const t0 = performance.now();
   const hits = await gallery.search(query, positions, outcome.result.pooled, options.k, options.pooled);
   svc.metrics.stage.observe({ stage: 'search' }, (performance.now() - t0) / 1000);

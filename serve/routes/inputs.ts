@@ -34,7 +34,10 @@ export interface ParsedImages {
 const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
 const box = z.union([
   z.tuple([z.number().int(), z.number().int(), z.number().int(), z.number().int()]),
-  z.string().regex(/^\d+,\d+,\d+,\d+$/).transform((s) => s.split(',').map(Number) as [number, number, number, number]),
+  z
+    .string()
+    .regex(/^\d+,\d+,\d+,\d+$/)
+    .transform((s) => s.split(',').map(Number) as [number, number, number, number]),
 ]);
 /** A JSON integer or a string of decimal digits (Number() would also take '0x3', '1e2' and ''). */
 const count = (max: number) => {
@@ -48,7 +51,11 @@ export const optionsSchema = z.object({
   dtype: z.enum(['float32', 'float16']).optional().describe('element type of an application/octet-stream answer'),
   top_k: count(1000).optional().describe('classes to return (default 5)'),
   k: count(100).optional().describe('gallery images to return (default 10)'),
-  box: box.optional().describe('patch box [row0, col0, row1, col1) of the query in grid units: 4 integers, or "r0,c0,r1,c1" in the query string'),
+  box: box
+    .optional()
+    .describe(
+      'patch box [row0, col0, row1, col1) of the query in grid units: 4 integers, or "r0,c0,r1,c1" in the query string',
+    ),
   pooled: bool.optional().describe('also score hits by pooled-embedding cosine'),
 });
 
@@ -56,7 +63,10 @@ const base64 = z.string().describe('base64 (a data: URL prefix is allowed)');
 
 export const imagesBodySchema = optionsSchema
   .extend({
-    images: z.array(z.union([base64, z.object({ data: base64 }).strict()])).min(1).optional(),
+    images: z
+      .array(z.union([base64, z.object({ data: base64 }).strict()]))
+      .min(1)
+      .optional(),
     image: base64.optional(),
   })
   .strict();
@@ -74,10 +84,28 @@ export function fromBase64(s: string, index: number): ImageInput {
 function options(...sources: unknown[]): RequestOptions {
   const merged: Record<string, unknown> = {};
   for (const s of sources) if (s && typeof s === 'object') Object.assign(merged, s);
-  const parsed = optionsSchema.safeParse({ patches: merged.patches, dtype: merged.dtype, top_k: merged.top_k, k: merged.k, box: merged.box, pooled: merged.pooled });
-  if (!parsed.success) throw new ApiError('bad_request', `bad option: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  const parsed = optionsSchema.safeParse({
+    patches: merged.patches,
+    dtype: merged.dtype,
+    top_k: merged.top_k,
+    k: merged.k,
+    box: merged.box,
+    pooled: merged.pooled,
+  });
+  if (!parsed.success)
+    throw new ApiError(
+      'bad_request',
+      `bad option: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   const d = parsed.data;
-  return { patches: d.patches ?? false, dtype: d.dtype ?? 'float32', topK: d.top_k ?? 5, k: d.k ?? 10, box: d.box, pooled: d.pooled ?? false };
+  return {
+    patches: d.patches ?? false,
+    dtype: d.dtype ?? 'float32',
+    topK: d.top_k ?? 5,
+    k: d.k ?? 10,
+    box: d.box,
+    pooled: d.pooled ?? false,
+  };
 }
 
 export function parseImages(req: Request, maxImages: number): ParsedImages {
@@ -92,10 +120,15 @@ export function parseImages(req: Request, maxImages: number): ParsedImages {
     opts = options(req.query);
   } else if (type.startsWith('application/json')) {
     const parsed = imagesBodySchema.safeParse(req.body);
-    if (!parsed.success) throw new ApiError('bad_request', `invalid request body: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`);
+    if (!parsed.success)
+      throw new ApiError(
+        'bad_request',
+        `invalid request body: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ')}`,
+      );
     const list = parsed.data.images ?? (parsed.data.image !== undefined ? [parsed.data.image] : []);
     if (list.length === 0) throw new ApiError('no_images', 'send "images": [base64, …] or "image": base64');
-    if (list.length > maxImages) throw new ApiError('bad_request', `${list.length} images in one request; the limit is ${maxImages}`);
+    if (list.length > maxImages)
+      throw new ApiError('bad_request', `${list.length} images in one request; the limit is ${maxImages}`);
     items = list.map((s, i) => fromBase64(typeof s === 'string' ? s : s.data, i));
     single = parsed.data.image !== undefined && !parsed.data.images;
     opts = options(req.query, parsed.data);
@@ -105,7 +138,10 @@ export function parseImages(req: Request, maxImages: number): ParsedImages {
     items = files.map((f, i) => ({ index: i, bytes: new Uint8Array(f.buffer) }));
     opts = options(req.query, req.body);
   } else {
-    throw new ApiError('unsupported_media_type', `content-type '${type || '(none)'}' is not accepted: use image/*, application/json or multipart/form-data`);
+    throw new ApiError(
+      'unsupported_media_type',
+      `content-type '${type || '(none)'}' is not accepted: use image/*, application/json or multipart/form-data`,
+    );
   }
   return { items, single, options: opts };
 }

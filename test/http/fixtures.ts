@@ -15,24 +15,57 @@ export function makePackage(withProbe: boolean): string {
   const m = tinyModel;
   const online = ParamStore.init([...encoderSpecs(m), ...predictorSpecs(m)], 1, 'init');
   const target = new ParamStore(encoderSpecs(m), online.data.slice(0, new ParamStore(encoderSpecs(m)).size));
-  const files: Record<string, Uint8Array> = { 'encoder.onnx': encoderGraph(m, target), 'predictor.onnx': predictorGraph(m, online) };
-  const described: Manifest['files'] = { encoder: describeFile('encoder.onnx', files['encoder.onnx']), predictor: describeFile('predictor.onnx', files['predictor.onnx']) };
+  const files: Record<string, Uint8Array> = {
+    'encoder.onnx': encoderGraph(m, target),
+    'predictor.onnx': predictorGraph(m, online),
+  };
+  const described: Manifest['files'] = {
+    encoder: describeFile('encoder.onnx', files['encoder.onnx']),
+    predictor: describeFile('predictor.onnx', files['predictor.onnx']),
+  };
   const classes = ['dark', 'light', 'other'];
   if (withProbe) {
     const head: ProbeHead = {
-      classes, dim: m.dim, readout: 'mean', mean: new Array(m.dim).fill(0), std: new Array(m.dim).fill(1),
-      weights: classes.map((_, k) => Array.from({ length: m.dim }, (_, j) => Math.sin(k * 7 + j))), bias: [0.1, 0, -0.1],
+      classes,
+      dim: m.dim,
+      readout: 'mean',
+      mean: new Array(m.dim).fill(0),
+      std: new Array(m.dim).fill(1),
+      weights: classes.map((_, k) => Array.from({ length: m.dim }, (_, j) => Math.sin(k * 7 + j))),
+      bias: [0.1, 0, -0.1],
     };
     files['probe.json'] = new TextEncoder().encode(JSON.stringify(head));
     described.probe = describeFile('probe.json', files['probe.json']);
   }
   const manifest: Manifest = {
-    formatVersion: FORMAT_VERSION, id: withProbe ? 'tiny-probe' : 'tiny', contentHash: contentHash(described),
-    architecture: { preset: 'test', imageSize: m.imageSize, patchSize: m.patchSize, dim: m.dim, depth: m.depth, heads: m.heads, predDim: m.predDim, predDepth: m.predDepth, mlpRatio: m.mlpRatio, eps: m.eps },
+    formatVersion: FORMAT_VERSION,
+    id: withProbe ? 'tiny-probe' : 'tiny',
+    contentHash: contentHash(described),
+    architecture: {
+      preset: 'test',
+      imageSize: m.imageSize,
+      patchSize: m.patchSize,
+      dim: m.dim,
+      depth: m.depth,
+      heads: m.heads,
+      predDim: m.predDim,
+      predDepth: m.predDepth,
+      mlpRatio: m.mlpRatio,
+      eps: m.eps,
+    },
     preprocess: { size: m.imageSize, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], resize: 'squash' },
-    patches: { size: m.patchSize, rows: 4, cols: 4 }, embeddingDim: m.dim, files: described,
+    patches: { size: m.patchSize, rows: 4, cols: 4 },
+    embeddingDim: m.dim,
+    files: described,
     ...(withProbe ? { classes } : {}),
-    training: { data: 'none (random weights)', steps: 0, imagesSeen: 0, seed: 1, elapsedSec: 0, exportedAt: new Date(0).toISOString() },
+    training: {
+      data: 'none (random weights)',
+      steps: 0,
+      imagesSeen: 0,
+      seed: 1,
+      elapsedSec: 0,
+      exportedAt: new Date(0).toISOString(),
+    },
   };
   const dir = join(mkdtempSync(join(tmpdir(), 'ijepa-pkg-')), manifest.id);
   writePackage(dir, manifest, files);
@@ -65,28 +98,68 @@ export function pngClaiming(width: number, height: number): Buffer {
   ihdr.writeUInt32BE(height, 4);
   ihdr[8] = 8; // bit depth
   ihdr[9] = 2; // RGB
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', Buffer.from([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', Buffer.from([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01])),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 /** A two-frame 1×1 GIF89a. */
 export function animatedGif(): Buffer {
   const frame = [0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0x02, 0x02, 0x44, 0x01, 0x00];
   return Buffer.from([
-    ...Buffer.from('GIF89a', 'ascii'), 1, 0, 1, 0, 0x80, 0, 0, 0, 0, 0, 255, 255, 255,
-    0x21, 0xf9, 4, 0, 10, 0, 0, 0, ...frame,
-    0x21, 0xf9, 4, 0, 10, 0, 0, 0, ...frame, 0x3b,
+    ...Buffer.from('GIF89a', 'ascii'),
+    1,
+    0,
+    1,
+    0,
+    0x80,
+    0,
+    0,
+    0,
+    0,
+    0,
+    255,
+    255,
+    255,
+    0x21,
+    0xf9,
+    4,
+    0,
+    10,
+    0,
+    0,
+    0,
+    ...frame,
+    0x21,
+    0xf9,
+    4,
+    0,
+    10,
+    0,
+    0,
+    0,
+    ...frame,
+    0x3b,
   ]);
 }
 
 export async function images() {
-  const rgb = (w: number, h: number, c: { r: number; g: number; b: number }) => sharp({ create: { width: w, height: h, channels: 3, background: c } });
+  const rgb = (w: number, h: number, c: { r: number; g: number; b: number }) =>
+    sharp({ create: { width: w, height: h, channels: 3, background: c } });
   const jpeg = await rgb(40, 30, { r: 200, g: 30, b: 60 }).jpeg().toBuffer();
   return {
     png: await rgb(20, 20, { r: 10, g: 200, b: 90 }).png().toBuffer(),
     jpeg,
     webp: await rgb(33, 17, { r: 90, g: 90, b: 250 }).webp().toBuffer(),
     gif: await rgb(12, 12, { r: 0, g: 0, b: 0 }).gif().toBuffer(),
-    rgbaPng: await sharp({ create: { width: 16, height: 16, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0.2 } } }).png().toBuffer(),
+    rgbaPng: await sharp({
+      create: { width: 16, height: 16, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0.2 } },
+    })
+      .png()
+      .toBuffer(),
     grayPng: await rgb(16, 16, { r: 120, g: 120, b: 120 }).grayscale().png().toBuffer(),
     png16: await rgb(16, 16, { r: 1, g: 2, b: 3 }).png().toColourspace('rgb16').toBuffer(),
     cmykJpeg: await rgb(24, 24, { r: 30, g: 160, b: 220 }).toColourspace('cmyk').jpeg().toBuffer(),
@@ -94,8 +167,12 @@ export async function images() {
     tiff: await rgb(8, 8, { r: 5, g: 5, b: 5 }).tiff().toBuffer(),
     truncatedJpeg: jpeg.subarray(0, Math.floor(jpeg.length / 2)),
     truncatedPng: (await rgb(64, 64, { r: 1, g: 1, b: 1 }).png().toBuffer()).subarray(0, 60),
-    svg: Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="red"/></svg>'),
-    svgRemote: Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="10" height="10"><image xlink:href="http://127.0.0.1:1/x.png" width="10" height="10"/></svg>'),
+    svg: Buffer.from(
+      '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="red"/></svg>',
+    ),
+    svgRemote: Buffer.from(
+      '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="10" height="10"><image xlink:href="http://127.0.0.1:1/x.png" width="10" height="10"/></svg>',
+    ),
     bomb: pngClaiming(50_000, 50_000),
     zeroDims: pngClaiming(0, 0),
     animated: animatedGif(),

@@ -19,7 +19,9 @@ async function pattern(seed: number): Promise<Buffer> {
   const w = 24;
   const raw = Buffer.alloc(w * w * 3);
   for (let i = 0; i < raw.length; i++) raw[i] = (Math.sin(i * (seed + 1) * 0.37) * 120 + 128 + seed * 17) & 255;
-  return sharp(raw, { raw: { width: w, height: w, channels: 3 } }).png().toBuffer();
+  return sharp(raw, { raw: { width: w, height: w, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 async function listen(svc: Service) {
@@ -38,50 +40,114 @@ test('gallery over HTTP: add, get, search (MaxSim, box, pooled), delete, API key
   const { server, base } = await listen(svc);
   const imgs = await Promise.all([0, 1, 2, 3].map(pattern));
   const auth = { ...JSONH, 'x-api-key': 'sesame' };
-  const denied = await fetch(`${base}/v1/gallery`, { method: 'POST', headers: JSONH, body: json({ id: 'a', image: imgs[0].toString('base64') }) });
+  const denied = await fetch(`${base}/v1/gallery`, {
+    method: 'POST',
+    headers: JSONH,
+    body: json({ id: 'a', image: imgs[0].toString('base64') }),
+  });
   assert.equal(denied.status, 401);
   assert.equal((await denied.json()).code, 'unauthorized');
   const add = await fetch(`${base}/v1/gallery`, {
-    method: 'POST', headers: auth,
-    body: json({ items: imgs.slice(0, 3).map((b, i) => ({ id: `img-${i}`, image: b.toString('base64'), metadata: { n: i } })).concat([{ id: 'bad', image: 'AAAA', metadata: { n: -1 } }]) }),
+    method: 'POST',
+    headers: auth,
+    body: json({
+      items: imgs
+        .slice(0, 3)
+        .map((b, i) => ({ id: `img-${i}`, image: b.toString('base64'), metadata: { n: i } }))
+        .concat([{ id: 'bad', image: 'AAAA', metadata: { n: -1 } }]),
+    }),
   });
   assert.equal(add.status, 200);
   const added = await add.json();
-  assert.deepEqual(added.added.map((a: { id: string }) => a.id), ['img-0', 'img-1', 'img-2']);
+  assert.deepEqual(
+    added.added.map((a: { id: string }) => a.id),
+    ['img-0', 'img-1', 'img-2'],
+  );
   assert.equal(added.errors[0].id, 'bad');
-  const raw = await fetch(`${base}/v1/gallery?id=img-3&metadata=${encodeURIComponent('{"n":3}')}`, { method: 'POST', headers: { 'content-type': 'image/png', authorization: 'Bearer sesame' }, body: new Uint8Array(imgs[3]) });
+  const raw = await fetch(`${base}/v1/gallery?id=img-3&metadata=${encodeURIComponent('{"n":3}')}`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/png', authorization: 'Bearer sesame' },
+    body: new Uint8Array(imgs[3]),
+  });
   assert.equal(raw.status, 200, await raw.clone().text());
-  assert.deepEqual(await (await fetch(`${base}/v1/gallery/img-1`)).json().then((e) => [e.id, e.metadata, e.patches, e.grid]), ['img-1', { n: 1 }, 16, [4, 4]]);
+  assert.deepEqual(
+    await (await fetch(`${base}/v1/gallery/img-1`)).json().then((e) => [e.id, e.metadata, e.patches, e.grid]),
+    ['img-1', { n: 1 }, 16, [4, 4]],
+  );
 
-  const res = await (await fetch(`${base}/v1/search`, { method: 'POST', headers: JSONH, body: json({ image: imgs[2].toString('base64'), k: 3, pooled: true }) })).json();
+  const res = await (
+    await fetch(`${base}/v1/search`, {
+      method: 'POST',
+      headers: JSONH,
+      body: json({ image: imgs[2].toString('base64'), k: 3, pooled: true }),
+    })
+  ).json();
   assert.equal(res.hits[0].id, 'img-2');
   assert.ok(res.hits[0].score > 0.999, `${res.hits[0].score}`);
   assert.ok(res.hits[0].pooledScore > 0.999);
   assert.equal(res.hits[0].matches.length, 16);
   // Each query patch's best match in the identical image is itself.
   for (const mt of res.hits[0].matches) assert.deepEqual(mt.gallery, mt.query);
-  assert.ok(res.hits.length <= 3 && res.hits.every((h: { score: number }, i: number, a: { score: number }[]) => i === 0 || a[i - 1].score >= h.score));
-  const boxed = await (await fetch(`${base}/v1/search?box=1,1,3,3&k=2`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(imgs[0]) })).json();
+  assert.ok(
+    res.hits.length <= 3 &&
+      res.hits.every((h: { score: number }, i: number, a: { score: number }[]) => i === 0 || a[i - 1].score >= h.score),
+  );
+  const boxed = await (
+    await fetch(`${base}/v1/search?box=1,1,3,3&k=2`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/png' },
+      body: new Uint8Array(imgs[0]),
+    })
+  ).json();
   assert.equal(boxed.hits[0].id, 'img-0');
   assert.equal(boxed.hits[0].matches.length, 4);
   assert.deepEqual(boxed.box, [1, 1, 3, 3]);
-  const badBox = await fetch(`${base}/v1/search?box=2,2,1,1`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(imgs[0]) });
+  const badBox = await fetch(`${base}/v1/search?box=2,2,1,1`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/png' },
+    body: new Uint8Array(imgs[0]),
+  });
   assert.equal(badBox.status, 400);
 
   assert.equal((await fetch(`${base}/v1/gallery/img-1`, { method: 'DELETE' })).status, 401);
-  assert.equal((await fetch(`${base}/v1/gallery/img-1`, { method: 'DELETE', headers: { 'x-api-key': 'sesame' } })).status, 200);
+  assert.equal(
+    (await fetch(`${base}/v1/gallery/img-1`, { method: 'DELETE', headers: { 'x-api-key': 'sesame' } })).status,
+    200,
+  );
   assert.equal((await fetch(`${base}/v1/gallery/img-1`)).status, 404);
-  const after = await (await fetch(`${base}/v1/search`, { method: 'POST', headers: JSONH, body: json({ image: imgs[1].toString('base64'), k: 10 }) })).json();
+  const after = await (
+    await fetch(`${base}/v1/search`, {
+      method: 'POST',
+      headers: JSONH,
+      body: json({ image: imgs[1].toString('base64'), k: 10 }),
+    })
+  ).json();
   assert.ok(!after.hits.some((h: { id: string }) => h.id === 'img-1'));
 
   // Ids with '/' (what `ijepa index` writes: paths) are reached by plain paths.
-  const nested = await fetch(`${base}/v1/gallery`, { method: 'POST', headers: auth, body: json({ id: 'shoes/a.png', image: imgs[1].toString('base64') }) });
+  const nested = await fetch(`${base}/v1/gallery`, {
+    method: 'POST',
+    headers: auth,
+    body: json({ id: 'shoes/a.png', image: imgs[1].toString('base64') }),
+  });
   assert.equal(nested.status, 200, await nested.clone().text());
   assert.equal((await (await fetch(`${base}/v1/gallery/shoes/a.png`)).json()).id, 'shoes/a.png');
-  assert.equal((await fetch(`${base}/v1/gallery/shoes/a.png`, { method: 'DELETE', headers: { 'x-api-key': 'sesame' } })).status, 200);
+  assert.equal(
+    (await fetch(`${base}/v1/gallery/shoes/a.png`, { method: 'DELETE', headers: { 'x-api-key': 'sesame' } })).status,
+    200,
+  );
   assert.equal((await fetch(`${base}/v1/gallery/shoes%2Fa.png`)).status, 404);
   // Two items with one id: refused whole, nothing added (only the last would have been kept).
-  const dup = await fetch(`${base}/v1/gallery`, { method: 'POST', headers: auth, body: json({ items: [{ id: 'twice', image: imgs[0].toString('base64') }, { id: 'twice', image: imgs[1].toString('base64') }] }) });
+  const dup = await fetch(`${base}/v1/gallery`, {
+    method: 'POST',
+    headers: auth,
+    body: json({
+      items: [
+        { id: 'twice', image: imgs[0].toString('base64') },
+        { id: 'twice', image: imgs[1].toString('base64') },
+      ],
+    }),
+  });
   assert.equal(dup.status, 400);
   assert.match((await dup.json()).error, /'twice' appears more than once/);
   assert.equal((await fetch(`${base}/v1/gallery/twice`)).status, 404);
@@ -99,7 +165,11 @@ test('gallery over HTTP: add, get, search (MaxSim, box, pooled), delete, API key
 test('no gallery configured: 409', async () => {
   const svc = await Service.open(pkg);
   const { server, base } = await listen(svc);
-  const r = await fetch(`${base}/v1/search`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(await pattern(1)) });
+  const r = await fetch(`${base}/v1/search`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/png' },
+    body: new Uint8Array(await pattern(1)),
+  });
   assert.equal(r.status, 409);
   assert.equal((await r.json()).code, 'no_gallery');
   server.close();
@@ -109,7 +179,9 @@ test('no gallery configured: 409', async () => {
 test('every acknowledged add survives kill -9 of a real server process', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ijepa-kill-'));
   const start = () => {
-    const child = spawn(process.execPath, [BIN, 'serve', '--model', pkg, '--gallery', dir, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'serve', '--model', pkg, '--gallery', dir, '--port', '0'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     const ready = new Promise<string>((resolve, reject) => {
       let buf = '';
       child.stderr.on('data', (d) => {
@@ -125,12 +197,20 @@ test('every acknowledged add survives kill -9 of a real server process', async (
   const base = await a.ready;
   const acked: string[] = [];
   for (let i = 0; i < 6; i++) {
-    const r = await fetch(`${base}/v1/gallery?id=k${i}`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(await pattern(i)) });
+    const r = await fetch(`${base}/v1/gallery?id=k${i}`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/png' },
+      body: new Uint8Array(await pattern(i)),
+    });
     assert.equal(r.status, 200);
     acked.push(`k${i}`);
   }
   // Kill while another add is in flight: it may or may not land, but the acknowledged ones must.
-  void fetch(`${base}/v1/gallery?id=late`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(await pattern(9)) }).catch(() => {});
+  void fetch(`${base}/v1/gallery?id=late`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/png' },
+    body: new Uint8Array(await pattern(9)),
+  }).catch(() => {});
   a.child.kill('SIGKILL');
   await new Promise((r) => a.child.once('exit', r));
   assert.ok(!readdirSync(dir).includes('index.json'), 'no snapshot: recovery must come from the journal');
@@ -138,7 +218,13 @@ test('every acknowledged add survives kill -9 of a real server process', async (
   const b = start();
   const base2 = await b.ready;
   for (const id of acked) assert.equal((await fetch(`${base2}/v1/gallery/${id}`)).status, 200, id);
-  const hit = await (await fetch(`${base2}/v1/search?k=1`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: new Uint8Array(await pattern(4)) })).json();
+  const hit = await (
+    await fetch(`${base2}/v1/search?k=1`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/png' },
+      body: new Uint8Array(await pattern(4)),
+    })
+  ).json();
   assert.equal(hit.hits[0].id, 'k4');
   b.child.kill('SIGTERM');
   await new Promise((r) => b.child.once('exit', r));
@@ -155,7 +241,10 @@ test('a corrupt or truncated index or journal is refused with a clear message; a
   const idx = join(dir, meta.file);
   const good = readFileSync(idx);
   writeFileSync(idx, good.subarray(0, good.length - 10));
-  assert.throws(() => Gallery.open(dir, 'm', 4), (e: Error) => e instanceof GalleryError && /corrupt or truncated/.test(e.message));
+  assert.throws(
+    () => Gallery.open(dir, 'm', 4),
+    (e: Error) => e instanceof GalleryError && /corrupt or truncated/.test(e.message),
+  );
   writeFileSync(idx, good);
 
   const journal = join(dir, 'journal.log');
@@ -167,7 +256,10 @@ test('a corrupt or truncated index or journal is refused with a clear message; a
   assert.equal(readFileSync(journal, 'utf8'), lines, 'the torn record was truncated away');
 
   writeFileSync(journal, lines.replace('"one"', '"0ne"'));
-  assert.throws(() => Gallery.open(dir, 'm', 4), (e: Error) => e instanceof GalleryError && /corrupt at record 1/.test(e.message));
+  assert.throws(
+    () => Gallery.open(dir, 'm', 4),
+    (e: Error) => e instanceof GalleryError && /corrupt at record 1/.test(e.message),
+  );
 });
 
 test('ijepa index builds a gallery from a folder and resumes without re-adding', async () => {
@@ -178,7 +270,10 @@ test('ijepa index builds a gallery from a folder and resumes without re-adding',
   for (let i = 0; i < 5; i++) writeFileSync(join(images, i < 3 ? `p${i}.png` : `sub/p${i}.png`), await pattern(i));
   writeFileSync(join(images, 'broken.png'), Buffer.from('nope'));
   const gdir = mkdtempSync(join(tmpdir(), 'ijepa-idx-gal-'));
-  const run = () => spawnSync(process.execPath, [BIN, 'index', '--model', pkg, '--images', images, '--gallery', gdir, '--batch', '2'], { encoding: 'utf8' });
+  const run = () =>
+    spawnSync(process.execPath, [BIN, 'index', '--model', pkg, '--images', images, '--gallery', gdir, '--batch', '2'], {
+      encoding: 'utf8',
+    });
   const first = run();
   assert.equal(first.status, 0, first.stderr);
   assert.deepEqual(JSON.parse(first.stdout), { added: 5, skipped: 0, failed: 1, total: 6 });

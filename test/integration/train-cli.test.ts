@@ -23,18 +23,32 @@ function idx(dims: number[], bytes: Uint8Array): Buffer {
 
 // 40 16×16 grayscale images: smooth random blobs, enough structure for the loss to move.
 const px = new Uint8Array(40 * 256);
-for (let n = 0; n < 40; n++) for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) {
-  px[n * 256 + y * 16 + x] = Math.round(127 + 120 * Math.sin((x + n) / 3) * Math.cos((y * (n % 5 + 1)) / 4));
-}
+for (let n = 0; n < 40; n++)
+  for (let y = 0; y < 16; y++)
+    for (let x = 0; x < 16; x++) {
+      px[n * 256 + y * 16 + x] = Math.round(127 + 120 * Math.sin((x + n) / 3) * Math.cos((y * ((n % 5) + 1)) / 4));
+    }
 mkdirSync(data);
 writeFileSync(join(data, 'train-images-idx3-ubyte'), idx([40, 16, 16], px));
 
 const config = join(dir, 'tiny.json');
-writeFileSync(config, JSON.stringify({
-  model: tinyModel, batch: 8, chunk: 4, accum: 2, epochs: 10, maxSteps: 10, sigreg: { weight: 0.1 },
-  optim: { warmupEpochs: 3 }, checkpointEvery: 1, logEvery: 1, diagEvery: 5,
-  masks: { numTargets: 2, targetScale: [0.1, 0.15], minKeep: 2 },
-}));
+writeFileSync(
+  config,
+  JSON.stringify({
+    model: tinyModel,
+    batch: 8,
+    chunk: 4,
+    accum: 2,
+    epochs: 10,
+    maxSteps: 10,
+    sigreg: { weight: 0.1 },
+    optim: { warmupEpochs: 3 },
+    checkpointEvery: 1,
+    logEvery: 1,
+    diagEvery: 5,
+    masks: { numTargets: 2, targetScale: [0.1, 0.15], minKeep: 2 },
+  }),
+);
 
 function run(args: string[]) {
   return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 240_000 });
@@ -42,7 +56,18 @@ function run(args: string[]) {
 
 // A fixed recipe (the published one, with SIGReg from the config), so that changing the default does
 // not change these runs (10 steps at its peak LR lower the loss; the default's gentler LR may not).
-const trainArgs = (out: string) => ['train', '--data', data, '--out', out, '--config', config, '--recipe', 'reference', '--plain'];
+const trainArgs = (out: string) => [
+  'train',
+  '--data',
+  data,
+  '--out',
+  out,
+  '--config',
+  config,
+  '--recipe',
+  'reference',
+  '--plain',
+];
 
 /** Starts a run, SIGKILLs it once its checkpoint reaches step ≥ 3, and returns that step. */
 async function killMidway(args: string[], out: string): Promise<number> {
@@ -60,14 +85,20 @@ async function killMidway(args: string[], out: string): Promise<number> {
         killedAt = step;
         break;
       }
-    } catch { /* mid-write by another name; the rename is atomic, so retry */ }
+    } catch {
+      /* mid-write by another name; the rename is atomic, so retry */
+    }
   }
   await new Promise((r) => child.once('exit', r));
   assert.ok(killedAt >= 3 && killedAt < 10, `killed at step ${killedAt}`);
   return killedAt;
 }
 
-const metrics = (out: string) => readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+const metrics = (out: string) =>
+  readFileSync(join(out, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
 
 test('resume after kill -9 reaches the same final weights as an uninterrupted run', async () => {
   const a = join(dir, 'runA');
@@ -89,7 +120,11 @@ test('resume after kill -9 reaches the same final weights as an uninterrupted ru
     assert.deepEqual(cb.arrays.get(name), ca.arrays.get(name), `${name} differs after resume`);
   }
   const steps = metrics(b).map((l) => l.step);
-  assert.deepEqual(steps, [...Array(10).keys()].map((i) => i + 1), 'metrics have one line per optimizer step, no duplicates');
+  assert.deepEqual(
+    steps,
+    [...Array(10).keys()].map((i) => i + 1),
+    'metrics have one line per optimizer step, no duplicates',
+  );
 });
 
 test('checkpoints are interchangeable: a TF.js run resumed on onnxruntime follows the onnxruntime run', async () => {
@@ -103,17 +138,32 @@ test('checkpoints are interchangeable: a TF.js run resumed on onnxruntime follow
   assert.equal(mixed.length, 10);
   // Same maths on both engines (float32 rounding apart): the loss curves coincide step by step,
   // on both sides of the engine switch.
-  mixed.forEach((l, i) => assert.ok(Math.abs(l.loss - ref[i].loss) < 1e-4, `step ${l.step} (switched after ${killedAt}): ${l.loss} vs ${ref[i].loss}`));
+  mixed.forEach((l, i) =>
+    assert.ok(
+      Math.abs(l.loss - ref[i].loss) < 1e-4,
+      `step ${l.step} (switched after ${killedAt}): ${l.loss} vs ${ref[i].loss}`,
+    ),
+  );
 });
 
 test('with --accum, schedules advance once per optimizer step, and diagnostics are logged', () => {
-  const lines = readFileSync(join(dir, 'runA', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const lines = readFileSync(join(dir, 'runA', 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.equal(lines.length, 10);
   // 40 images / batch 8 = 5 batches per epoch; accum 2 → 2 optimizer steps per epoch; 10 epochs capped at 10 steps.
   const plan = planByEpochs(5, 2, 10, 3, 10);
   // The LR values come from the run's resolved config (the pinned recipe's); what is under test is the step they are taken at.
   const { optim, sigreg } = JSON.parse(readFileSync(join(dir, 'runA', 'config.json'), 'utf8'));
-  const c = { ...plan, startLr: optim.startLr, peakLr: optim.lr, finalLr: optim.finalLr, weightDecay: optim.weightDecay, emaMomentum: optim.ema };
+  const c = {
+    ...plan,
+    startLr: optim.startLr,
+    peakLr: optim.lr,
+    finalLr: optim.finalLr,
+    weightDecay: optim.weightDecay,
+    emaMomentum: optim.ema,
+  };
   lines.forEach((l, i) => assert.ok(Math.abs(l.lr - learningRate(i, c)) < 1e-12, `step ${l.step}: lr ${l.lr}`));
   assert.equal(lines[9].images, 10 * 16);
   const diag = lines.find((l) => l.step === 5);
@@ -121,7 +171,11 @@ test('with --accum, schedules advance once per optimizer step, and diagnostics a
   assert.ok(lines[9].loss < lines[0].loss, `loss ${lines[0].loss} → ${lines[9].loss}`);
   // The prediction loss is logged apart from SIGReg: it is what the zero-predictor loss compares with.
   assert.ok(sigreg.weight > 0);
-  for (const l of lines) assert.ok(Math.abs(l.predLoss + sigreg.weight * l.sigreg - l.loss) < 1e-5 && l.predLoss < l.loss, `step ${l.step}: ${l.predLoss} + ${sigreg.weight} × ${l.sigreg} vs ${l.loss}`);
+  for (const l of lines)
+    assert.ok(
+      Math.abs(l.predLoss + sigreg.weight * l.sigreg - l.loss) < 1e-5 && l.predLoss < l.loss,
+      `step ${l.step}: ${l.predLoss} + ${sigreg.weight} × ${l.sigreg} vs ${l.loss}`,
+    );
 });
 
 test('CLI errors name the problem', () => {
@@ -158,7 +212,10 @@ test('ijepa export writes a verified model package whose encoder runs in onnxrun
   const bytes = readFileSync(f);
   bytes[bytes.length - 1] ^= 1;
   writeFileSync(f, bytes);
-  assert.throws(() => readPackage(out), (e: Error) => e instanceof PackageError && /encoder\.onnx does not match its checksum/.test(e.message));
+  assert.throws(
+    () => readPackage(out),
+    (e: Error) => e instanceof PackageError && /encoder\.onnx does not match its checksum/.test(e.message),
+  );
   assert.match(run(['export', '--run', join(dir, 'nothing'), '--out', out]).stderr, /no checkpoint/);
 });
 
@@ -176,10 +233,11 @@ test('ijepa probe fits a linear head on frozen features and stores it in the pac
     for (let i = 0; i < n; i++) {
       const c = (i + seed) % 2;
       labels[i] = c;
-      for (let y = 0; y < 16; y++) for (let x = 0; x < 16; x++) {
-        const stripe = c ? (x >> 1) % 2 : (y >> 1) % 2;
-        imgs[i * 256 + y * 16 + x] = (c ? 60 : 140) + 80 * stripe + ((i * 7 + x * 3 + y) % 11);
-      }
+      for (let y = 0; y < 16; y++)
+        for (let x = 0; x < 16; x++) {
+          const stripe = c ? (x >> 1) % 2 : (y >> 1) % 2;
+          imgs[i * 256 + y * 16 + x] = (c ? 60 : 140) + 80 * stripe + ((i * 7 + x * 3 + y) % 11);
+        }
     }
     return { imgs, labels };
   };
@@ -209,7 +267,10 @@ test('ijepa eval reports I-JEPA, random-init, raw-pixel and kNN rows with sane n
   const r = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--k', '5']);
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8'));
-  assert.deepEqual(report.rows.map((x: { method: string }) => x.method.split(' (')[0]), ['I-JEPA', 'random-init same architecture', 'raw pixels', 'I-JEPA kNN']);
+  assert.deepEqual(
+    report.rows.map((x: { method: string }) => x.method.split(' (')[0]),
+    ['I-JEPA', 'random-init same architecture', 'raw pixels', 'I-JEPA kNN'],
+  );
   for (const row of report.rows) {
     assert.ok(row.accuracy >= 0 && row.accuracy <= 1 && row.macroF1 >= 0 && row.macroF1 <= 1, JSON.stringify(row));
   }
@@ -218,8 +279,12 @@ test('ijepa eval reports I-JEPA, random-init, raw-pixel and kNN rows with sane n
   assert.equal(report.testCount, 20);
   // Each probe's penalty is chosen on its own training images (--l2 auto, the default).
   assert.equal(report.l2, 'auto');
-  for (const row of report.rows.slice(0, 3)) assert.ok([1, 0.1, 0.01, 0.001, 0.0001].includes(row.l2), JSON.stringify(row));
-  assert.match(readFileSync(join(evalDir, 'eval.md'), 'utf8'), /\| I-JEPA \(frozen, linear probe\) \| [\d.]+% \| [\d.]+% \|/);
+  for (const row of report.rows.slice(0, 3))
+    assert.ok([1, 0.1, 0.01, 0.001, 0.0001].includes(row.l2), JSON.stringify(row));
+  assert.match(
+    readFileSync(join(evalDir, 'eval.md'), 'utf8'),
+    /\| I-JEPA \(frozen, linear probe\) \| [\d.]+% \| [\d.]+% \|/,
+  );
   assert.match(r.stdout, /pre-training: 160 images seen, 10 steps/);
   // Deterministic given the seed.
   const again = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--k', '5']);
@@ -231,42 +296,118 @@ test('ijepa eval --validation scores on the held-out part of the training data, 
   const out = join(dir, 'pkg-probe');
   const evalDir = join(dir, 'eval-val');
   mkdirSync(evalDir);
-  const r = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--validation', '--readout', 'mean', 'grid2', '--no-knn']);
+  const r = run([
+    'eval',
+    '--model',
+    out,
+    '--data',
+    join(dir, 'labeled'),
+    '--out',
+    evalDir,
+    '--validation',
+    '--readout',
+    'mean',
+    'grid2',
+    '--no-knn',
+  ]);
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8'));
   assert.match(report.testSplit, /validation split: 10 training images held out/);
   assert.equal(report.testCount, 10);
   assert.equal(report.trainCount, 50);
-  assert.deepEqual(report.rows.map((x: { kind: string; readout?: string }) => `${x.kind}/${x.readout ?? '-'}`), ['ijepa/mean', 'ijepa/grid2', 'random-init/mean', 'random-init/grid2', 'pixels/-']);
+  assert.deepEqual(
+    report.rows.map((x: { kind: string; readout?: string }) => `${x.kind}/${x.readout ?? '-'}`),
+    ['ijepa/mean', 'ijepa/grid2', 'random-init/mean', 'random-init/grid2', 'pixels/-'],
+  );
 });
 
 test('ijepa figures writes masks, curves, feature-map and reconstruction PNGs of the expected sizes', async () => {
   const sharp = (await import('sharp')).default;
   const out = join(dir, 'figs');
-  const r = run(['figures', '--run', join(dir, 'runA'), '--data', join(dir, 'labeled'), '--out', out, '--count', '4', '--map-points', '20', '--gallery', '10']);
+  const r = run([
+    'figures',
+    '--run',
+    join(dir, 'runA'),
+    '--data',
+    join(dir, 'labeled'),
+    '--out',
+    out,
+    '--count',
+    '4',
+    '--map-points',
+    '20',
+    '--gallery',
+    '10',
+  ]);
   assert.equal(r.status, 0, r.stderr);
-  const sizes: Record<string, [number, number]> = { 'masks.png': [536, 160], 'curves.png': [1140, 480], 'map.png': [640, 640], 'recon.png': [400, 560] };
+  const sizes: Record<string, [number, number]> = {
+    'masks.png': [536, 160],
+    'curves.png': [1140, 480],
+    'map.png': [640, 640],
+    'recon.png': [400, 560],
+  };
   for (const [f, [w, h]] of Object.entries(sizes)) {
     const meta = await sharp(join(out, f)).metadata();
     assert.deepEqual([meta.format, meta.width, meta.height], ['png', w, h], f);
     const stats = await sharp(join(out, f)).stats();
-    assert.ok(stats.channels.some((c) => c.stdev > 1), `${f} is not blank`);
+    assert.ok(
+      stats.channels.some((c) => c.stdev > 1),
+      `${f} is not blank`,
+    );
   }
-  assert.match(run(['figures', '--run', join(dir, 'nothing'), '--data', join(dir, 'labeled')]).stderr, /no checkpoint\.bin/);
+  assert.match(
+    run(['figures', '--run', join(dir, 'nothing'), '--data', join(dir, 'labeled')]).stderr,
+    /no checkpoint\.bin/,
+  );
 });
 
 test('ijepa study trains each recipe on the training split, scores on validation, and resumes by skipping done runs', async () => {
   const sharp = (await import('sharp')).default;
   const out = join(dir, 'study');
   const cfg = join(dir, 'study-tiny.json');
-  writeFileSync(cfg, JSON.stringify({ model: tinyModel, batch: 8, chunk: 8, masks: { numTargets: 2, targetScale: [0.1, 0.15], minKeep: 2 }, diagEvery: 2, logEvery: 1 }));
-  const args = ['study', '--data', join(dir, 'labeled'), '--out', out, '--recipes', 'reference,fast-ema', '--budgets', '0.05', '--seeds', '0', '--threads', '1', '--config', cfg];
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      model: tinyModel,
+      batch: 8,
+      chunk: 8,
+      masks: { numTargets: 2, targetScale: [0.1, 0.15], minKeep: 2 },
+      diagEvery: 2,
+      logEvery: 1,
+    }),
+  );
+  const args = [
+    'study',
+    '--data',
+    join(dir, 'labeled'),
+    '--out',
+    out,
+    '--recipes',
+    'reference,fast-ema',
+    '--budgets',
+    '0.05',
+    '--seeds',
+    '0',
+    '--threads',
+    '1',
+    '--config',
+    cfg,
+  ];
   const r = run(args);
   assert.equal(r.status, 0, r.stderr);
-  const results = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  assert.deepEqual(results.map((x) => x.recipe), ['reference', 'fast-ema']);
+  const results = readFileSync(join(out, 'results.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  assert.deepEqual(
+    results.map((x) => x.recipe),
+    ['reference', 'fast-ema'],
+  );
   for (const x of results) {
-    assert.ok(x.steps >= 1 && x.val.mean.accuracy >= 0 && x.val.mean.accuracy <= 1 && x.val.grid2.accuracy <= 1, JSON.stringify(x));
+    assert.ok(
+      x.steps >= 1 && x.val.mean.accuracy >= 0 && x.val.mean.accuracy <= 1 && x.val.grid2.accuracy <= 1,
+      JSON.stringify(x),
+    );
   }
   assert.equal(JSON.parse(readFileSync(join(out, 'reference-0.05m-s0', 'config.json'), 'utf8')).holdout, true);
   const md = readFileSync(join(out, 'study.md'), 'utf8');
@@ -274,11 +415,15 @@ test('ijepa study trains each recipe on the training split, scores on validation
   assert.match(md, /random-init, mean/);
   assert.match(md, /L2 chosen per probe from 1, 0\.1, 0\.01, 0\.001, 0\.0001/);
   assert.ok(results.every((x) => x.l2 === 'auto'));
-  assert.match(run([...args, '--l2', '0.001']).stderr, /holds probes fitted with --l2 auto, this study asks for --l2 0\.001/, 'one probe setting per study directory');
+  assert.match(
+    run([...args, '--l2', '0.001']).stderr,
+    /holds probes fitted with --l2 auto, this study asks for --l2 0\.001/,
+    'one probe setting per study directory',
+  );
   assert.match(run([...args, '--l2', 'strong']).stderr, /--l2 must be a number ≥ 0 or 'auto', got 'strong'/);
   assert.equal((await sharp(join(out, 'study.png')).metadata()).format, 'png');
   // Lose the last result (as if evaluation had been interrupted): the trained run is evaluated, not retrained.
-  writeFileSync(join(out, 'results.jsonl'), readFileSync(join(out, 'results.jsonl'), 'utf8').split('\n')[0] + '\n');
+  writeFileSync(join(out, 'results.jsonl'), `${readFileSync(join(out, 'results.jsonl'), 'utf8').split('\n')[0]}\n`);
   const again = run(args);
   assert.equal(again.status, 0, again.stderr);
   assert.match(again.stderr, /reference-0\.05m-s0 done already/);
@@ -290,26 +435,54 @@ test('ijepa study trains each recipe on the training split, scores on validation
   assert.doesNotMatch(more.stderr, /: training/);
   assert.match(more.stderr, /reference-0\.05m-s0: adding probes grid4, L1\/mean, L1\/grid4/);
   // Append-only: each run's new record follows its old one, and the later one is read.
-  const records = readFileSync(join(out, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const records = readFileSync(join(out, 'results.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.equal(records.length, 4);
   const probed = records.slice(2);
-  assert.deepEqual(probed.map((x) => x.recipe), ['reference', 'fast-ema']);
-  for (const x of probed) assert.deepEqual(Object.keys(x.val).sort(), ['L1/grid4', 'L1/mean', 'grid2', 'grid4', 'mean']);
+  assert.deepEqual(
+    probed.map((x) => x.recipe),
+    ['reference', 'fast-ema'],
+  );
+  for (const x of probed)
+    assert.deepEqual(Object.keys(x.val).sort(), ['L1/grid4', 'L1/mean', 'grid2', 'grid4', 'mean']);
   const l1 = JSON.parse(readFileSync(join(out, 'reference-0.05m-s0', 'model-L1', 'manifest.json'), 'utf8'));
   assert.equal(l1.architecture.depth, 1);
   assert.equal(l1.files.predictor, undefined);
-  const baselines = JSON.parse(readFileSync(join(out, readdirSync(out).find((f) => f.startsWith('baselines-'))!), 'utf8'));
+  const baselines = JSON.parse(
+    readFileSync(join(out, readdirSync(out).find((f) => f.startsWith('baselines-'))!), 'utf8'),
+  );
   assert.deepEqual(Object.keys(baselines.randomInit).sort(), ['L1/grid4', 'L1/mean', 'grid2', 'grid4', 'mean']);
   const report = readFileSync(join(out, 'study.md'), 'utf8');
   assert.match(report, /val acc, block 1, grid4/);
   assert.equal(report.match(/\| reference \| 0 \|/g)?.length, 1, 'a run with two records is one row');
   // A recipe that changes only the predictor reads the same random-init encoder: baselines are shared.
   const cfgPred = join(dir, 'study-tiny-pred2.json');
-  writeFileSync(cfgPred, JSON.stringify({ ...JSON.parse(readFileSync(cfg, 'utf8')), model: { ...tinyModel, predDepth: 2 } }));
-  const pred = run([...args.slice(0, 5), '--recipes', 'reference', '--budgets', '0.04', '--seeds', '0', '--threads', '1', '--config', cfgPred]);
+  writeFileSync(
+    cfgPred,
+    JSON.stringify({ ...JSON.parse(readFileSync(cfg, 'utf8')), model: { ...tinyModel, predDepth: 2 } }),
+  );
+  const pred = run([
+    ...args.slice(0, 5),
+    '--recipes',
+    'reference',
+    '--budgets',
+    '0.04',
+    '--seeds',
+    '0',
+    '--threads',
+    '1',
+    '--config',
+    cfgPred,
+  ]);
   assert.equal(pred.status, 0, pred.stderr);
   assert.equal(readdirSync(out).filter((f) => f.startsWith('baselines-')).length, 1);
-  assert.match(readFileSync(join(out, 'study.md'), 'utf8'), /\| 0\.04 min \| reference \| 0 \|.*\| -?\d+\.\d+ \([a-z0-9]+\) \|/, 'its Δ vs random-init comes from the shared baselines');
+  assert.match(
+    readFileSync(join(out, 'study.md'), 'utf8'),
+    /\| 0\.04 min \| reference \| 0 \|.*\| -?\d+\.\d+ \([a-z0-9]+\) \|/,
+    'its Δ vs random-init comes from the shared baselines',
+  );
   assert.match(run([...args, '--layers', '9']).stderr, /--layers 9: the encoder has blocks 1\.\.2/);
   assert.match(run([...args.slice(0, 5), '--recipes', 'nonsense']).stderr, /unknown recipe 'nonsense'/);
 });

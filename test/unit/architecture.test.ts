@@ -50,7 +50,8 @@ function importsOf(file: string): Import[] {
   for (const m of text.matchAll(/^\s*(?:import|export)\s[^'";]*?from\s*'([^']+)'|^\s*import\s*'([^']+)'/gm)) {
     out.push({ file, spec: m[1] ?? m[2], lazy: false, typeOnly: /^\s*(?:import|export)\s+type\s/.test(m[0]) });
   }
-  for (const m of text.matchAll(/\bimport\(\s*'([^']+)'\s*\)/g)) out.push({ file, spec: m[1], lazy: true, typeOnly: false });
+  for (const m of text.matchAll(/\bimport\(\s*'([^']+)'\s*\)/g))
+    out.push({ file, spec: m[1], lazy: true, typeOnly: false });
   return out;
 }
 
@@ -61,7 +62,9 @@ test('folders import only the folders below them', () => {
   const bad: string[] = [];
   for (const { file, spec } of all) {
     if (!spec.startsWith('.')) continue;
-    const target = relative(ROOT, resolve(dirname(join(ROOT, file)), spec)).split(sep).join('/');
+    const target = relative(ROOT, resolve(dirname(join(ROOT, file)), spec))
+      .split(sep)
+      .join('/');
     const [from, to] = [folderOf(file), folderOf(target)];
     if (from !== to && !LAYERS[from].includes(to)) bad.push(`${file} → ${target}`);
   }
@@ -80,7 +83,8 @@ test('heavy and optional packages are loaded by their one owner only', () => {
   const bad: string[] = [];
   for (const { file, spec, typeOnly } of all) {
     if (typeOnly) continue;
-    for (const [pkg, owners] of OWNERS) if (pkg.test(spec) && !owners.some((o) => file.startsWith(o))) bad.push(`${file} imports ${spec}`);
+    for (const [pkg, owners] of OWNERS)
+      if (pkg.test(spec) && !owners.some((o) => file.startsWith(o))) bad.push(`${file} imports ${spec}`);
   }
   assert.deepEqual(bad, []);
 });

@@ -23,11 +23,17 @@ test('the bundled model verifies, has a probe head, and POST /v1/classify labels
   });
   const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
   try {
-    const files = readdirSync(fixtures).filter((f) => f.endsWith('.png')).sort();
+    const files = readdirSync(fixtures)
+      .filter((f) => f.endsWith('.png'))
+      .sort();
     assert.equal(files.length, 30);
     let correct = 0;
     for (const f of files) {
-      const res = await fetch(`${base}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: readFileSync(join(fixtures, f)) });
+      const res = await fetch(`${base}/v1/classify`, {
+        method: 'POST',
+        headers: { 'content-type': 'image/png' },
+        body: readFileSync(join(fixtures, f)),
+      });
       assert.equal(res.status, 200);
       const body = (await res.json()) as { data: { predictions: { label: string; probability: number }[] }[] };
       const top = body.data[0].predictions[0];

@@ -34,7 +34,11 @@ test('IDX: plain and gzipped files, MNIST-style directories, clear errors', asyn
   assert.deepEqual(ds.classes, ['0', '1', '2']);
   const img = await ds.read(1);
   assert.equal(img.kind, 'raw');
-  assert.deepEqual(Array.from((img as { data: Uint8Array }).data.subarray(0, 3)), [Array.from(pixels)[784] , pixels[785], pixels[786]]);
+  assert.deepEqual(Array.from((img as { data: Uint8Array }).data.subarray(0, 3)), [
+    Array.from(pixels)[784],
+    pixels[785],
+    pixels[786],
+  ]);
   assert.throws(() => parseIdx(idxBytes([2], Uint8Array.from([1]))), /truncated/);
   assert.throws(() => parseIdx(Buffer.from('hello world')), /bad magic/);
   assert.throws(() => parseIdx(idxBytes([1], Uint8Array.from([0, 0, 0, 0]), 0x0d)), /not supported/);
@@ -47,9 +51,11 @@ test('STL-10: column-major planar bytes become row-major RGB, labels are 1-based
   const n = 2;
   const bytes = new Uint8Array(n * 96 * 96 * 3);
   // Image 1: pixel (row y, col x) of channel c = (c*50 + y + 2x) mod 256, stored column-major.
-  for (let c = 0; c < 3; c++) for (let x = 0; x < 96; x++) for (let y = 0; y < 96; y++) {
-    bytes[96 * 96 * 3 + c * 9216 + x * 96 + y] = (c * 50 + y + 2 * x) % 256;
-  }
+  for (let c = 0; c < 3; c++)
+    for (let x = 0; x < 96; x++)
+      for (let y = 0; y < 96; y++) {
+        bytes[96 * 96 * 3 + c * 9216 + x * 96 + y] = (c * 50 + y + 2 * x) % 256;
+      }
   writeFileSync(join(dir, 'train_X.bin'), bytes);
   writeFileSync(join(dir, 'train_y.bin'), Uint8Array.from([1, 10]));
   const ds = new Stl10Dataset(dir, 'train');
@@ -70,10 +76,15 @@ test('STL-10: column-major planar bytes become row-major RGB, labels are 1-based
 
 test('image folders: sub-folders are classes; a corrupt image is skipped and counted', async () => {
   const dir = tmp();
-  for (const [cls, colour] of [['cats', '#ff0000'], ['dogs', '#0000ff']] as const) {
+  for (const [cls, colour] of [
+    ['cats', '#ff0000'],
+    ['dogs', '#0000ff'],
+  ] as const) {
     mkdirSync(join(dir, cls));
     for (let i = 0; i < 3; i++) {
-      const png = await sharp({ create: { width: 20 + i, height: 12, channels: 4, background: colour } }).png().toBuffer();
+      const png = await sharp({ create: { width: 20 + i, height: 12, channels: 4, background: colour } })
+        .png()
+        .toBuffer();
       writeFileSync(join(dir, cls, `${i}.png`), png);
     }
   }
@@ -84,7 +95,10 @@ test('image folders: sub-folders are classes; a corrupt image is skipped and cou
   assert.equal(ds.label(0), 0);
   const skipped: string[] = [];
   const loader = new BatchLoader(ds, {
-    batch: 3, seed: 1, preprocess: defaultPreprocess(8), patch: 4,
+    batch: 3,
+    seed: 1,
+    preprocess: defaultPreprocess(8),
+    patch: 4,
     augment: { cropScale: [0.5, 1], cropRatio: [0.75, 1.33], hflip: true },
     onSkip: (what) => skipped.push(what),
   });
@@ -97,9 +111,21 @@ test('image folders: sub-folders are classes; a corrupt image is skipped and cou
 
 test('the loader is reproducible and resumes mid-stream', async () => {
   const dir = tmp();
-  writeFileSync(join(dir, 'train-images-idx3-ubyte'), idxBytes([10, 8, 8], Uint8Array.from({ length: 640 }, (_, i) => (i * 7) % 256)));
+  writeFileSync(
+    join(dir, 'train-images-idx3-ubyte'),
+    idxBytes(
+      [10, 8, 8],
+      Uint8Array.from({ length: 640 }, (_, i) => (i * 7) % 256),
+    ),
+  );
   const ds = openDataset(dir);
-  const opts = { batch: 3, seed: 5, preprocess: defaultPreprocess(8), patch: 4, augment: { cropScale: [0.5, 1] as [number, number], cropRatio: [0.75, 1.33] as [number, number], hflip: true } };
+  const opts = {
+    batch: 3,
+    seed: 5,
+    preprocess: defaultPreprocess(8),
+    patch: 4,
+    augment: { cropScale: [0.5, 1] as [number, number], cropRatio: [0.75, 1.33] as [number, number], hflip: true },
+  };
   const a = new BatchLoader(ds, opts);
   const seq = [];
   for (let i = 0; i < 5; i++) seq.push(await a.next());
@@ -110,10 +136,19 @@ test('the loader is reproducible and resumes mid-stream', async () => {
 });
 
 test('preprocessing: grayscale replicated, alpha flattened, patch layout (row, col, channel)', async () => {
-  const p = { size: 4, mean: [0, 0, 0] as [number, number, number], std: [1, 1, 1] as [number, number, number], resize: 'squash' as const };
+  const p = {
+    size: 4,
+    mean: [0, 0, 0] as [number, number, number],
+    std: [1, 1, 1] as [number, number, number],
+    resize: 'squash' as const,
+  };
   const gray = await toRgb({ kind: 'raw', data: new Uint8Array(16).fill(51), width: 4, height: 4, channels: 1 }, p);
   assert.deepEqual(Array.from(gray.subarray(0, 6)), [51, 51, 51, 51, 51, 51]);
-  const transparent = await sharp({ create: { width: 4, height: 4, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } }).png().toBuffer();
+  const transparent = await sharp({
+    create: { width: 4, height: 4, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } },
+  })
+    .png()
+    .toBuffer();
   const flat = await decodeRgb({ kind: 'encoded', data: transparent });
   assert.deepEqual(Array.from(flat.data.subarray(0, 3)), [255, 255, 255]);
   const rgb = Uint8Array.from({ length: 48 }, (_, i) => i);
@@ -135,7 +170,13 @@ test('the validation split is fixed, disjoint from training, and 1/6 of the item
   assert.equal(seen.size, 60000);
   assert.deepEqual(validationSplit(60000).validation.slice(0, 20), a.validation.slice(0, 20));
   const labels = Array.from({ length: 12 }, (_, i) => i % 3);
-  const ds = { size: 12, classes: ['a', 'b', 'c'], label: (i: number) => labels[i], read: async (i: number) => ({ kind: 'encoded' as const, data: new Uint8Array([i]) }), describe: (i: number) => `#${i}` };
+  const ds = {
+    size: 12,
+    classes: ['a', 'b', 'c'],
+    label: (i: number) => labels[i],
+    read: async (i: number) => ({ kind: 'encoded' as const, data: new Uint8Array([i]) }),
+    describe: (i: number) => `#${i}`,
+  };
   const v = validationSplit(12);
   const s = subset(ds, v.train);
   assert.equal(s.size, 10);
@@ -145,7 +186,13 @@ test('the validation split is fixed, disjoint from training, and 1/6 of the item
 
 test('target view: the mirrored image, flagged per item, whose patch at mirrorIndex(i) is patch i mirrored; the context stream is unchanged', async () => {
   const dir = tmp();
-  writeFileSync(join(dir, 'train-images-idx3-ubyte'), idxBytes([12, 8, 8], Uint8Array.from({ length: 768 }, (_, i) => (i * 37) % 251)));
+  writeFileSync(
+    join(dir, 'train-images-idx3-ubyte'),
+    idxBytes(
+      [12, 8, 8],
+      Uint8Array.from({ length: 768 }, (_, i) => (i * 37) % 251),
+    ),
+  );
   const ds = openDataset(dir);
   const augment = { cropScale: null, cropRatio: [0.75, 1.33] as [number, number], hflip: false };
   const opts = { batch: 6, seed: 2, preprocess: defaultPreprocess(8), patch: 4 };
@@ -163,21 +210,37 @@ test('target view: the mirrored image, flagged per item, whose patch at mirrorIn
       const src = b.patches.subarray(n * img + i * per, n * img + (i + 1) * per);
       const j = v.flipped[n] ? mirrorIndex(grid, i) : i;
       const dst = v.patches.subarray(n * img + j * per, n * img + (j + 1) * per);
-      for (let y = 0; y < 4; y++) for (let x = 0; x < 4; x++) for (let c = 0; c < 3; c++) {
-        const xx = v.flipped[n] ? 3 - x : x;
-        assert.equal(dst[(y * 4 + xx) * 3 + c], src[(y * 4 + x) * 3 + c]);
-      }
+      for (let y = 0; y < 4; y++)
+        for (let x = 0; x < 4; x++)
+          for (let c = 0; c < 3; c++) {
+            const xx = v.flipped[n] ? 3 - x : x;
+            assert.equal(dst[(y * 4 + xx) * 3 + c], src[(y * 4 + x) * 3 + c]);
+          }
     }
   }
 });
 
 test('views: each image comes as its own crops, laid out [image, view]; the batch patches are the whole image; seeded', async () => {
   const dir = tmp();
-  writeFileSync(join(dir, 'train-images-idx3-ubyte'), idxBytes([12, 8, 8], Uint8Array.from({ length: 768 }, (_, i) => (i * 37) % 251)));
+  writeFileSync(
+    join(dir, 'train-images-idx3-ubyte'),
+    idxBytes(
+      [12, 8, 8],
+      Uint8Array.from({ length: 768 }, (_, i) => (i * 37) % 251),
+    ),
+  );
   const ds = openDataset(dir);
-  const augment = { cropScale: [0.3, 1] as [number, number], cropRatio: [0.75, 1.33] as [number, number], hflip: true, jitter: 0.5 };
+  const augment = {
+    cropScale: [0.3, 1] as [number, number],
+    cropRatio: [0.75, 1.33] as [number, number],
+    hflip: true,
+    jitter: 0.5,
+  };
   const opts = { batch: 4, seed: 3, preprocess: defaultPreprocess(8), patch: 4 };
-  const whole = await new BatchLoader(ds, { ...opts, augment: { ...augment, cropScale: null, hflip: false, jitter: 0 } }).next();
+  const whole = await new BatchLoader(ds, {
+    ...opts,
+    augment: { ...augment, cropScale: null, hflip: false, jitter: 0 },
+  }).next();
   const b = await new BatchLoader(ds, { ...opts, augment: { ...augment, views: 3 } }).next();
   const again = await new BatchLoader(ds, { ...opts, augment: { ...augment, views: 3 } }).next();
   const per = 4 * 48;

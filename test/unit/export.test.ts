@@ -17,19 +17,24 @@ function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-for (const [name, m] of [['tiny', tinyModel], ['vit-tiny', presets['vit-tiny']]] as const) {
+for (const [name, m] of [
+  ['tiny', tinyModel],
+  ['vit-tiny', presets['vit-tiny']],
+] as const) {
   test(`encoder export parity (${name}): TF.js vs onnxruntime, max |Δ| ≤ 1e-4`, async () => {
     const weights = ParamStore.init(encoderSpecs(m), 5, 'init');
     // Perturb norms and biases so the test sees non-default values everywhere.
     for (let i = 0; i < weights.data.length; i++) weights.data[i] += 0.01 * Math.sin(i);
     const b = 3;
     const images = randomArray(b * 3 * m.imageSize * m.imageSize, 6, 2);
-    const ref = await onBackend('wasm', () => tf.tidy(() => {
-      const tensors = new Map(weights.specs.map((s) => [s.name, tf.tensor(weights.view(s.name), s.shape)]));
-      const ops = new TfOps((n) => tensors.get(n)!);
-      const h = encode(ops, m, ops.patchify(tf.tensor4d(images, [b, 3, m.imageSize, m.imageSize]), m.patchSize));
-      return { tokens: h.dataSync().slice(), pooled: tf.mean(h, 1).dataSync().slice() };
-    }));
+    const ref = await onBackend('wasm', () =>
+      tf.tidy(() => {
+        const tensors = new Map(weights.specs.map((s) => [s.name, tf.tensor(weights.view(s.name), s.shape)]));
+        const ops = new TfOps((n) => tensors.get(n)!);
+        const h = encode(ops, m, ops.patchify(tf.tensor4d(images, [b, 3, m.imageSize, m.imageSize]), m.patchSize));
+        return { tokens: h.dataSync().slice(), pooled: tf.mean(h, 1).dataSync().slice() };
+      }),
+    );
     const model = await OnnxModel.load(encoderGraph(m, weights));
     const out = await model.run({ images: { data: images, dims: [b, 3, m.imageSize, m.imageSize] } });
     assert.deepEqual([...out.tokens.dims], [b, (m.imageSize / m.patchSize) ** 2, m.dim]);
@@ -45,11 +50,15 @@ test('an encoder exported at k blocks (export --layers) is the first k blocks + 
   for (let i = 0; i < weights.data.length; i++) weights.data[i] += 0.01 * Math.cos(i);
   const images = randomArray(2 * 3 * m.imageSize * m.imageSize, 10, 2);
   const short = { ...m, depth: 1 };
-  const ref = await onBackend('wasm', () => tf.tidy(() => {
-    const tensors = new Map(weights.specs.map((s) => [s.name, tf.tensor(weights.view(s.name), s.shape)]));
-    const ops = new TfOps((n) => tensors.get(n)!);
-    return encode(ops, short, ops.patchify(tf.tensor4d(images, [2, 3, m.imageSize, m.imageSize]), m.patchSize)).dataSync().slice();
-  }));
+  const ref = await onBackend('wasm', () =>
+    tf.tidy(() => {
+      const tensors = new Map(weights.specs.map((s) => [s.name, tf.tensor(weights.view(s.name), s.shape)]));
+      const ops = new TfOps((n) => tensors.get(n)!);
+      return encode(ops, short, ops.patchify(tf.tensor4d(images, [2, 3, m.imageSize, m.imageSize]), m.patchSize))
+        .dataSync()
+        .slice();
+    }),
+  );
   const dims = [2, 3, m.imageSize, m.imageSize];
   const truncated = await OnnxModel.load(encoderGraph(short, weights));
   const full = await OnnxModel.load(encoderGraph(m, weights));
@@ -68,14 +77,21 @@ test('predictor export parity: TF.js vs onnxruntime on the same context and targ
   const ctxIdx = [0, 1, 2, 5, 5, 3, 4, 8, 9, 12];
   const keyMask = [1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
   const tgtIdx = [10, 11, 14, 7, 6, 15];
-  const ref = await onBackend('wasm', () => tf.tidy(() => {
-    const tensors = new Map(weights.specs.map((s) => [s.name, tf.tensor(weights.view(s.name), s.shape)]));
-    const ops = new TfOps((n) => tensors.get(n)!);
-    return predict(ops, m, {
-      context: tf.tensor3d(ctx, [2, 5, m.dim]), ctxIdx: tf.tensor2d(ctxIdx, [2, 5], 'int32'),
-      keyMask: tf.tensor2d(keyMask, [2, 8]), tgtIdx: tf.tensor2d(tgtIdx, [2, 3], 'int32'), numTargets: 1,
-    }).dataSync().slice();
-  }));
+  const ref = await onBackend('wasm', () =>
+    tf.tidy(() => {
+      const tensors = new Map(weights.specs.map((s) => [s.name, tf.tensor(weights.view(s.name), s.shape)]));
+      const ops = new TfOps((n) => tensors.get(n)!);
+      return predict(ops, m, {
+        context: tf.tensor3d(ctx, [2, 5, m.dim]),
+        ctxIdx: tf.tensor2d(ctxIdx, [2, 5], 'int32'),
+        keyMask: tf.tensor2d(keyMask, [2, 8]),
+        tgtIdx: tf.tensor2d(tgtIdx, [2, 3], 'int32'),
+        numTargets: 1,
+      })
+        .dataSync()
+        .slice();
+    }),
+  );
   const model = await OnnxModel.load(predictorGraph(m, weights));
   const out = await model.run({
     context: { data: ctx, dims: [2, 5, m.dim] },

@@ -56,7 +56,11 @@ test('fitLogReg separates separable classes and is deterministic', async () => {
   assert.deepEqual(a.weights, b.weights);
   let correct = 0;
   for (let i = 0; i < n; i++) {
-    const scores = Array.from({ length: c }, (_, k) => a.bias[k] + Array.from({ length: d }, (_, j) => a.weights[k * d + j] * x[i * d + j]).reduce((s, v) => s + v, 0));
+    const scores = Array.from(
+      { length: c },
+      (_, k) =>
+        a.bias[k] + Array.from({ length: d }, (_, j) => a.weights[k * d + j] * x[i * d + j]).reduce((s, v) => s + v, 0),
+    );
     if (scores.indexOf(Math.max(...scores)) === y[i]) correct++;
   }
   assert.equal(correct, n);

@@ -1,6 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { blockSize, defaultMaskConfig, permuteMasks, placeBlock, sampleMasks, sliceMasks, validateMaskConfig } from '../../train/masks.ts';
+import {
+  blockSize,
+  defaultMaskConfig,
+  permuteMasks,
+  placeBlock,
+  sampleMasks,
+  sliceMasks,
+  validateMaskConfig,
+} from '../../train/masks.ts';
 import { Rng } from '../../model/rng.ts';
 
 const grid = { rows: 8, cols: 8 };
@@ -63,24 +71,46 @@ test('no context is truncated to the batch minimum', () => {
 
 test('tiny grids terminate: minKeep larger than a context block falls back to all non-target patches', () => {
   const small = { rows: 3, cols: 3 };
-  const cfg = { ...defaultMaskConfig, numTargets: 1, targetScale: [0.1, 0.1] as [number, number], contextScale: [0.12, 0.12] as [number, number], minKeep: 5 };
+  const cfg = {
+    ...defaultMaskConfig,
+    numTargets: 1,
+    targetScale: [0.1, 0.1] as [number, number],
+    contextScale: [0.12, 0.12] as [number, number],
+    minKeep: 5,
+  };
   const m = sampleMasks(new Rng(5), small, 8, cfg);
   for (const c of m.ctxCount) assert.ok(c >= 5);
 });
 
 test('impossible configurations are rejected up front', () => {
   // One 4×4 target on a 4×4 grid leaves nothing, wherever it goes.
-  assert.throws(() => validateMaskConfig({ ...defaultMaskConfig, numTargets: 1, targetScale: [1, 1], minKeep: 1 }, { rows: 4, cols: 4 }), /minKeep/);
+  assert.throws(
+    () =>
+      validateMaskConfig(
+        { ...defaultMaskConfig, numTargets: 1, targetScale: [1, 1], minKeep: 1 },
+        { rows: 4, cols: 4 },
+      ),
+    /minKeep/,
+  );
   // Scale 0.2 at aspect ~1 gives 4×4 blocks on 8×8 although both aspect ends give 4×3: a check of
   // the range's corners alone would pass 4 targets of 15 patches here.
-  assert.throws(() => validateMaskConfig({ ...defaultMaskConfig, numTargets: 1, targetScale: [0.2, 0.2], minKeep: 49 }, grid), /can leave 48/);
+  assert.throws(
+    () => validateMaskConfig({ ...defaultMaskConfig, numTargets: 1, targetScale: [0.2, 0.2], minKeep: 49 }, grid),
+    /can leave 48/,
+  );
   validateMaskConfig(defaultMaskConfig, grid);
 });
 
 test('targets that would leave no context are placed again (the default can tile 8×8 with four 4×4 blocks)', () => {
   // 2×2 targets on a 4×4 grid tile it when all four land on the corners (4!/9⁴ ≈ 0.4% of images);
   // placed once, such an image would get an empty context and a NaN masked mean.
-  const cfg = { ...defaultMaskConfig, numTargets: 4, targetScale: [0.25, 0.25] as [number, number], targetAspect: [1, 1] as [number, number], minKeep: 1 };
+  const cfg = {
+    ...defaultMaskConfig,
+    numTargets: 4,
+    targetScale: [0.25, 0.25] as [number, number],
+    targetAspect: [1, 1] as [number, number],
+    minKeep: 1,
+  };
   const small = { rows: 4, cols: 4 };
   validateMaskConfig(cfg, small);
   const rng = new Rng(9);
@@ -97,14 +127,15 @@ test('masks are reproducible from the seed', () => {
   assert.notDeepEqual(a.tgtIdx, c.tgtIdx);
 });
 
-test('slicing and permuting keep each image\'s masks', () => {
+test("slicing and permuting keep each image's masks", () => {
   const m = sampleMasks(new Rng(8), grid, 6, defaultMaskConfig);
   const order = [5, 0, 3, 1, 4, 2];
   const p = permuteMasks(m, order);
   const s = sliceMasks(p, 2, 4);
   for (let i = 0; i < 2; i++) {
     const src = order[2 + i];
-    const real = (mm: typeof m, b: number) => Array.from(mm.ctxIdx.subarray(b * mm.ctxLen, b * mm.ctxLen + mm.ctxCount[b]));
+    const real = (mm: typeof m, b: number) =>
+      Array.from(mm.ctxIdx.subarray(b * mm.ctxLen, b * mm.ctxLen + mm.ctxCount[b]));
     assert.deepEqual(real(s, i), real(m, src));
     for (let t = 0; t < 4; t++) {
       assert.deepEqual(

@@ -17,7 +17,10 @@ const PD = 48;
 
 function opsFor(store: ParamStore, fusedKernels?: boolean) {
   const tensors = new Map(store.specs.map((s) => [s.name, tf.tensor(store.view(s.name), s.shape)]));
-  return { ops: new TfOps((n) => tensors.get(n)!, new Map(), fusedKernels), dispose: () => tf.dispose([...tensors.values()]) };
+  return {
+    ops: new TfOps((n) => tensors.get(n)!, new Map(), fusedKernels),
+    dispose: () => tf.dispose([...tensors.values()]),
+  };
 }
 
 test('vit-base-16 has ~86M encoder parameters', () => {
@@ -36,7 +39,12 @@ for (const backend of ['wasm', 'cpu'] as const) {
       const idxB = [1, 4, 6, 9, 15, 12, 13, 14, 0, 2, 3, 5, 7, 8, 10, 11]; // padding slots point elsewhere
       const mask = [1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
       const run = (idx: number[], msk: number[]) =>
-        tf.tidy(() => encode(ops, m, patches, { idx: tf.tensor2d(idx, [2, 8], 'int32'), mask: tf.tensor2d(msk, [2, 8]) }).dataSync().slice() as Float32Array);
+        tf.tidy(
+          () =>
+            encode(ops, m, patches, { idx: tf.tensor2d(idx, [2, 8], 'int32'), mask: tf.tensor2d(msk, [2, 8]) })
+              .dataSync()
+              .slice() as Float32Array,
+        );
       const real = (out: Float32Array) => [...out.subarray(0, 5 * m.dim), ...out.subarray(8 * m.dim)];
       assert.ok(maxRelDiff(real(run(idxA, mask)), real(run(idxB, mask))) < 1e-6, 'padding changed real-token outputs');
       // The test can fail: attending to padding (an all-ones mask, or an inverted one) changes them.
@@ -46,14 +54,19 @@ for (const backend of ['wasm', 'cpu'] as const) {
       assert.ok(maxRelDiff(real(run(idxA, inverted)), real(run(idxB, inverted))) > 1e-3);
 
       // Same for the predictor: padded context slots must not reach the target predictions.
-      const predictWith = (ctxVals: Float32Array) => tf.tidy(() => {
-        const context = tf.tensor3d(ctxVals, [1, 6, m.dim]);
-        return predict(ops, m, {
-          context, ctxIdx: tf.tensor2d([0, 1, 2, 3, 0, 0], [1, 6], 'int32'),
-          keyMask: tf.tensor2d([1, 1, 1, 1, 0, 0, 1, 1], [1, 8]), tgtIdx: tf.tensor2d([9, 10], [1, 2], 'int32'),
-          numTargets: 1,
-        }).dataSync().slice() as Float32Array;
-      });
+      const predictWith = (ctxVals: Float32Array) =>
+        tf.tidy(() => {
+          const context = tf.tensor3d(ctxVals, [1, 6, m.dim]);
+          return predict(ops, m, {
+            context,
+            ctxIdx: tf.tensor2d([0, 1, 2, 3, 0, 0], [1, 6], 'int32'),
+            keyMask: tf.tensor2d([1, 1, 1, 1, 0, 0, 1, 1], [1, 8]),
+            tgtIdx: tf.tensor2d([9, 10], [1, 2], 'int32'),
+            numTargets: 1,
+          })
+            .dataSync()
+            .slice() as Float32Array;
+        });
       const ctx = randomArray(6 * m.dim, 3);
       const changed = ctx.slice();
       changed.fill(5, 4 * m.dim);
@@ -66,16 +79,31 @@ for (const backend of ['wasm', 'cpu'] as const) {
 test('the loss is a mean: its scale does not depend on how many target patches were sampled', async () => {
   await onBackend('wasm', () => {
     for (const kind of ['mse', 'smooth-l1'] as const) {
-      const values = [4, 9, 30].map((t) => tf.tidy(() => predictionLoss(tf.fill([8, t, 32], 0.5), tf.zeros([8, t, 32]), kind).dataSync()[0]));
+      const values = [4, 9, 30].map((t) =>
+        tf.tidy(() => predictionLoss(tf.fill([8, t, 32], 0.5), tf.zeros([8, t, 32]), kind).dataSync()[0]),
+      );
       for (const v of values) assert.ok(Math.abs(v - (kind === 'mse' ? 0.25 : 0.125)) < 1e-7, `${kind}: ${values}`);
     }
     // And through the engine: at init, targets are layer-normed, so the loss is ~1 whatever the block size.
     const online = ParamStore.init([...encoderSpecs(m), ...predictorSpecs(m)], 3, 'init');
     const target = new ParamStore(encoderSpecs(m), online.data.slice(0, new ParamStore(encoderSpecs(m)).size));
     const engine = new TfjsEngine(m, online, target, { loss: 'mse', sigregWeight: 0, sigregProjections: 8, seed: 0 });
-    const losses = [[0.05, 0.06], [0.3, 0.35]].map(([lo, hi]) => {
-      const masks = sampleMasks(new Rng(4), { rows: 4, cols: 4 }, 4, { ...defaultMaskConfig, numTargets: 2, targetScale: [lo, hi], minKeep: 1 });
-      return engine.forwardBackward({ patches: randomArray(4 * N * PD, 5), batch: 4, masks }, new Float32Array(online.size), 1, 0).loss;
+    const losses = [
+      [0.05, 0.06],
+      [0.3, 0.35],
+    ].map(([lo, hi]) => {
+      const masks = sampleMasks(new Rng(4), { rows: 4, cols: 4 }, 4, {
+        ...defaultMaskConfig,
+        numTargets: 2,
+        targetScale: [lo, hi],
+        minKeep: 1,
+      });
+      return engine.forwardBackward(
+        { patches: randomArray(4 * N * PD, 5), batch: 4, masks },
+        new Float32Array(online.size),
+        1,
+        0,
+      ).loss;
     });
     for (const l of losses) assert.ok(l > 0.5 && l < 2, `${losses}`);
     engine.dispose();
@@ -87,8 +115,18 @@ async function stepOn(backend: 'wasm' | 'cpu', opts: { chunk?: number; sigreg?: 
   return onBackend(backend, () => {
     const online = ParamStore.init([...encoderSpecs(m), ...predictorSpecs(m)], 11, 'init');
     const target = ParamStore.init(encoderSpecs(m), 12, 'init');
-    const engine = new TfjsEngine(m, online, target, { loss: 'mse', sigregWeight: opts.sigreg ?? 0, sigregProjections: 8, seed: 0, chunk: opts.chunk });
-    const masks = sampleMasks(new Rng(9), { rows: 4, cols: 4 }, 6, { ...defaultMaskConfig, minKeep: 1, targetScale: [0.1, 0.15] });
+    const engine = new TfjsEngine(m, online, target, {
+      loss: 'mse',
+      sigregWeight: opts.sigreg ?? 0,
+      sigregProjections: 8,
+      seed: 0,
+      chunk: opts.chunk,
+    });
+    const masks = sampleMasks(new Rng(9), { rows: 4, cols: 4 }, 6, {
+      ...defaultMaskConfig,
+      minKeep: 1,
+      targetScale: [0.1, 0.15],
+    });
     const grad = new Float32Array(online.size);
     const r = engine.forwardBackward({ patches: randomArray(6 * N * PD, 13), batch: 6, masks }, grad, 1, 0);
     engine.dispose();

@@ -33,11 +33,17 @@ test('auto picks the penalty that held-out training images score best, and beats
   const te = correlated(1000, d, 2);
   const auto = await fitAndScore(tr, te, d, 2, 'auto', 300);
   const weak = await fitAndScore(tr, te, d, 2, 1e-4, 300);
-  assert.deepEqual(auto.selection!.map((s) => s.l2), L2_GRID);
+  assert.deepEqual(
+    auto.selection!.map((s) => s.l2),
+    L2_GRID,
+  );
   const best = Math.max(...auto.selection!.map((s) => s.accuracy));
   assert.equal(auto.l2, auto.selection!.find((s) => s.accuracy === best)!.l2, 'the first (strongest) of the best');
   assert.ok(auto.l2 >= 1e-2, `a strong penalty for ${tr.n} images of ${d} values, got ${auto.l2}`);
-  assert.ok(auto.report.accuracy > weak.report.accuracy + 0.03, `auto ${auto.report.accuracy} vs 1e-4 ${weak.report.accuracy}`);
+  assert.ok(
+    auto.report.accuracy > weak.report.accuracy + 0.03,
+    `auto ${auto.report.accuracy} vs 1e-4 ${weak.report.accuracy}`,
+  );
 });
 
 test('auto never reads the scored split', async () => {
@@ -49,5 +55,8 @@ test('auto never reads the scored split', async () => {
   const b = await fitAndScore(tr, flipped, d, 2, 'auto', 300);
   assert.equal(a.l2, b.l2);
   assert.deepEqual(a.selection, b.selection);
-  assert.ok(Math.abs(a.report.accuracy + b.report.accuracy - 1) < 1e-9, 'the same predictions, scored against flipped labels');
+  assert.ok(
+    Math.abs(a.report.accuracy + b.report.accuracy - 1) < 1e-9,
+    'the same predictions, scored against flipped labels',
+  );
 });

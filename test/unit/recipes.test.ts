@@ -14,7 +14,10 @@ test('the product recipes are few, valid on every preset, leave the architecture
       assert.equal(c.recipe, name);
     }
   }
-  assert.throws(() => recipeOverrides('sigreg-strong'), /unknown recipe 'sigreg-strong' \(known: default, reference, views\)/);
+  assert.throws(
+    () => recipeOverrides('sigreg-strong'),
+    /unknown recipe 'sigreg-strong' \(known: default, reference, views\)/,
+  );
 });
 
 test('every study variant resolves to a valid config', () => {

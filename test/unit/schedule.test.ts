@@ -1,8 +1,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { emaMomentum, learningRate, planByBudget, planByEpochs, scheduleAt, weightDecay } from '../../train/schedule.ts';
+import {
+  emaMomentum,
+  learningRate,
+  planByBudget,
+  planByEpochs,
+  scheduleAt,
+  weightDecay,
+} from '../../train/schedule.ts';
 
-const base = { startLr: 2e-4, peakLr: 1e-3, finalLr: 1e-6, weightDecay: [0.04, 0.4] as [number, number], emaMomentum: [0.996, 1.0] as [number, number] };
+const base = {
+  startLr: 2e-4,
+  peakLr: 1e-3,
+  finalLr: 1e-6,
+  weightDecay: [0.04, 0.4] as [number, number],
+  emaMomentum: [0.996, 1.0] as [number, number],
+};
 
 test('the reference experiment with accumulation: schedules count optimizer steps, not batches', () => {
   // 1562 batches per epoch, --accum 4, 50 epochs, 15 warmup epochs.
@@ -32,7 +45,11 @@ test('weight decay ramps 0.04 → 0.4 by cosine; EMA momentum 0.996 → 1', () =
   assert.ok(Math.abs(weightDecay(500, c) - 0.22) < 1e-12);
   assert.equal(emaMomentum(0, c), 0.996);
   assert.equal(emaMomentum(1000, c), 1);
-  assert.deepEqual(scheduleAt(10, c), { lr: learningRate(10, c), weightDecay: weightDecay(10, c), momentum: emaMomentum(10, c) });
+  assert.deepEqual(scheduleAt(10, c), {
+    lr: learningRate(10, c),
+    weightDecay: weightDecay(10, c),
+    momentum: emaMomentum(10, c),
+  });
 });
 
 test('shortened and budget-fitted runs keep the warmup fraction', () => {

@@ -14,7 +14,10 @@ test('checkpoints round-trip and detect corruption or truncation', () => {
   const dir = mkdtempSync(join(tmpdir(), 'ijepa-ck-'));
   const p = join(dir, 'checkpoint.bin');
   const a = randomArray(1001, 1);
-  writeCheckpoint(p, { step: 7, nested: { x: [1, 2] } }, [['a', a], ['b', new Float32Array([1, 2, 3])]]);
+  writeCheckpoint(p, { step: 7, nested: { x: [1, 2] } }, [
+    ['a', a],
+    ['b', new Float32Array([1, 2, 3])],
+  ]);
   const c = readCheckpoint(p);
   assert.deepEqual(c.meta, { step: 7, nested: { x: [1, 2] } });
   assert.deepEqual(c.arrays.get('a'), a);
@@ -48,21 +51,40 @@ test('feature std is ~1/sqrt(d) for isotropic features and 0 on collapse; RankMe
   for (let i = 0; i < n; i++) collapsed.set(x.subarray(0, d), i * d);
   assert.ok(normalizedFeatureStd(collapsed, n, d) < 1e-6);
   assert.ok(rankMe(collapsed, n, d) < 1.1);
-  assert.match(collapseWarning({ featStd: 0, featStdHealthy: 0.17, rankMe: 1, emaGap: 0, zeroLoss: 1 }, d)!, /COLLAPSE/);
+  assert.match(
+    collapseWarning({ featStd: 0, featStdHealthy: 0.17, rankMe: 1, emaGap: 0, zeroLoss: 1 }, d)!,
+    /COLLAPSE/,
+  );
   assert.equal(collapseWarning({ featStd: 0.17, featStdHealthy: 0.17, rankMe: 30, emaGap: 0, zeroLoss: 1 }, d), null);
 });
 
 test('token variance splits into position, image and residual shares', () => {
   const [b, n, d] = [6, 5, 8];
-  const make = (f: (i: number, p: number, j: number) => number) => Float32Array.from({ length: b * n * d }, (_, k) => f(Math.floor(k / (n * d)), Math.floor(k / d) % n, k % d));
+  const make = (f: (i: number, p: number, j: number) => number) =>
+    Float32Array.from({ length: b * n * d }, (_, k) => f(Math.floor(k / (n * d)), Math.floor(k / d) % n, k % d));
   // Every image the same: all of the variance is position.
-  const pos = tokenVarianceShares(make((_i, p, j) => Math.sin(3 * p + j) + 0.1 * p * j), b, n, d);
+  const pos = tokenVarianceShares(
+    make((_i, p, j) => Math.sin(3 * p + j) + 0.1 * p * j),
+    b,
+    n,
+    d,
+  );
   assert.ok(pos.position > 0.999 && pos.image < 1e-9 && Math.abs(pos.residual) < 1e-9, JSON.stringify(pos));
   // Every patch of an image the same: all of it is image.
-  const img = tokenVarianceShares(make((i, _p, j) => Math.cos(2 * i + j) + 0.2 * i * j), b, n, d);
+  const img = tokenVarianceShares(
+    make((i, _p, j) => Math.cos(2 * i + j) + 0.2 * i * j),
+    b,
+    n,
+    d,
+  );
   assert.ok(img.image > 0.999 && img.position < 1e-9, JSON.stringify(img));
   // A mixture: the shares are fractions that sum to 1, each part present.
-  const mix = tokenVarianceShares(make((i, p, j) => Math.sin(3 * p + j) + Math.cos(2 * i + j) + Math.sin(7 * i * p + 5 * j + i)), b, n, d);
+  const mix = tokenVarianceShares(
+    make((i, p, j) => Math.sin(3 * p + j) + Math.cos(2 * i + j) + Math.sin(7 * i * p + 5 * j + i)),
+    b,
+    n,
+    d,
+  );
   assert.ok(Math.abs(mix.position + mix.image + mix.residual - 1) < 1e-9);
   for (const v of Object.values(mix)) assert.ok(v > 0.05 && v < 0.9, JSON.stringify(mix));
 });
@@ -80,7 +102,7 @@ test('AdamW decays only parameters marked for decay; EMA moves the target toward
   const target = new Float32Array([0, 0]);
   emaUpdate(target, new Float32Array([1, 2]), 0.9);
   assert.ok(Math.abs(target[0] - 0.1) < 1e-7 && Math.abs(target[1] - 0.2) < 1e-7);
-  assert.ok(Math.abs(emaGap(new Float32Array([3, 4]), new Float32Array([3, 4])) ) < 1e-12);
+  assert.ok(Math.abs(emaGap(new Float32Array([3, 4]), new Float32Array([3, 4]))) < 1e-12);
 });
 
 test('config: presets, file overrides and flags merge; unknown or invalid fields are errors', () => {
@@ -93,5 +115,8 @@ test('config: presets, file overrides and flags merge; unknown or invalid fields
   assert.throws(() => resolveConfig('vit-tiny', { batchSize: 3 } as never), /batchSize|unrecognized/i);
   assert.throws(() => resolveConfig('vit-tiny', { model: { patchSize: 5 } }), /multiple of patchSize/);
   assert.equal(c.targetLayers, 1);
-  assert.throws(() => resolveConfig('vit-tiny', { targetLayers: 7 }), /targetLayers: targetLayers exceeds the encoder depth/);
+  assert.throws(
+    () => resolveConfig('vit-tiny', { targetLayers: 7 }),
+    /targetLayers: targetLayers exceeds the encoder depth/,
+  );
 });

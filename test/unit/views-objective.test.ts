@@ -25,7 +25,12 @@ const per = 16 * 48;
 
 function reference(online: ParamStore, views: Float32Array, weight: number) {
   return onBackend('cpu', () => {
-    const vars = new Map([...encoderSpecs(m), ...projectorSpecs(m)].map((s) => [s.name, tf.variable(tf.tensor(online.view(s.name), s.shape), true, `v/${s.name}`)]));
+    const vars = new Map(
+      [...encoderSpecs(m), ...projectorSpecs(m)].map((s) => [
+        s.name,
+        tf.variable(tf.tensor(online.view(s.name), s.shape), true, `v/${s.name}`),
+      ]),
+    );
     const ops = new TfOps((n) => vars.get(n)!);
     const dirs = tf.tensor2d(sigregDirections(PROJECTOR_DIM, 8, 1, 3), [PROJECTOR_DIM, 8]);
     let parts: { dis: number; sig: number } = { dis: 0, sig: 0 };
@@ -39,7 +44,11 @@ function reference(online: ParamStore, views: Float32Array, weight: number) {
       parts = { dis: dis.dataSync()[0], sig: sig.dataSync()[0] };
       return tf.add(dis, tf.mul(sig, weight)) as tf.Scalar;
     }, [...vars.values()]);
-    const out = { loss: value.dataSync()[0], ...parts, grads: new Map([...vars.keys()].map((k) => [k, grads[`v/${k}`].dataSync() as Float32Array])) };
+    const out = {
+      loss: value.dataSync()[0],
+      ...parts,
+      grads: new Map([...vars.keys()].map((k) => [k, grads[`v/${k}`].dataSync() as Float32Array])),
+    };
     tf.dispose([value, dirs, ...vars.values(), ...Object.values(grads)]);
     return out;
   });
@@ -47,7 +56,13 @@ function reference(online: ParamStore, views: Float32Array, weight: number) {
 
 async function ortStep(online: ParamStore, views: Float32Array, weight: number) {
   const target = new ParamStore(encoderSpecs(m), online.data.slice(0, new ParamStore(encoderSpecs(m)).size));
-  const engine = await OrtEngine.create(m, online, target, { loss: 'mse', numTargets: 4, threads: 1, sigreg: { weight, projections: 8, seed: 1 }, views: V });
+  const engine = await OrtEngine.create(m, online, target, {
+    loss: 'mse',
+    numTargets: 4,
+    threads: 1,
+    sigreg: { weight, projections: 8, seed: 1 },
+    views: V,
+  });
   const grad = new Float32Array(online.size);
   const masks = sampleMasks(Rng.for(1, 'm', 0), gridOf(m), batch, defaultMaskConfig);
   const r = await engine.forwardBackward({ patches: views.subarray(0, batch * per), batch, masks, views }, grad, 1, 3);
@@ -79,11 +94,14 @@ test('views step: identical views disagree by nothing; the same views paired wit
   const online = online_(4);
   const one = randomArray(batch * per, 6);
   const same = new Float32Array(batch * V * per);
-  for (let b = 0; b < batch; b++) for (let v = 0; v < V; v++) same.set(one.subarray(b * per, (b + 1) * per), (b * V + v) * per);
+  for (let b = 0; b < batch; b++)
+    for (let v = 0; v < V; v++) same.set(one.subarray(b * per, (b + 1) * per), (b * V + v) * per);
   const agreed = (await ortStep(online, same, 0.5)).predLoss;
   // Layout [B, V, …]: reading it as [V, B, …] would pair views of different images.
   const shuffled = new Float32Array(same.length);
-  for (let b = 0; b < batch; b++) for (let v = 0; v < V; v++) shuffled.set(same.subarray((b * V + v) * per, (b * V + v + 1) * per), (v * batch + b) * per);
+  for (let b = 0; b < batch; b++)
+    for (let v = 0; v < V; v++)
+      shuffled.set(same.subarray((b * V + v) * per, (b * V + v + 1) * per), (v * batch + b) * per);
   const mixed = (await ortStep(online, shuffled, 0.5)).predLoss;
   assert.ok(agreed <= 1e-6 * mixed, `identical views ${agreed}, views of different images ${mixed}`);
 });

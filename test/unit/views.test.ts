@@ -7,7 +7,10 @@ import { Rng } from '../../model/rng.ts';
 
 test('mirrorIndex mirrors columns within a row and is its own inverse', () => {
   const grid = { rows: 3, cols: 4 };
-  assert.deepEqual([0, 1, 2, 3, 4, 11].map((i) => mirrorIndex(grid, i)), [3, 2, 1, 0, 7, 8]);
+  assert.deepEqual(
+    [0, 1, 2, 3, 4, 11].map((i) => mirrorIndex(grid, i)),
+    [3, 2, 1, 0, 7, 8],
+  );
   for (let i = 0; i < 12; i++) assert.equal(mirrorIndex(grid, mirrorIndex(grid, i)), i);
 });
 
@@ -20,12 +23,18 @@ test('targetViewIdx maps only the flipped images, in every target block', () => 
   assert.deepEqual(Array.from(idx), [0, 1, 2, 3, 0, 2, 1, 3], 'the mask is not modified');
 });
 
-test('chunking a micro-batch moves each image\'s target view and flip flag with it', () => {
+test("chunking a micro-batch moves each image's target view and flip flag with it", () => {
   const batch = 5;
   const per = 3;
   const masks = sampleMasks(Rng.for(4, 'm', 0), { rows: 4, cols: 4 }, batch, defaultMaskConfig);
-  const fill = (f: (i: number) => number) => Float32Array.from({ length: batch * per }, (_, k) => f(Math.floor(k / per)));
-  const mb = { patches: fill((i) => i), batch, masks, targetView: { patches: fill((i) => 100 + i), flipped: Uint8Array.from([1, 0, 0, 1, 1]) } };
+  const fill = (f: (i: number) => number) =>
+    Float32Array.from({ length: batch * per }, (_, k) => f(Math.floor(k / per)));
+  const mb = {
+    patches: fill((i) => i),
+    batch,
+    masks,
+    targetView: { patches: fill((i) => 100 + i), flipped: Uint8Array.from([1, 0, 0, 1, 1]) },
+  };
   const seen: number[] = [];
   for (const { part } of chunksOf(mb, 2, per)) {
     for (let b = 0; b < part.batch; b++) {

@@ -8,7 +8,18 @@ import { gunzipSync } from 'node:zlib';
 import type { Dataset, Split } from './dataset.ts';
 import type { ImageSource } from '../../format/preprocess.ts';
 
-export const FASHION_MNIST_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
+export const FASHION_MNIST_CLASSES = [
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
+];
 
 export interface IdxArray {
   dims: number[];
@@ -19,14 +30,16 @@ export interface IdxArray {
 export function parseIdx(buf: Uint8Array, name = 'IDX file'): IdxArray {
   const raw = buf[0] === 0x1f && buf[1] === 0x8b ? new Uint8Array(gunzipSync(buf)) : buf;
   if (raw.length < 4 || raw[0] !== 0 || raw[1] !== 0) throw new Error(`${name}: not an IDX file (bad magic)`);
-  if (raw[2] !== 0x08) throw new Error(`${name}: IDX element type 0x${raw[2].toString(16)} is not supported (only unsigned bytes)`);
+  if (raw[2] !== 0x08)
+    throw new Error(`${name}: IDX element type 0x${raw[2].toString(16)} is not supported (only unsigned bytes)`);
   const rank = raw[3];
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const dims: number[] = [];
   for (let i = 0; i < rank; i++) dims.push(view.getUint32(4 + 4 * i));
   const start = 4 + 4 * rank;
   const count = dims.reduce((a, b) => a * b, 1);
-  if (raw.length < start + count) throw new Error(`${name}: truncated: header promises ${count} bytes, file has ${raw.length - start}`);
+  if (raw.length < start + count)
+    throw new Error(`${name}: truncated: header promises ${count} bytes, file has ${raw.length - start}`);
   return { dims, data: raw.subarray(start, start + count) };
 }
 
@@ -47,9 +60,14 @@ export class IdxDataset implements Dataset {
   private readonly images: IdxArray;
   private readonly labels?: Uint8Array;
 
-  constructor(readonly imagesPath: string, labelsPath?: string, classes?: string[]) {
+  constructor(
+    readonly imagesPath: string,
+    labelsPath?: string,
+    classes?: string[],
+  ) {
     this.images = parseIdx(readFileSync(imagesPath), imagesPath);
-    if (this.images.dims.length !== 3) throw new Error(`${imagesPath}: expected [count, rows, cols] images, got dims ${this.images.dims.join('x')}`);
+    if (this.images.dims.length !== 3)
+      throw new Error(`${imagesPath}: expected [count, rows, cols] images, got dims ${this.images.dims.join('x')}`);
     this.size = this.images.dims[0];
     if (labelsPath) {
       const l = parseIdx(readFileSync(labelsPath), labelsPath);

@@ -5,7 +5,14 @@
  * and counted; the batch is filled from the following items.
  */
 import type { Dataset } from './dataset.ts';
-import { decodeRgb, normalizePatches, resizeRgb, type Crop, type Preprocess, type RgbImage } from '../../format/preprocess.ts';
+import {
+  decodeRgb,
+  normalizePatches,
+  resizeRgb,
+  type Crop,
+  type Preprocess,
+  type RgbImage,
+} from '../../format/preprocess.ts';
 import { Rng } from '../../model/rng.ts';
 import { jitterRgb, type TargetView } from '../views.ts';
 
@@ -50,7 +57,13 @@ export interface Batch {
 }
 
 /** torchvision RandomResizedCrop's box sampling, seeded. */
-export function sampleCrop(rng: Rng, width: number, height: number, scale: [number, number], ratio: [number, number]): Crop {
+export function sampleCrop(
+  rng: Rng,
+  width: number,
+  height: number,
+  scale: [number, number],
+  ratio: [number, number],
+): Crop {
   const area = width * height;
   const logR = [Math.log(ratio[0]), Math.log(ratio[1])];
   for (let i = 0; i < 10; i++) {
@@ -68,13 +81,14 @@ export function sampleCrop(rng: Rng, width: number, height: number, scale: [numb
 
 function flipHwc(rgb: Uint8Array, size: number): Uint8Array {
   const out = new Uint8Array(rgb.length);
-  for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) {
-    const s = 3 * (y * size + x);
-    const d = 3 * (y * size + size - 1 - x);
-    out[d] = rgb[s];
-    out[d + 1] = rgb[s + 1];
-    out[d + 2] = rgb[s + 2];
-  }
+  for (let y = 0; y < size; y++)
+    for (let x = 0; x < size; x++) {
+      const s = 3 * (y * size + x);
+      const d = 3 * (y * size + size - 1 - x);
+      out[d] = rgb[s];
+      out[d + 1] = rgb[s + 1];
+      out[d + 2] = rgb[s + 2];
+    }
   return out;
 }
 
@@ -85,7 +99,11 @@ export class BatchLoader {
   private pos: Position;
   skippedTotal = 0;
 
-  constructor(private readonly ds: Dataset, private readonly o: LoaderOptions, start: Position = { epoch: 0, cursor: 0 }) {
+  constructor(
+    private readonly ds: Dataset,
+    private readonly o: LoaderOptions,
+    start: Position = { epoch: 0, cursor: 0 },
+  ) {
     if (ds.size < o.batch) throw new RangeError(`dataset has ${ds.size} images, fewer than one batch of ${o.batch}`);
     this.pos = { ...start };
   }
@@ -102,7 +120,10 @@ export class BatchLoader {
     return this.order!;
   }
 
-  private async item(epoch: number, index: number): Promise<{ rgb: Uint8Array; flipped: boolean; views: Uint8Array[] }> {
+  private async item(
+    epoch: number,
+    index: number,
+  ): Promise<{ rgb: Uint8Array; flipped: boolean; views: Uint8Array[] }> {
     const { preprocess: p, augment: a } = this.o;
     const img = await decodeRgb(await this.ds.read(index));
     const rng = Rng.for(this.o.seed, 'augment', epoch, index);
@@ -130,7 +151,9 @@ export class BatchLoader {
     let { epoch, cursor } = start;
     const per = (preprocess.size / patch) ** 2 * patch * patch * 3;
     const patches = new Float32Array(batch * per);
-    const view = this.o.augment.targetFlip ? { patches: new Float32Array(batch * per), flipped: new Uint8Array(batch) } : undefined;
+    const view = this.o.augment.targetFlip
+      ? { patches: new Float32Array(batch * per), flipped: new Uint8Array(batch) }
+      : undefined;
     const nViews = this.o.augment.views ?? 0;
     const views = nViews ? new Float32Array(batch * nViews * per) : undefined;
     let filled = 0;
@@ -155,7 +178,13 @@ export class BatchLoader {
           r.value.views.forEach((v, k) => normalizePatches(v, preprocess, patch, views!, (filled * nViews + k) * per));
           if (view) {
             view.flipped[filled] = flipped ? 1 : 0;
-            normalizePatches(flipped ? flipHwc(rgb, preprocess.size) : rgb, preprocess, patch, view.patches, filled * per);
+            normalizePatches(
+              flipped ? flipHwc(rgb, preprocess.size) : rgb,
+              preprocess,
+              patch,
+              view.patches,
+              filled * per,
+            );
           }
           filled++;
         } else {
@@ -165,7 +194,14 @@ export class BatchLoader {
       });
     }
     this.skippedTotal += skipped;
-    return { patches, batch, ...(view ? { targetView: view } : {}), ...(views ? { views } : {}), end: { epoch, cursor }, skipped };
+    return {
+      patches,
+      batch,
+      ...(view ? { targetView: view } : {}),
+      ...(views ? { views } : {}),
+      end: { epoch, cursor },
+      skipped,
+    };
   }
 
   /** The next batch; the one after it is already decoding while the caller trains. */

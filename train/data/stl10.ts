@@ -14,14 +14,18 @@ const IMAGE_BYTES = STL10_SIZE * STL10_SIZE * 3;
 export const STL10_CLASSES = ['airplane', 'bird', 'car', 'cat', 'deer', 'dog', 'horse', 'monkey', 'ship', 'truck'];
 
 export function looksLikeStl10(dir: string): boolean {
-  return statSync(dir).isDirectory() && ['unlabeled_X.bin', 'train_X.bin', 'test_X.bin'].some((f) => existsSync(join(dir, f)));
+  return (
+    statSync(dir).isDirectory() &&
+    ['unlabeled_X.bin', 'train_X.bin', 'test_X.bin'].some((f) => existsSync(join(dir, f)))
+  );
 }
 
 /** Column-major planar (channel, col, row) → row-major interleaved HWC. */
 export function stl10ToHwc(src: Uint8Array): Uint8Array {
   const s = STL10_SIZE;
   const out = new Uint8Array(IMAGE_BYTES);
-  for (let c = 0; c < 3; c++) for (let x = 0; x < s; x++) for (let y = 0; y < s; y++) out[(y * s + x) * 3 + c] = src[c * s * s + x * s + y];
+  for (let c = 0; c < 3; c++)
+    for (let x = 0; x < s; x++) for (let y = 0; y < s; y++) out[(y * s + x) * 3 + c] = src[c * s * s + x * s + y];
   return out;
 }
 
@@ -32,11 +36,15 @@ export class Stl10Dataset implements Dataset {
   private handle?: Promise<FileHandle>;
   private readonly file: string;
 
-  constructor(dir: string, readonly split: Split) {
+  constructor(
+    dir: string,
+    readonly split: Split,
+  ) {
     this.file = join(dir, `${split}_X.bin`);
     if (!existsSync(this.file)) throw new Error(`${dir}: no ${split}_X.bin (STL-10 binary)`);
     const bytes = statSync(this.file).size;
-    if (bytes % IMAGE_BYTES !== 0) throw new Error(`${this.file}: ${bytes} bytes is not a whole number of 96x96x3 images`);
+    if (bytes % IMAGE_BYTES !== 0)
+      throw new Error(`${this.file}: ${bytes} bytes is not a whole number of 96x96x3 images`);
     this.size = bytes / IMAGE_BYTES;
     const labelFile = join(dir, `${split}_y.bin`);
     if (split !== 'unlabeled' && existsSync(labelFile)) {

@@ -10,7 +10,15 @@ import type { ParamStore } from '../../model/params.ts';
 import { sigregDirections, type LossKind } from '../../model/objective.ts';
 import { GRAD, ONLINE, TARGET, probeGraph, stepGraph, viewsGraph } from '../../onnx/training.ts';
 import { PROJECTOR_DIM } from '../../model/vit.ts';
-import { chunksOf, predictorKeyMask, targetSourceIdx, type Engine, type MicroBatch, type ProbeResult, type StepResult } from '../engine.ts';
+import {
+  chunksOf,
+  predictorKeyMask,
+  targetSourceIdx,
+  type Engine,
+  type MicroBatch,
+  type ProbeResult,
+  type StepResult,
+} from '../engine.ts';
 
 export interface OrtEngineOptions {
   loss: LossKind;
@@ -40,31 +48,49 @@ export class OrtEngine implements Engine {
 
   private constructor(
     private readonly model: ModelConfig,
-    private readonly online: ParamStore,
-    private readonly target: ParamStore,
+    online: ParamStore,
+    target: ParamStore,
     private readonly opts: OrtEngineOptions,
     private readonly step: Session,
     private readonly diag: Session,
   ) {
-    for (const [prefix, store] of [[ONLINE, online], [TARGET, target]] as const) {
-      for (const s of store.specs) this.weightFeeds[prefix + s.name] = new Tensor('float32', store.view(s.name), s.shape);
+    for (const [prefix, store] of [
+      [ONLINE, online],
+      [TARGET, target],
+    ] as const) {
+      for (const s of store.specs)
+        this.weightFeeds[prefix + s.name] = new Tensor('float32', store.view(s.name), s.shape);
     }
     this.gradBuf = new Float32Array(online.size);
     for (const s of online.specs) {
       const off = online.offsets.get(s.name)!;
-      this.fetches[GRAD + s.name] = new Tensor('float32', this.gradBuf.subarray(off, off + online.sizes.get(s.name)!), s.shape);
+      this.fetches[GRAD + s.name] = new Tensor(
+        'float32',
+        this.gradBuf.subarray(off, off + online.sizes.get(s.name)!),
+        s.shape,
+      );
     }
     this.patchDim = model.patchSize * model.patchSize * model.channels;
     this.numPatches = (model.imageSize / model.patchSize) ** 2;
   }
 
-  static async create(model: ModelConfig, online: ParamStore, target: ParamStore, opts: OrtEngineOptions): Promise<OrtEngine> {
+  static async create(
+    model: ModelConfig,
+    online: ParamStore,
+    target: ParamStore,
+    opts: OrtEngineOptions,
+  ): Promise<OrtEngine> {
     const options = { threads: opts.threads, memArena: true, profile: process.env.IJEPA_ORT_PROFILE };
     const create = (graph: Uint8Array) => createSession(graph, options);
     const [step, diag] = await Promise.all([
-      create(opts.views
-        ? viewsGraph(model, opts.views, opts.sigreg!)
-        : stepGraph(model, opts.numTargets, opts.loss, { sigreg: opts.sigreg?.weight ? opts.sigreg : undefined, targetLayers: opts.targetLayers, targetView: opts.targetView }),
+      create(
+        opts.views
+          ? viewsGraph(model, opts.views, opts.sigreg!)
+          : stepGraph(model, opts.numTargets, opts.loss, {
+              sigreg: opts.sigreg?.weight ? opts.sigreg : undefined,
+              targetLayers: opts.targetLayers,
+              targetView: opts.targetView,
+            }),
       ),
       create(probeGraph(model, opts.numTargets, opts.loss, opts.targetLayers)),
     ]);
@@ -97,13 +123,21 @@ export class OrtEngine implements Engine {
     if (!this.opts.targetView) return {};
     const m = mb.masks;
     return {
-      target_patches: new Tensor('float32', mb.targetView?.patches ?? mb.patches, [mb.batch, this.numPatches, this.patchDim]),
-      tgt_src_idx: new Tensor('int64', int64(targetSourceIdx(mb, gridOf(this.model))), [m.numTargets * m.batch, m.tgtLen]),
+      target_patches: new Tensor('float32', mb.targetView?.patches ?? mb.patches, [
+        mb.batch,
+        this.numPatches,
+        this.patchDim,
+      ]),
+      tgt_src_idx: new Tensor('int64', int64(targetSourceIdx(mb, gridOf(this.model))), [
+        m.numTargets * m.batch,
+        m.tgtLen,
+      ]),
     };
   }
 
   private *maskChunks(mb: MicroBatch, chunk: number): Generator<{ feeds: Record<string, Tensor>; weight: number }> {
-    for (const { part, weight } of chunksOf(mb, chunk, this.numPatches * this.patchDim)) yield { feeds: { ...this.feeds(part), ...this.viewFeeds(part) }, weight };
+    for (const { part, weight } of chunksOf(mb, chunk, this.numPatches * this.patchDim))
+      yield { feeds: { ...this.feeds(part), ...this.viewFeeds(part) }, weight };
   }
 
   /** Objective `views`: runs of whole images, all their views together (the loss pairs them up). */
@@ -113,7 +147,16 @@ export class OrtEngine implements Engine {
     const per = v * this.numPatches * this.patchDim;
     for (let from = 0; from < mb.batch; from += chunk) {
       const to = Math.min(mb.batch, from + chunk);
-      yield { feeds: { views: new Tensor('float32', mb.views.subarray(from * per, to * per), [(to - from) * v, this.numPatches, this.patchDim]) }, weight: (to - from) / mb.batch };
+      yield {
+        feeds: {
+          views: new Tensor('float32', mb.views.subarray(from * per, to * per), [
+            (to - from) * v,
+            this.numPatches,
+            this.patchDim,
+          ]),
+        },
+        weight: (to - from) / mb.batch,
+      };
     }
   }
 
@@ -123,7 +166,12 @@ export class OrtEngine implements Engine {
     const total = { loss: 0, predLoss: 0, sigreg: 0 };
     const sg = this.opts.sigreg;
     const extra: Record<string, Tensor> = sg?.weight
-      ? { directions: new Tensor('float32', sigregDirections(this.sigregDim, sg.projections, sg.seed, step), [this.sigregDim, sg.projections]) }
+      ? {
+          directions: new Tensor('float32', sigregDirections(this.sigregDim, sg.projections, sg.seed, step), [
+            this.sigregDim,
+            sg.projections,
+          ]),
+        }
       : {};
     for (const { feeds, weight } of this.opts.views ? this.viewChunks(mb, chunk) : this.maskChunks(mb, chunk)) {
       const out = await this.step.run({ ...feeds, ...extra, ...this.weightFeeds }, this.fetches);

@@ -13,7 +13,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core ships gradients only as ES modules Node cannot load; the union bundle registers them.
 import '@tensorflow/tfjs';
-import { registerFusedKernels, registerGradientOverrides, setGradientOverrides, simdFor, type WasmLike } from './kernels.ts';
+import { registerFusedKernels, registerGradientOverrides, simdFor, type WasmLike } from './kernels.ts';
 
 export type BackendName = 'wasm' | 'cpu' | 'tensorflow';
 
@@ -125,7 +125,14 @@ function batchedMatMul(stock: tf.KernelFunc, be: HeapBackend): tf.KernelFunc {
     const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
     const lead = a.shape.slice(0, -2);
     const batch = lead.reduce((x, y) => x * y, 1);
-    if (batch <= 1 || transposeA || transposeB || a.shape.length !== b.shape.length || !tf.util.arraysEqual(lead, b.shape.slice(0, -2)) || a.dtype !== 'float32') {
+    if (
+      batch <= 1 ||
+      transposeA ||
+      transposeB ||
+      a.shape.length !== b.shape.length ||
+      !tf.util.arraysEqual(lead, b.shape.slice(0, -2)) ||
+      a.dtype !== 'float32'
+    ) {
       return stock(args);
     }
     const [m, k] = a.shape.slice(-2);
@@ -146,12 +153,17 @@ function gatherRows(stock: tf.KernelFunc, be: HeapBackend): tf.KernelFunc {
     const x = args.inputs.x as tf.TensorInfo;
     const idx = args.inputs.indices as tf.TensorInfo;
     const { axis, batchDims } = args.attrs as unknown as { axis: number; batchDims: number };
-    if (x.dtype !== 'float32' || idx.dtype !== 'int32' || batchDims !== 0 || (axis !== 0 && axis !== -x.shape.length)) return stock(args);
+    if (x.dtype !== 'float32' || idx.dtype !== 'int32' || batchDims !== 0 || (axis !== 0 && axis !== -x.shape.length))
+      return stock(args);
     const rows = x.shape[0];
     const width = x.shape.slice(1).reduce((a, b) => a * b, 1);
     const out = be.makeOutput([...idx.shape, ...x.shape.slice(1)], 'float32');
     const heap = new Float32Array(be.wasm.asm.memory.buffer);
-    const ids = new Int32Array(be.wasm.asm.memory.buffer, be.dataIdMap.get(idx.dataId).memoryOffset, idx.shape.reduce((a, b) => a * b, 1));
+    const ids = new Int32Array(
+      be.wasm.asm.memory.buffer,
+      be.dataIdMap.get(idx.dataId).memoryOffset,
+      idx.shape.reduce((a, b) => a * b, 1),
+    );
     const src = be.dataIdMap.get(x.dataId).memoryOffset / 4;
     let dst = be.dataIdMap.get(out.dataId).memoryOffset / 4;
     for (let i = 0; i < ids.length; i++, dst += width) {
@@ -164,8 +176,6 @@ function gatherRows(stock: tf.KernelFunc, be: HeapBackend): tf.KernelFunc {
 }
 
 let wasmKernelsRegistered = false;
-const stockKernels = new Map<string, tf.KernelConfig | undefined>();
-const ours = new Map<string, tf.KernelFunc>();
 
 function registerWasmKernels(): void {
   if (wasmKernelsRegistered) return;
@@ -174,7 +184,10 @@ function registerWasmKernels(): void {
     const be = backend as unknown as HeapBackend;
     const x = inputs.x as tf.TensorInfo;
     const perm = (attrs as unknown as { perm: number[] }).perm;
-    const out = be.makeOutput(perm.map((p) => x.shape[p]), x.dtype);
+    const out = be.makeOutput(
+      perm.map((p) => x.shape[p]),
+      x.dtype,
+    );
     if (x.dtype === 'float32' && transposeOnHeap(be, x, out, perm)) return out;
     // makeOutput can grow the heap, which detaches earlier views: take views after it.
     transposeInto(be.typedArrayFromHeap(x), x.shape, perm, be.typedArrayFromHeap(out));
@@ -216,24 +229,9 @@ function registerWasmKernels(): void {
     ['Transpose', transpose],
     ['UnsortedSegmentSum', segmentSum],
   ] as const) {
-    stockKernels.set(kernelName, tf.getKernel(kernelName, 'wasm'));
-    ours.set(kernelName, kernelFunc);
     if (tf.getKernel(kernelName, 'wasm')) tf.unregisterKernel(kernelName, 'wasm');
     tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc });
   }
-}
-
-/**
- * Switches the wasm kernel replacements and gradient overrides off (stock TF.js, except the
- * missing UnsortedSegmentSum, without which nothing trains) or back on. For benchmarks only.
- */
-export function setOptimizations(on: boolean): void {
-  for (const [kernelName, stock] of stockKernels) {
-    if (!stock) continue;
-    tf.unregisterKernel(kernelName, 'wasm');
-    tf.registerKernel(on ? { kernelName, backendName: 'wasm', kernelFunc: ours.get(kernelName)! } : stock);
-  }
-  setGradientOverrides(on);
 }
 
 let active: BackendName | null = null;
@@ -256,8 +254,10 @@ export async function useBackend(name: BackendName): Promise<void> {
     // since other wasm kernels call them directly.
     registerWasmKernels();
     // The emscripten module installs process-wide handlers that rethrow with its whole source; drop them.
-    for (const l of process.listeners('uncaughtException')) if (!before.exc.includes(l)) process.removeListener('uncaughtException', l);
-    for (const l of process.listeners('unhandledRejection')) if (!before.rej.includes(l)) process.removeListener('unhandledRejection', l);
+    for (const l of process.listeners('uncaughtException'))
+      if (!before.exc.includes(l)) process.removeListener('uncaughtException', l);
+    for (const l of process.listeners('unhandledRejection'))
+      if (!before.rej.includes(l)) process.removeListener('unhandledRejection', l);
   } else if (name === 'cpu') {
     await import('@tensorflow/tfjs-backend-cpu');
     if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend failed to initialise');

@@ -9,7 +9,15 @@ import { TfOps } from './ops.ts';
 import { encode, encoderOutput, encoderStream, predict, targetTokens, targets } from '../../model/vit.ts';
 import type { ParamStore } from '../../model/params.ts';
 import { sigregDirections, type LossKind } from '../../model/objective.ts';
-import { chunksOf, predictorKeyMask, targetSourceIdx, type Engine, type MicroBatch, type ProbeResult, type StepResult } from '../engine.ts';
+import {
+  chunksOf,
+  predictorKeyMask,
+  targetSourceIdx,
+  type Engine,
+  type MicroBatch,
+  type ProbeResult,
+  type StepResult,
+} from '../engine.ts';
 import { predictionLoss, sigreg } from './loss.ts';
 
 export interface EngineOptions {
@@ -40,7 +48,8 @@ export class TfjsEngine implements Engine {
     private readonly target: ParamStore,
     private readonly opts: EngineOptions,
   ) {
-    for (const s of online.specs) this.vars.set(s.name, tf.variable(tf.tensor(online.view(s.name), s.shape), true, `v/${s.name}`));
+    for (const s of online.specs)
+      this.vars.set(s.name, tf.variable(tf.tensor(online.view(s.name), s.shape), true, `v/${s.name}`));
     this.onlineOps = new TfOps((n) => this.vars.get(n)!, this.constants, opts.fused);
     this.targetOps = new TfOps((n) => this.targetWeights.get(n)!, this.constants, opts.fused);
     this.syncTarget();
@@ -75,7 +84,9 @@ export class TfjsEngine implements Engine {
       tgtIdx,
       // Without a target view the target encoder reads the same tensors (disposing twice is a no-op).
       targetPatches: mb.targetView ? tf.tensor3d(mb.targetView.patches, shape) : patches,
-      tgtSrcIdx: mb.targetView ? tf.tensor2d(targetSourceIdx(mb, gridOf(this.model)), [m.numTargets * m.batch, m.tgtLen], 'int32') : tgtIdx,
+      tgtSrcIdx: mb.targetView
+        ? tf.tensor2d(targetSourceIdx(mb, gridOf(this.model)), [m.numTargets * m.batch, m.tgtLen], 'int32')
+        : tgtIdx,
       ctxIdx: tf.tensor2d(m.ctxIdx, [m.batch, m.ctxLen], 'int32'),
       ctxMask: tf.tensor2d(m.ctxMask, [m.batch, m.ctxLen]),
       keyMask: tf.tensor2d(predictorKeyMask(m), [m.numTargets * m.batch, m.ctxLen + m.tgtLen]),
@@ -104,14 +115,20 @@ export class TfjsEngine implements Engine {
     const m = mb.masks;
     const x = this.inputs(mb);
     // Step 1: targets from the EMA encoder on the full image (or its target view), outside the gradient tape.
-    const tgt = tf.tidy(() => targets(this.targetOps, this.targetTokens(x.targetPatches).tokens, x.tgtSrcIdx, m.numTargets));
+    const tgt = tf.tidy(() =>
+      targets(this.targetOps, this.targetTokens(x.targetPatches).tokens, x.tgtSrcIdx, m.numTargets),
+    );
     const { loss, predLoss, sig, grads } = tf.tidy(() => {
       let parts: { pred: tf.Scalar; sig: tf.Scalar } | null = null;
       const { value, grads } = tf.variableGrads(() => {
         // Step 2: context encoder on the kept patches; step 3: predictor at the target positions.
         const context = encode(this.onlineOps, this.model, x.patches, { idx: x.ctxIdx, mask: x.ctxMask });
         const pred = predict(this.onlineOps, this.model, {
-          context, ctxIdx: x.ctxIdx, keyMask: x.keyMask, tgtIdx: x.tgtIdx, numTargets: m.numTargets,
+          context,
+          ctxIdx: x.ctxIdx,
+          keyMask: x.keyMask,
+          tgtIdx: x.tgtIdx,
+          numTargets: m.numTargets,
         });
         const pl = predictionLoss(pred, tgt, this.opts.loss);
         let sigTerm = tf.scalar(0);

@@ -11,7 +11,18 @@ type Arr = Float32Array | Int32Array | Uint8Array;
 type Info = tf.TensorInfo;
 
 /** The exports of simd/kernels.wat; arguments are byte offsets into the wasm heap and sizes. */
-export type Simd = Record<'gelu' | 'gelu_grad' | 'softmax' | 'softmax_grad' | 'layer_norm' | 'layer_norm_grad' | 'column_sum' | 'transpose2d' | 'batch_matmul', (...a: number[]) => void>;
+export type Simd = Record<
+  | 'gelu'
+  | 'gelu_grad'
+  | 'softmax'
+  | 'softmax_grad'
+  | 'layer_norm'
+  | 'layer_norm_grad'
+  | 'column_sum'
+  | 'transpose2d'
+  | 'batch_matmul',
+  (...a: number[]) => void
+>;
 
 interface JsKernel {
   name: string;
@@ -21,7 +32,14 @@ interface JsKernel {
   /** Reference implementation (cpu backend, and wasm when `simd` declines). */
   compute(ins: Arr[], outs: Float32Array[], shapes: number[][], attrs: Record<string, unknown>): void;
   /** SIMD (or heap-copy) implementation on byte offsets into `heap`; false when the shapes do not suit it. */
-  simd?(k: Simd, ins: number[], outs: number[], shapes: number[][], attrs: Record<string, unknown>, heap: Float32Array): boolean;
+  simd?(
+    k: Simd,
+    ins: number[],
+    outs: number[],
+    shapes: number[][],
+    attrs: Record<string, unknown>,
+    heap: Float32Array,
+  ): boolean;
 }
 
 export interface WasmLike {
@@ -58,10 +76,22 @@ function register(k: JsKernel): void {
     const shapes = ins.map((t) => t.shape);
     const outs = k.outputs(shapes, attrs).map((s) => be.makeOutput(s, 'float32'));
     const ptr = (t: Info) => be.dataIdMap.get(t.dataId).memoryOffset;
-    const handled = k.simd?.(simdFor(be), ins.map(ptr), outs.map(ptr), shapes, attrs, new Float32Array(be.wasm.asm.memory.buffer));
+    const handled = k.simd?.(
+      simdFor(be),
+      ins.map(ptr),
+      outs.map(ptr),
+      shapes,
+      attrs,
+      new Float32Array(be.wasm.asm.memory.buffer),
+    );
     if (handled) return outs.length === 1 ? outs[0] : outs;
     // Views only after every makeOutput: growing the heap detaches earlier views.
-    k.compute(ins.map((t) => be.typedArrayFromHeap(t)), outs.map((o) => be.typedArrayFromHeap(o) as Float32Array), shapes, attrs);
+    k.compute(
+      ins.map((t) => be.typedArrayFromHeap(t)),
+      outs.map((o) => be.typedArrayFromHeap(o) as Float32Array),
+      shapes,
+      attrs,
+    );
     return outs.length === 1 ? outs[0] : outs;
   };
   const cpu: tf.KernelFunc = ({ inputs, backend, attrs }) => {
@@ -70,11 +100,19 @@ function register(k: JsKernel): void {
     const shapes = ins.map((t) => t.shape);
     const outShapes = k.outputs(shapes, (attrs ?? {}) as Record<string, unknown>);
     const outs = outShapes.map((s) => new Float32Array(size(s)));
-    k.compute(ins.map((t) => be.data.get(t.dataId).values), outs, shapes, (attrs ?? {}) as Record<string, unknown>);
+    k.compute(
+      ins.map((t) => be.data.get(t.dataId).values),
+      outs,
+      shapes,
+      (attrs ?? {}) as Record<string, unknown>,
+    );
     const infos = outs.map((o, i) => be.makeTensorInfo(outShapes[i], 'float32', o));
     return infos.length === 1 ? infos[0] : infos;
   };
-  for (const [backendName, kernelFunc] of [['wasm', wasm], ['cpu', cpu]] as const) {
+  for (const [backendName, kernelFunc] of [
+    ['wasm', wasm],
+    ['cpu', cpu],
+  ] as const) {
     if (!tf.getKernel(k.name, backendName)) tf.registerKernel({ kernelName: k.name, backendName, kernelFunc });
   }
 }
@@ -85,7 +123,11 @@ function register(k: JsKernel): void {
  */
 export function erf(x: number): number {
   const z = Math.abs(x);
-  let p = 1 + z * (0.0705230784 + z * (0.0422820123 + z * (0.0092705272 + z * (0.0001520143 + z * (0.0002765672 + z * 0.0000430638)))));
+  let p =
+    1 +
+    z *
+      (0.0705230784 +
+        z * (0.0422820123 + z * (0.0092705272 + z * (0.0001520143 + z * (0.0002765672 + z * 0.0000430638)))));
   p *= p;
   p *= p;
   p *= p;
@@ -94,7 +136,7 @@ export function erf(x: number): number {
   return x < 0 ? -r : r;
 }
 
-const POW2 = Float64Array.from({ length: 255 }, (_, i) => Math.pow(2, i - 127));
+const POW2 = Float64Array.from({ length: 255 }, (_, i) => 2 ** (i - 127));
 
 /** e^x for x ≤ ~88 by range reduction to |r| ≤ ln2/2 and a degree-7 Taylor polynomial (relative error < 1e-8). */
 export function exp(x: number): number {
@@ -106,7 +148,11 @@ export function exp(x: number): number {
 }
 
 /** Swaps the last two axes (the explicit transpose the matmul gradients multiply with). */
-const transposeLast2 = (t: tf.Tensor) => tf.transpose(t, [...t.shape.keys()].map((i, _, all) => (i < all.length - 2 ? i : 2 * all.length - 3 - i)));
+const transposeLast2 = (t: tf.Tensor) =>
+  tf.transpose(
+    t,
+    [...t.shape.keys()].map((i, _, all) => (i < all.length - 2 ? i : 2 * all.length - 3 - i)),
+  );
 
 const INV_SQRT2 = Math.SQRT1_2;
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
@@ -115,10 +161,19 @@ const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
  * Visits the rows of hd floats that a q|k|v split moves: `f` in the fused projection
  * [B, L, 3, H, hd] and `p` in head tensor `s` (q, k or v) of shape [B, H, L, hd], both in floats.
  */
-function forEachQkvRow(b: number, l: number, heads: number, hd: number, visit: (s: number, f: number, p: number) => void): void {
-  for (let i = 0; i < b; i++) for (let t = 0; t < l; t++) for (let s = 0; s < 3; s++) for (let h = 0; h < heads; h++) {
-    visit(s, (((i * l + t) * 3 + s) * heads + h) * hd, ((i * heads + h) * l + t) * hd);
-  }
+function forEachQkvRow(
+  b: number,
+  l: number,
+  heads: number,
+  hd: number,
+  visit: (s: number, f: number, p: number) => void,
+): void {
+  for (let i = 0; i < b; i++)
+    for (let t = 0; t < l; t++)
+      for (let s = 0; s < 3; s++)
+        for (let h = 0; h < heads; h++) {
+          visit(s, (((i * l + t) * 3 + s) * heads + h) * hd, ((i * heads + h) * l + t) * hd);
+        }
 }
 
 const headShape = (s: number[], heads: number) => [s[0], heads, s[1], s[2] / 3 / heads];
@@ -299,7 +354,9 @@ const kernels: JsKernel[] = [
 let registered = false;
 
 const run = (name: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown> = {}) =>
-  tf.engine().runKernel(name, inputs as unknown as tf.NamedTensorMap, attrs as tf.NamedAttrMap) as tf.Tensor | tf.Tensor[];
+  tf.engine().runKernel(name, inputs as unknown as tf.NamedTensorMap, attrs as tf.NamedAttrMap) as
+    | tf.Tensor
+    | tf.Tensor[];
 
 /** Registers the fused kernels (wasm, cpu) and their gradients. Idempotent. */
 export function registerFusedKernels(): void {
@@ -313,7 +370,11 @@ export function registerFusedKernels(): void {
     gradFunc: (dy, saved) => {
       const [a, b] = saved;
       const g = dy as tf.Tensor;
-      return { a: () => tf.matMul(g, transposeLast2(b)), b: () => tf.matMul(transposeLast2(a), g), bias: () => run('IjColumnSum', { x: g }) as tf.Tensor };
+      return {
+        a: () => tf.matMul(g, transposeLast2(b)),
+        b: () => tf.matMul(transposeLast2(a), g),
+        bias: () => run('IjColumnSum', { x: g }) as tf.Tensor,
+      };
     },
   });
   tf.registerGradient({
@@ -352,20 +413,28 @@ export function fusedAvailable(): boolean {
 
 export const fused = {
   gelu: (x: tf.Tensor) => run('IjGelu', { x }) as tf.Tensor,
-  layerNorm: (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number) => (run('IjLayerNorm', { x, gamma, beta }, { eps }) as tf.Tensor[])[0],
+  layerNorm: (x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number) =>
+    (run('IjLayerNorm', { x, gamma, beta }, { eps }) as tf.Tensor[])[0],
   softmax: (x: tf.Tensor) => run('IjSoftmax', { x }) as tf.Tensor,
   /** x [R, K] · w [K, N] + bias [N] in one kernel. */
   linear: (x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor) => {
     const [r, k] = x.shape;
-    const out = run('_FusedMatMul', { a: tf.reshape(x, [1, r, k]), b: tf.reshape(w, [1, k, w.shape[1]!]), bias }, {
-      transposeA: false, transposeB: false, activation: 'linear', leakyreluAlpha: 0.2,
-    }) as tf.Tensor;
+    const out = run(
+      '_FusedMatMul',
+      { a: tf.reshape(x, [1, r, k]), b: tf.reshape(w, [1, k, w.shape[1]!]), bias },
+      {
+        transposeA: false,
+        transposeB: false,
+        activation: 'linear',
+        leakyreluAlpha: 0.2,
+      },
+    ) as tf.Tensor;
     return tf.reshape(out, [r!, w.shape[1]!]);
   },
-  splitHeads: (x: tf.Tensor, heads: number) => run('IjSplitHeads', { x }, { heads }) as [tf.Tensor, tf.Tensor, tf.Tensor],
+  splitHeads: (x: tf.Tensor, heads: number) =>
+    run('IjSplitHeads', { x }, { heads }) as [tf.Tensor, tf.Tensor, tf.Tensor],
 };
 
-const stockGradients = new Map<string, tf.GradConfig>();
 const ourGradients = new Map<string, tf.GradConfig>();
 
 /**
@@ -379,8 +448,6 @@ export function registerGradientOverrides(): void {
   if (ourGradients.size) return;
   const stockMatMul = tf.getGradient('BatchMatMul')!;
   const stockAdd = tf.getGradient('Add')!;
-  stockGradients.set('BatchMatMul', stockMatMul);
-  stockGradients.set('Add', stockAdd);
   ourGradients.set('BatchMatMul', {
     kernelName: 'BatchMatMul',
     inputsToSave: ['a', 'b'],
@@ -388,7 +455,10 @@ export function registerGradientOverrides(): void {
       const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
       if (transposeA || transposeB) return stockMatMul.gradFunc(dy, saved, attrs);
       const [a, b] = saved;
-      return { a: () => tf.matMul(dy as tf.Tensor, transposeLast2(b)), b: () => tf.matMul(transposeLast2(a), dy as tf.Tensor) };
+      return {
+        a: () => tf.matMul(dy as tf.Tensor, transposeLast2(b)),
+        b: () => tf.matMul(transposeLast2(a), dy as tf.Tensor),
+      };
     },
   });
   ourGradients.set('Add', {
@@ -398,13 +468,10 @@ export function registerGradientOverrides(): void {
       const [a, b] = saved;
       const g = dy as tf.Tensor;
       const isBias = (t: tf.Tensor) => t.rank === 1 && g.rank >= 2 && t.shape[0] === g.shape[g.rank - 1];
-      if (fusedAvailable() && isBias(b) && tf.util.arraysEqual(a.shape, g.shape)) return { a: () => g, b: () => run('IjColumnSum', { x: g }) as tf.Tensor };
+      if (fusedAvailable() && isBias(b) && tf.util.arraysEqual(a.shape, g.shape))
+        return { a: () => g, b: () => run('IjColumnSum', { x: g }) as tf.Tensor };
       return stockAdd.gradFunc(dy, saved, attrs);
     },
   });
-  setGradientOverrides(true);
-}
-
-export function setGradientOverrides(on: boolean): void {
-  for (const [name, g] of on ? ourGradients : stockGradients) tf.registerGradient(g);
+  for (const g of ourGradients.values()) tf.registerGradient(g);
 }

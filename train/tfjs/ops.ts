@@ -162,7 +162,11 @@ export class TfOps implements Ops<T> {
     // Flattened gather with per-image offsets: gather(batchDims=1) returns wrong rows on wasm.
     const [b, n, d] = x.shape;
     const k = idx.shape[1]!;
-    const offsets = tf.tensor2d(Int32Array.from({ length: b }, (_, i) => i * n), [b, 1], 'int32');
+    const offsets = tf.tensor2d(
+      Int32Array.from({ length: b }, (_, i) => i * n),
+      [b, 1],
+      'int32',
+    );
     const flat = tf.reshape(tf.add(idx, offsets), [-1]);
     return tf.reshape(tf.gather(tf.reshape(x, [b * n, d]), flat), [b, k, d]);
   }
