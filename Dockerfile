@@ -1,12 +1,16 @@
 # syntax=docker/dockerfile:1
-# Multi-stage: build native addons (hnswlib-node) with a toolchain, ship without it.
+# The serving image: the model package, the server and the runtime it loads; no trainer, no TF.js.
 FROM node:20-bookworm-slim AS deps
 WORKDIR /app
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund
+# TF.js is a devDependency (training and tests). npm 10 ignores package.json's allowScripts, so
+# onnxruntime-node's CUDA download is switched off here; other platforms' binaries are dropped.
+ENV ONNXRUNTIME_NODE_INSTALL=skip
+RUN npm ci --omit=dev --no-audit --no-fund \
+ && find node_modules/onnxruntime-node/bin -mindepth 3 -maxdepth 3 ! -path "*/linux/$(node -p process.arch)" -exec rm -rf {} +
 
 FROM node:20-bookworm-slim
 WORKDIR /app
@@ -14,8 +18,11 @@ ENV NODE_ENV=production
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json tsconfig.json ./
 COPY bin ./bin
+COPY cli ./cli
+COPY format ./format
+COPY model ./model
+COPY runtime ./runtime
 COPY serve ./serve
-COPY train ./train
 COPY models ./models
 RUN mkdir -p /data/gallery && chown node:node /data/gallery
 USER node

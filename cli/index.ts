@@ -3,8 +3,6 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { presetNames, type PresetName } from '../model/presets.ts';
 import type { ConfigOverrides } from '../train/config.ts';
 import { READOUTS } from '../format/readout.ts';
-import { recipeNames, recipeOverrides } from '../train/recipes.ts';
-import { variantNames } from '../study/variants.ts';
 
 const READOUT_CHOICES = [...READOUTS];
 
@@ -52,10 +50,10 @@ export function buildCli(): Command {
     .requiredOption('--data <path>', 'image folder, STL-10 binary directory, or IDX file/directory')
     .requiredOption('--out <dir>', 'run directory (e.g. runs/my-run)')
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
-    .addOption(
-      new Option('--recipe <name>', 'training recipe (train/recipes/); `reference` is the published I-JEPA one')
-        .choices(recipeNames)
-        .default('default'),
+    .option(
+      '--recipe <name>',
+      "training recipe (train/recipes/): default (the recipe study's choice), reference (published I-JEPA), views (LeJEPA)",
+      'default',
     )
     .option('--config <file>', 'JSON file overriding any config field (docs/training.md)')
     .option('--holdout', 'pre-train without the validation split (so `eval --validation` is clean)')
@@ -85,6 +83,7 @@ export function buildCli(): Command {
     .option('--plain', 'log lines instead of a progress bar (default when stderr is not a TTY)')
     .action(async (opts) => {
       const { resolveConfig, readConfigFile } = await import('../train/config.ts');
+      const { recipeOverrides } = await import('../train/recipes.ts');
       const { train } = await import('../train/loop.ts');
       const flags: ConfigOverrides = {
         epochs: opts.epochs,
@@ -349,6 +348,7 @@ export function buildCli(): Command {
     .option('--report', 'only rebuild study.md / study.png from results.jsonl')
     .action(async (opts) => {
       const { runStudy, writeReport } = await import('../study/study.ts');
+      const { variantNames } = await import('../study/variants.ts');
       const { readConfigFile } = await import('../train/config.ts');
       const list = (v: string, what: string, parse: (x: string) => number) =>
         v.split(',').map((x) => {
@@ -417,7 +417,13 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await buildCli().parseAsync(argv);
   } catch (e) {
-    console.error(process.env.IJEPA_DEBUG ? (e as Error).stack : `ijepa: ${(e as Error).message}`);
+    const err = e as NodeJS.ErrnoException;
+    // The serving image ships serve/ and what it loads, not the trainer.
+    const missing = err.code === 'ERR_MODULE_NOT_FOUND' && /\/(train|eval|study|onnx)\//.test(err.message);
+    const message = missing
+      ? `this install holds the server only; this command needs the whole repository (${err.message})`
+      : err.message;
+    console.error(process.env.IJEPA_DEBUG ? err.stack : `ijepa: ${message}`);
     process.exitCode = 1;
   }
 }

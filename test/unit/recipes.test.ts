@@ -25,3 +25,9 @@ test('every study variant resolves to a valid config', () => {
   for (const name of variantNames) assert.equal(resolveConfig('vit-tiny', variantOverrides(name)).recipe, name);
   assert.throws(() => variantOverrides('nonsense'), /unknown recipe 'nonsense'/);
 });
+
+test("`ijepa train --help` names every recipe", async () => {
+  const { buildCli } = await import('../../cli/index.ts');
+  const help = buildCli().commands.find((c) => c.name() === 'train')!.helpInformation();
+  for (const name of recipeNames) assert.match(help, new RegExp(`\\b${name}\\b`));
+});
