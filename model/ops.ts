@@ -28,6 +28,8 @@ export interface Ops<T> {
   concat(xs: T[], axis: number): T;
   /** Fused q|k|v projection [B, L, 3·H·hd] → q, k, v, each [B, H, L, hd]. */
   splitHeads(qkv: T, heads: number): [T, T, T];
+  /** Attention heads [B, H, L, hd] → [B, L, H·hd]. */
+  mergeHeads(x: T, heads: number): T;
   /** The last K tokens of x [B, N, D], where K = like.shape[1] (like: [B, K]). */
   lastTokens(x: T, like: T): T;
   /** Repeats x along axis 0, times-major: [B, ...] → [times·B, ...]. */

@@ -115,7 +115,7 @@ function block<T>(ops: Ops<T>, x: T, prefix: string, heads: number, width: numbe
   let logits = ops.matmul(ops.scale(q, 1 / Math.sqrt(hd)), kT); // [B,H,L,L]
   if (bias) logits = ops.add(logits, bias);
   const attn = ops.matmul(ops.softmax(logits), v); // [B,H,L,hd]
-  const merged = ops.reshape(ops.transpose(attn, [0, 2, 1, 3]), [0, 0, width]);
+  const merged = ops.mergeHeads(attn, heads);
   x = ops.add(x, ops.linear(merged, `${prefix}.attn.proj.w`, `${prefix}.attn.proj.b`));
   const g = ops.layerNorm(x, eps, `${prefix}.norm2.g`, `${prefix}.norm2.b`);
   const mlp = ops.linear(

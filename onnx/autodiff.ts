@@ -5,12 +5,23 @@
  * differentiated input is an error, not a silent zero.
  *
  * Shapes are dynamic (batch, context and target lengths vary per step), so a rule that needs a
- * shape takes it from the forward tensor with a `Shape` node. Ranks are static and inferred here.
+ * shape takes it from a float forward tensor with a `Shape` node and feeds it straight to a
+ * shape input (Expand, Reshape, Slice): no int64 arithmetic, no Sum, Size or ConstantOfShape.
+ * Those have no WebGPU kernels, and each would move tensors between the device and the host in
+ * the middle of a step (test/unit/placement.test.ts). Ranks are static and inferred here.
  */
 import type { GraphBuilder, NodeRecord } from './graph.ts';
 
 /** Ops whose outputs carry no gradient (integers, shapes). */
 const NON_DIFFERENTIABLE = new Set(['Shape', 'Size', 'Range', 'Cast', 'Equal', 'Less', 'Greater', 'ConstantOfShape']);
+
+/** End bound for "to the end" (INT64_MAX is not representable exactly in a JS number). */
+const TO_END = 2 ** 62;
+
+/** Zeros shaped like x, on x's device (Expand of a scalar; ConstantOfShape has no WebGPU kernel). */
+function zerosLike(g: GraphBuilder, x: string): string {
+  return g.op('Expand', [g.scalar(0), g.op('Shape', [x])]);
+}
 
 type Rule = (c: RuleContext) => (string | undefined)[];
 
@@ -73,7 +84,7 @@ class RuleContext {
   }
 
   zerosLike(x: string): string {
-    return this.op('ConstantOfShape', [this.shape(x)]);
+    return zerosLike(this.g, x);
   }
 }
 
@@ -174,7 +185,10 @@ const RULES: Record<string, Rule> = {
       c.needs(1) ? c.op('MatMul', [c.swapLast(a), dy]) : undefined,
     ];
   },
-  Reshape: (c) => [c.op('Reshape', [c.dy[0], c.shape(c.x[0])])],
+  Reshape: (c) => {
+    const known = c.g.gradShapes.get(c.node.outputs[0]);
+    return [c.op('Reshape', [c.dy[0], known ? c.g.ints(known) : c.shape(c.x[0])])];
+  },
   Transpose: (c) => {
     const perm = c.node.attrs.perm as number[];
     const inverse = perm.map((_, i) => perm.indexOf(i));
@@ -184,13 +198,19 @@ const RULES: Record<string, Rule> = {
   Unsqueeze: (c) => [c.op('Squeeze', [c.dy[0], c.x[1]])],
   Concat: (c) => {
     const axis = axisOf(c, c.x[0], c.node.attrs.axis as number);
-    const sizes = c.op(
-      'Concat',
-      c.x.map((x) => c.op('Shape', [x], { start: axis, end: axis + 1 })),
-      { axis: 0 },
-    );
-    const parts = c.g.node('Split', [c.dy[0], sizes], { axis }, c.x.length);
-    return parts.map((p, i) => (c.needs(i) ? p : undefined));
+    // Copies of one tensor (repeatBatch): equal parts, summed by the caller's accumulation.
+    if (c.x.every((x) => x === c.x[0])) {
+      const parts = c.g.node('Split', [c.dy[0]], { axis }, c.x.length);
+      return parts.map((p, i) => (i === 0 || c.needs(i) ? p : undefined));
+    }
+    if (c.x.length !== 2) throw new Error('autodiff: Concat of more than two different tensors');
+    // Two parts: cut where the first ends, its length read off its own shape.
+    const cut = c.op('Shape', [c.x[0]], { start: axis, end: axis + 1 });
+    const axes = c.g.ints([axis]);
+    return [
+      c.needs(0) ? c.op('Slice', [c.dy[0], c.g.ints([0]), cut, axes]) : undefined,
+      c.needs(1) ? c.op('Slice', [c.dy[0], cut, c.g.ints([TO_END]), axes]) : undefined,
+    ];
   },
   Split: (c) => [c.op('Concat', c.dy, { axis: c.node.attrs.axis as number })],
   Slice: (c) => {
@@ -216,17 +236,20 @@ const RULES: Record<string, Rule> = {
     const at = c.op('Unsqueeze', [idx, c.g.ints([-1])]);
     return [c.op('ScatterND', [c.zerosLike(table), at, c.dy[0]], { reduction: 'add' })];
   },
+  GatherND: (c) => {
+    if ((c.node.attrs.batch_dims ?? 0) !== 0) throw new Error('autodiff: GatherND with batch_dims');
+    const [data, idx] = c.x;
+    return [c.op('ScatterND', [c.zerosLike(data), idx, c.dy[0]], { reduction: 'add' })];
+  },
   ReduceMean: (c) => {
     const x = c.x[0];
-    const y = c.node.outputs[0];
     const { keepdims = 1 } = c.node.attrs as { keepdims?: number };
     const axes = c.node.attrs.axes as number[] | undefined;
     let dy = c.dy[0];
     if (!keepdims && axes) dy = c.op('Unsqueeze', [dy, c.g.ints(axes)]);
-    const count = c.op('Div', [
-      c.op('Cast', [c.op('Size', [x])], { to: 1 }),
-      c.op('Cast', [c.op('Size', [y])], { to: 1 }),
-    ]);
+    // The count of averaged elements, as a float: summing ones keeps it on the device.
+    const ones = c.op('Expand', [c.g.scalar(1), c.shape(x)]);
+    const count = c.op('ReduceSum', [ones, ...(axes ? [c.g.ints(axes)] : [])], { keepdims: axes ? 1 : 0 });
     return [c.op('Expand', [c.op('Div', [dy, count]), c.shape(x)])];
   },
   ReduceSum: (c) => {
@@ -300,6 +323,8 @@ class Ranks {
         return r0() + this.ints(n.inputs[1]).length;
       case 'Gather':
         return r0() - 1 + this.of(n.inputs[1]);
+      case 'GatherND': // indices [..., 1]: one index into the first axis
+        return r0() + this.of(n.inputs[1]) - 2;
       case 'ReduceMean':
       case 'ReduceSum': {
         if (n.attrs.keepdims !== 0) return r0();
@@ -341,7 +366,8 @@ export function gradients(g: GraphBuilder, loss: string, wrt: string[]): Map<str
   const total = (name: string): string | undefined => {
     const parts = pending.get(name);
     if (!parts) return undefined;
-    const sum = parts.length === 1 ? parts[0] : g.op('Sum', parts);
+    // A chain of Adds, not one Sum: Sum has no WebGPU kernel.
+    const sum = parts.reduce((a, b) => g.op('Add', [a, b]));
     pending.set(name, [sum]);
     return sum;
   };
@@ -352,9 +378,7 @@ export function gradients(g: GraphBuilder, loss: string, wrt: string[]): Map<str
     const rule = RULES[n.op];
     if (!rule) throw new Error(`autodiff: no gradient rule for ${n.op}`);
     // Outputs nobody used get zeros only where a rule reads them (Split concatenates all of them).
-    const dys = n.outputs.map(
-      (o, k) => total(o) ?? (k === 0 || n.op === 'Split' ? g.op('ConstantOfShape', [g.op('Shape', [o])]) : ''),
-    );
+    const dys = n.outputs.map((o, k) => total(o) ?? (k === 0 || n.op === 'Split' ? zerosLike(g, o) : ''));
     const c = new RuleContext(
       g,
       n,

@@ -55,6 +55,8 @@ export class GraphBuilder {
   /** Static shapes of graph inputs and initializers; values of int64 initializers. */
   readonly dims = new Map<string, Dim[]>();
   readonly intValues = new Map<string, number[]>();
+  /** For some Reshape outputs, their input's shape as a constant (0 copies, -1 infers): what the gradient reshapes to. */
+  readonly gradShapes = new Map<string, number[]>();
   private readonly inits: InstanceType<typeof onnx.TensorProto>[] = [];
   private readonly initNames = new Set<string>();
   private readonly inputs: InstanceType<typeof onnx.ValueInfoProto>[] = [];

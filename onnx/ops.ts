@@ -15,6 +15,17 @@ export interface ParamInputs {
   specs: ParamSpec[];
 }
 
+/**
+ * Index inputs a training graph is fed beside its patch indices, computed on the host, so that
+ * selecting tokens needs no int64 arithmetic in the graph (no WebGPU kernels exist for it):
+ * `rows[idx]` [B, K, 1] holds b·N + idx[b, k] for gatherTokens(x, idx), and `tail[like]` [K, 1]
+ * holds the positions of the last K tokens for lastTokens(x, like).
+ */
+export interface IndexInputs {
+  rows: Record<string, string>;
+  tail: Record<string, string>;
+}
+
 /** End bound for "slice to the end" (INT64_MAX is not representable exactly in a JS number). */
 const TO_END = 2 ** 62;
 
@@ -25,6 +36,7 @@ export class OnnxOps implements Ops<string> {
     readonly g: GraphBuilder,
     private readonly params: ParamStore | ParamInputs,
     private readonly model: ModelConfig,
+    private readonly indices?: IndexInputs,
   ) {}
 
   param(name: string): string {
@@ -50,14 +62,9 @@ export class OnnxOps implements Ops<string> {
   }
 
   linear(x: string, weight: string, bias: string): string {
-    // Gemm on a 2-D view fuses the bias into the product (one pass less than MatMul + Add).
-    const [inDim, out] = this.params.specs.find((s) => s.name === weight)!.shape;
-    const x2 = this.g.op('Reshape', [x, this.g.ints([-1, inDim])]);
-    const y = this.g.op('Gemm', [x2, this.param(weight), this.param(bias)]);
-    const shape = this.g.op('Concat', [this.g.op('Shape', [x], { start: 0, end: -1 }), this.g.ints([out])], {
-      axis: 0,
-    });
-    return this.g.op('Reshape', [y, shape]);
+    // MatMul over the leading axes, not Gemm on a 2-D view: reshaping back would need the input's
+    // leading dims as int64 arithmetic, which runs on the host under WebGPU.
+    return this.g.op('Add', [this.g.op('MatMul', [x, this.param(weight)]), this.param(bias)]);
   }
 
   layerNorm(x: string, eps: number, gamma?: string, beta?: string): string {
@@ -119,7 +126,20 @@ export class OnnxOps implements Ops<string> {
     return parts.map((p) => this.g.op('Squeeze', [p, this.g.ints([0])])) as [string, string, string];
   }
 
+  mergeHeads(x: string, heads: number): string {
+    const merged = this.reshape(this.transpose(x, [0, 2, 1, 3]), [0, 0, -1]);
+    // Its gradient splits the heads again from constants: a Shape of the transposed heads would be
+    // rewritten by onnxruntime into int64 arithmetic, which WebGPU runs on the host.
+    this.g.gradShapes.set(merged, [0, 0, heads, -1]);
+    return merged;
+  }
+
   lastTokens(x: string, like: string): string {
+    const tail = this.indices?.tail[like];
+    if (tail) {
+      const tokensFirst = [1, 0, 2];
+      return this.transpose(this.g.op('GatherND', [this.transpose(x, tokensFirst), tail]), tokensFirst);
+    }
     const k = this.g.op('Shape', [like], { start: 1, end: 2 });
     return this.g.op('Slice', [x, this.g.op('Neg', [k]), this.g.ints([TO_END]), this.g.ints([1])]);
   }
@@ -129,8 +149,10 @@ export class OnnxOps implements Ops<string> {
   }
 
   gatherTokens(x: string, idx: string): string {
-    // Row b·N + idx of x viewed as [B·N, D]: a plain Gather, whose gradient is one ScatterND.
+    // Row b·N + idx of x viewed as [B·N, D]: one gather, whose gradient is one ScatterND.
     const g = this.g;
+    const fed = this.indices?.rows[idx];
+    if (fed) return g.op('GatherND', [g.op('Reshape', [x, g.ints([-1, this.model.dim])]), fed]);
     const b = g.op('Squeeze', [g.op('Shape', [idx], { start: 0, end: 1 }), g.ints([0])]);
     const n = g.op('Shape', [x], { start: 1, end: 2 });
     const offsets = g.op('Unsqueeze', [g.op('Mul', [g.op('Range', [g.int(0), b, g.int(1)]), n]), g.ints([1])]);

@@ -6,7 +6,7 @@
  * optimizer and the EMA run outside, on the same ParamStores as the TF.js engine.
  */
 import { GraphBuilder } from './graph.ts';
-import { OnnxOps } from './ops.ts';
+import { OnnxOps, type IndexInputs } from './ops.ts';
 import { gradients } from './autodiff.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import { gridOf } from '../model/presets.ts';
@@ -50,6 +50,8 @@ interface StepInputs {
   ctxMask: string;
   keyMask: string;
   tgtIdx: string;
+  /** Host-computed token rows and tail positions (ops.ts IndexInputs). */
+  indices: IndexInputs;
 }
 
 function stepInputs(g: GraphBuilder, m: ModelConfig): StepInputs;
@@ -68,6 +70,13 @@ function stepInputs(g: GraphBuilder, m: ModelConfig, contextOnly = false): Parti
   if (contextOnly) return x;
   x.keyMask = g.input('key_mask', 'float32', ['targets_x_batch', 'ctx_plus_tgt']);
   x.tgtIdx = g.input('tgt_idx', 'int64', ['targets_x_batch', 'tgt']);
+  x.indices = {
+    rows: {
+      [x.ctxIdx!]: g.input('ctx_rows', 'int64', ['batch', 'ctx', 1]),
+      [x.tgtIdx]: g.input('tgt_rows', 'int64', ['targets_x_batch', 'tgt', 1]),
+    },
+    tail: { [x.tgtIdx]: g.input('tgt_tail', 'int64', ['tgt', 1]) },
+  };
   return x;
 }
 
@@ -89,12 +98,13 @@ function sigregNode(g: GraphBuilder, context: string, ctxMask: string, direction
 function sigregOf(g: GraphBuilder, pooled: string, directions: string): string {
   const { t, gauss, weights } = sigregKnots();
   const proj = g.op('MatMul', [pooled, directions]); // [B, P]
+  const projections = g.dims.get(directions)![1] as number;
   const tx = g.op('Reshape', [
     g.op('MatMul', [
       g.initializer(g.fresh('sigreg_t'), Float32Array.from(t), [KNOTS, 1]),
       g.op('Reshape', [proj, g.ints([1, -1])]),
     ]),
-    g.op('Concat', [g.ints([KNOTS]), g.op('Shape', [proj])], { axis: 0 }),
+    g.ints([KNOTS, -1, projections]),
   ]); // [K, B, P]
   const re = g.op('ReduceMean', [g.op('Cos', [tx])], { axes: [1], keepdims: 0 });
   const im = g.op('ReduceMean', [g.op('Sin', [tx])], { axes: [1], keepdims: 0 });
@@ -105,7 +115,10 @@ function sigregOf(g: GraphBuilder, pooled: string, directions: string): string {
     [g.op('Mul', [err, g.initializer(g.fresh('sigreg_w'), Float32Array.from(weights), [KNOTS, 1])]), g.ints([0])],
     { keepdims: 0 },
   );
-  const n = g.op('Cast', [g.op('Squeeze', [g.op('Shape', [proj], { start: 0, end: 1 }), g.ints([0])])], { to: 1 });
+  // B as a float, counted on the device (a Cast of the int64 shape runs on the host under WebGPU).
+  const n = g.op('ReduceSum', [g.op('Expand', [g.scalar(1), g.op('Shape', [proj], { start: 0, end: 1 })])], {
+    keepdims: 0,
+  });
   return g.op('Mul', [g.op('ReduceMean', [integral], { keepdims: 0 }), n]);
 }
 
@@ -146,16 +159,19 @@ export interface StepGraphOptions {
 export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o: StepGraphOptions = {}): Uint8Array {
   const g = new GraphBuilder('ijepa_train_step');
   const specs = [...encoderSpecs(m), ...predictorSpecs(m)];
-  const online = new OnnxOps(g, { prefix: ONLINE, specs }, m);
-  const target = new OnnxOps(g, { prefix: TARGET, specs: encoderSpecs(m) }, m);
   const x = stepInputs(g, m);
   const { rows, cols } = gridOf(m);
+  // With a target view, the targets are read at their mirrored positions: only their rows are fed
+  // (`tgt_src_rows`), under a key of their own.
   const view = o.targetView
     ? {
         patches: g.input('target_patches', 'float32', ['batch', rows * cols, m.patchSize * m.patchSize * m.channels]),
-        idx: g.input('tgt_src_idx', 'int64', ['targets_x_batch', 'tgt']),
+        idx: 'tgt_src',
       }
     : { patches: x.patches, idx: x.tgtIdx };
+  if (o.targetView) x.indices.rows.tgt_src = g.input('tgt_src_rows', 'int64', ['targets_x_batch', 'tgt', 1]);
+  const online = new OnnxOps(g, { prefix: ONLINE, specs }, m, x.indices);
+  const target = new OnnxOps(g, { prefix: TARGET, specs: encoderSpecs(m) }, m, x.indices);
   const stream = encoderStream(target, m, view.patches);
   const tgt = targets(
     target,
@@ -226,10 +242,12 @@ export function viewsGraph(m: ModelConfig, views: number, sigreg: { weight: numb
  */
 export function probeGraph(m: ModelConfig, numTargets: number, loss: LossKind, targetLayers = 1): Uint8Array {
   const g = new GraphBuilder('ijepa_probe');
-  const target = new OnnxOps(g, { prefix: TARGET, specs: encoderSpecs(m) }, m);
   const { rows, cols } = gridOf(m);
   const patches = g.input('patches', 'float32', ['batch', rows * cols, m.patchSize * m.patchSize * m.channels]);
-  const tgtIdx = g.input('tgt_idx', 'int64', ['targets_x_batch', 'tgt']);
+  // Only the rows of the target tokens are fed; `tgt` is their key (ops.ts IndexInputs).
+  const tgtIdx = 'tgt';
+  const indices = { rows: { [tgtIdx]: g.input('tgt_rows', 'int64', ['targets_x_batch', 'tgt', 1]) }, tail: {} };
+  const target = new OnnxOps(g, { prefix: TARGET, specs: encoderSpecs(m) }, m, indices);
   const stream = encoderStream(target, m, patches);
   const tokens = encoderOutput(target, m, stream);
   const tgt = targets(target, targetTokens(target, m, stream, tokens, targetLayers), tgtIdx, numTargets);

@@ -118,3 +118,17 @@ export function permuteBatch(mb: MicroBatch, order: number[], per: number): Micr
       : {}),
   };
 }
+
+/**
+ * Row r·n + idx[r, k] of the tokens viewed as [rows·n, D], for each index of idx [rows, len]:
+ * what the emitted graphs gather at ([rows, len, 1], onnx/ops.ts IndexInputs), so that they need
+ * no int64 arithmetic on the device.
+ */
+export function tokenRows(idx: Int32Array, len: number, n: number): BigInt64Array {
+  return BigInt64Array.from(idx, (v, i) => BigInt(Math.floor(i / len) * n + v));
+}
+
+/** Positions of the last `len` of `total` tokens ([len, 1]): the predictor's target queries. */
+export function tailPositions(total: number, len: number): BigInt64Array {
+  return BigInt64Array.from({ length: len }, (_, t) => BigInt(total - len + t));
+}

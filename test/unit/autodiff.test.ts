@@ -20,6 +20,7 @@ import type { LossKind } from '../../model/objective.ts';
 import { ParamStore } from '../../model/params.ts';
 import { TfjsEngine } from '../../train/tfjs/engine.ts';
 import { OrtEngine } from '../../train/ort/engine.ts';
+import { tailPositions, tokenRows } from '../../train/engine.ts';
 import { defaultMaskConfig, sampleMasks } from '../../train/masks.ts';
 import { Rng } from '../../model/rng.ts';
 import { gridOf } from '../../model/presets.ts';
@@ -49,6 +50,11 @@ interface Case {
   inputs: Record<string, Input>;
   params?: ParamSpec[];
   f: <T>(ops: Ops<T>, x: Record<string, T>) => T;
+  /**
+   * The ONNX side is fed host-computed index inputs for these int inputs, as the training graphs
+   * are: token rows (with the tokens per image) or tail positions (with the total length).
+   */
+  fed?: { rows?: Record<string, number>; tail?: Record<string, number> };
 }
 
 const p = (name: string, shape: number[]): ParamSpec => ({
@@ -100,6 +106,7 @@ const CASES: Case[] = [
     inputs: { x: { shape: [2, 3, 4, 5] } },
     f: (o, x) => o.reshape(o.transpose(x.x, [0, 2, 1, 3]), [0, 0, 15]),
   },
+  { name: 'mergeHeads', inputs: { x: { shape: [2, 3, 4, 5] } }, f: (o, x) => o.mergeHeads(x.x, 3) },
   {
     name: 'concat (context | queries)',
     inputs: { a: { shape: [2, 3, 4] }, b: { shape: [2, 2, 4] } },
@@ -124,6 +131,18 @@ const CASES: Case[] = [
     name: 'gatherTokens (context selection, repeated indices)',
     inputs: { x: { shape: [2, 5, D] }, idx: { shape: [2, 4], ints: [0, 2, 4, 4, 1, 1, 3, 0] } },
     f: (o, x) => o.gatherTokens(x.x, x.idx),
+  },
+  {
+    name: 'gatherTokens with fed token rows (GatherND)',
+    inputs: { x: { shape: [2, 5, D] }, idx: { shape: [2, 4], ints: [0, 2, 4, 4, 1, 1, 3, 0] } },
+    f: (o, x) => o.gatherTokens(x.x, x.idx),
+    fed: { rows: { idx: 5 } },
+  },
+  {
+    name: 'lastTokens with fed tail positions (GatherND)',
+    inputs: { x: { shape: [2, 6, 3] }, like: { shape: [2, 2], ints: [0, 0, 0, 0] } },
+    f: (o, x) => o.lastTokens(x.x, x.like),
+    fed: { tail: { like: 6 } },
   },
   {
     name: 'gatherRows of a parameter table',
@@ -195,16 +214,32 @@ async function ortGradients(
   yShape: number[],
 ) {
   const g = new GraphBuilder('op_check');
-  const ops = new OnnxOps(g, { prefix: 'p/', specs: c.params ?? [] }, tinyModel);
   const xs: Record<string, string> = {};
   for (const [k, v] of Object.entries(c.inputs)) xs[k] = g.input(k, v.ints ? 'int64' : 'float32', v.shape);
+  const fedFeeds: Record<string, ort.Tensor> = {};
+  const indices = { rows: {} as Record<string, string>, tail: {} as Record<string, string> };
+  for (const [k, n] of Object.entries(c.fed?.rows ?? {})) {
+    const shape = [...c.inputs[k].shape, 1];
+    indices.rows[k] = g.input(`${k}_rows`, 'int64', shape);
+    fedFeeds[`${k}_rows`] = new ort.Tensor(
+      'int64',
+      tokenRows(values.get(k) as Int32Array, c.inputs[k].shape[1], n),
+      shape,
+    );
+  }
+  for (const [k, total] of Object.entries(c.fed?.tail ?? {})) {
+    const len = c.inputs[k].shape[1];
+    indices.tail[k] = g.input(`${k}_tail`, 'int64', [len, 1]);
+    fedFeeds[`${k}_tail`] = new ort.Tensor('int64', tailPositions(total, len), [len, 1]);
+  }
+  const ops = new OnnxOps(g, { prefix: 'p/', specs: c.params ?? [] }, tinyModel, c.fed ? indices : undefined);
   const y = c.f(ops, xs);
   const loss = g.op('ReduceSum', [g.op('Mul', [y, g.initializer('r', r, yShape)])], { keepdims: 0 });
   const wrt = [...Object.keys(c.inputs).filter((k) => !c.inputs[k].ints), ...ops.used];
   const grads = gradients(g, loss, wrt);
   for (const w of wrt) g.output(grads.get(w)!, `d/${w}`, 'float32', g.dims.get(w)!);
   const session = await ort.InferenceSession.create(g.toBytes());
-  const feeds: Record<string, ort.Tensor> = {};
+  const feeds: Record<string, ort.Tensor> = { ...fedFeeds };
   for (const [k, v] of Object.entries(c.inputs)) {
     const data = values.get(k)!;
     feeds[k] = v.ints

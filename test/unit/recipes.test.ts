@@ -26,8 +26,10 @@ test('every study variant resolves to a valid config', () => {
   assert.throws(() => variantOverrides('nonsense'), /unknown recipe 'nonsense'/);
 });
 
-test("`ijepa train --help` names every recipe", async () => {
+test('`ijepa train --help` names every recipe', async () => {
   const { buildCli } = await import('../../cli/index.ts');
-  const help = buildCli().commands.find((c) => c.name() === 'train')!.helpInformation();
+  const help = buildCli()
+    .commands.find((c) => c.name() === 'train')!
+    .helpInformation();
   for (const name of recipeNames) assert.match(help, new RegExp(`\\b${name}\\b`));
 });

@@ -13,7 +13,9 @@ import { PROJECTOR_DIM } from '../../model/vit.ts';
 import {
   chunksOf,
   predictorKeyMask,
+  tailPositions,
   targetSourceIdx,
+  tokenRows,
   type Engine,
   type MicroBatch,
   type ProbeResult,
@@ -109,12 +111,16 @@ export class OrtEngine implements Engine {
   private feeds(mb: MicroBatch): Record<string, Tensor> {
     const m = mb.masks;
     const mb2 = m.numTargets * m.batch;
+    const n = this.numPatches;
     return {
-      patches: new Tensor('float32', mb.patches, [mb.batch, this.numPatches, this.patchDim]),
+      patches: new Tensor('float32', mb.patches, [mb.batch, n, this.patchDim]),
       ctx_idx: new Tensor('int64', int64(m.ctxIdx), [m.batch, m.ctxLen]),
+      ctx_rows: new Tensor('int64', tokenRows(m.ctxIdx, m.ctxLen, n), [m.batch, m.ctxLen, 1]),
       ctx_mask: new Tensor('float32', m.ctxMask, [m.batch, m.ctxLen]),
       key_mask: new Tensor('float32', predictorKeyMask(m), [mb2, m.ctxLen + m.tgtLen]),
       tgt_idx: new Tensor('int64', int64(m.tgtIdx), [mb2, m.tgtLen]),
+      tgt_rows: new Tensor('int64', tokenRows(m.tgtIdx, m.tgtLen, n), [mb2, m.tgtLen, 1]),
+      tgt_tail: new Tensor('int64', tailPositions(m.ctxLen + m.tgtLen, m.tgtLen), [m.tgtLen, 1]),
     };
   }
 
@@ -128,9 +134,10 @@ export class OrtEngine implements Engine {
         this.numPatches,
         this.patchDim,
       ]),
-      tgt_src_idx: new Tensor('int64', int64(targetSourceIdx(mb, gridOf(this.model))), [
+      tgt_src_rows: new Tensor('int64', tokenRows(targetSourceIdx(mb, gridOf(this.model)), m.tgtLen, this.numPatches), [
         m.numTargets * m.batch,
         m.tgtLen,
+        1,
       ]),
     };
   }
@@ -188,7 +195,7 @@ export class OrtEngine implements Engine {
   async probe(mb: MicroBatch): Promise<ProbeResult> {
     const f = this.feeds(mb);
     const targetFeeds = Object.fromEntries(Object.entries(this.weightFeeds).filter(([k]) => k.startsWith(TARGET)));
-    const out = await this.diag.run({ patches: f.patches, tgt_idx: f.tgt_idx, ...targetFeeds });
+    const out = await this.diag.run({ patches: f.patches, tgt_rows: f.tgt_rows, ...targetFeeds });
     return {
       tokens: out.tokens.data as Float32Array,
       pooled: out.pooled.data as Float32Array,

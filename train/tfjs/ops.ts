@@ -148,6 +148,11 @@ export class TfOps implements Ops<T> {
     return tf.unstack(x, 0) as [T, T, T];
   }
 
+  mergeHeads(x: T, heads: number): T {
+    const [b, , l, hd] = x.shape;
+    return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [b, l, heads * hd]);
+  }
+
   lastTokens(x: T, like: T): T {
     const k = like.shape[1]!;
     return tf.slice(x, [0, x.shape[1]! - k, 0], [-1, k, -1]);
