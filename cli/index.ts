@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { presetNames, type PresetName } from '../model/presets.ts';
 import type { ConfigOverrides } from '../train/config.ts';
 import { READOUTS } from '../format/readout.ts';
+import { DEVICES } from '../runtime/device-kind.ts';
 
 const READOUT_CHOICES = [...READOUTS];
 
@@ -37,6 +38,11 @@ function l2Option(v: string): number | 'auto' {
   if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`--l2 must be a number ≥ 0 or 'auto', got '${v}'`);
   return n;
 }
+
+const deviceOption = (what: string) =>
+  new Option('--device <name>', `where ${what} runs (\`ijepa devices\` lists what this machine has)`)
+    .choices([...DEVICES])
+    .default('cpu');
 
 export function buildCli(): Command {
   const program = new Command('ijepa')
@@ -74,6 +80,7 @@ export function buildCli(): Command {
         .default('ort'),
     )
     .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', int('--threads'))
+    .addOption(deviceOption('the onnxruntime engine (webgpu: weights, moments and EMA stay on the GPU)'))
     .addOption(
       new Option('--backend <name>', 'TF.js backend (--engine tfjs)')
         .choices(['wasm', 'cpu', 'tensorflow'])
@@ -110,6 +117,7 @@ export function buildCli(): Command {
         backend: opts.backend,
         engine: opts.engine,
         threads: opts.threads,
+        device: opts.device,
         plain: opts.plain ?? !process.stderr.isTTY,
       });
       console.log(JSON.stringify(summary, null, 2));
@@ -159,6 +167,7 @@ export function buildCli(): Command {
         .default('mean'),
     )
     .option('--validation', 'score on the validation split of --data (for recipe decisions) instead of the test split')
+    .addOption(deviceOption('the encoder'))
     .action(async (opts) => {
       const { runProbe } = await import('../eval/probe.ts');
       const r = await runProbe({
@@ -171,6 +180,7 @@ export function buildCli(): Command {
         progress: process.stderr.isTTY,
         readout: opts.readout,
         validation: opts.validation,
+        device: opts.device,
       });
       console.log(
         `linear probe on ${r.testSplit}: ${r.testCount} test images, ${r.trainCount} train images, L2 ${r.l2}, L-BFGS ${r.iterations} iterations${r.converged ? '' : ' (not converged)'}`,
@@ -189,8 +199,12 @@ export function buildCli(): Command {
     .requiredOption('--model <dir>', 'model package directory')
     .option('--port <n>', 'port', int('--port', 0), 8080)
     .option('--host <addr>', 'address to bind', '127.0.0.1')
-    .option('--max-batch <n>', 'images per encoder run', int('--max-batch'), 32)
-    .option('--max-wait <ms>', 'longest an image waits for its batch to fill', int('--max-wait', 0), 5)
+    .option('--max-batch <n>', 'images per encoder run (default: 32 on the CPU, 256 on a GPU)', int('--max-batch'))
+    .option(
+      '--max-wait <ms>',
+      'longest an image waits for its batch to fill (default: 5, 10 on a GPU)',
+      int('--max-wait', 0),
+    )
     .option('--max-queue <n>', 'queued images before answering 429', int('--max-queue'), 512)
     .option('--max-bytes <n>', 'largest accepted image, bytes', int('--max-bytes'), 10 * 1024 * 1024)
     .option(
@@ -206,6 +220,7 @@ export function buildCli(): Command {
       64 * 1024 * 1024,
     )
     .option('--threads <n>', 'onnxruntime intra-op threads', int('--threads'), 1)
+    .addOption(deviceOption('the encoder'))
     .option('--gallery <dir>', 'persistent patch gallery for /v1/gallery and /v1/search')
     .option('--api-key <key>', 'required on mutating gallery routes (default: $IJEPA_API_KEY)')
     .action(async (opts) => {
@@ -214,8 +229,10 @@ export function buildCli(): Command {
         model: opts.model,
         port: opts.port,
         host: opts.host,
-        maxBatch: opts.maxBatch,
-        maxWaitMs: opts.maxWait,
+        // A GPU runs a large batch in about the time of a small one: wait a little longer to fill it.
+        maxBatch: opts.maxBatch ?? (opts.device === 'cpu' ? 32 : 256),
+        maxWaitMs: opts.maxWait ?? (opts.device === 'cpu' ? 5 : 10),
+        device: opts.device,
         maxQueue: opts.maxQueue,
         maxBytes: opts.maxBytes,
         maxPixels: opts.maxPixels,
@@ -235,6 +252,7 @@ export function buildCli(): Command {
     .requiredOption('--images <dir>', 'folder of images (ids are paths relative to it)')
     .requiredOption('--gallery <dir>', 'gallery directory (created if missing; must match the model)')
     .option('--batch <n>', 'images per encoder run', int('--batch'), 32)
+    .addOption(deviceOption('the encoder'))
     .action(async (opts) => {
       const { indexImages } = await import('../serve/index-images.ts');
       const r = await indexImages({
@@ -242,6 +260,7 @@ export function buildCli(): Command {
         images: opts.images,
         gallery: opts.gallery,
         batch: opts.batch,
+        device: opts.device,
         progress: process.stderr.isTTY,
       });
       console.log(JSON.stringify(r));
@@ -275,6 +294,7 @@ export function buildCli(): Command {
     .option('--no-baselines', 'skip the random-init and raw-pixel rows')
     .option('--no-knn', 'skip the kNN row')
     .option('--threads <n>', 'onnxruntime threads for feature extraction', int('--threads'), 1)
+    .addOption(deviceOption('feature extraction'))
     .action(async (opts) => {
       const { runEval } = await import('../eval/eval.ts');
       const r = await runEval({
@@ -292,6 +312,7 @@ export function buildCli(): Command {
         noBaselines: !opts.baselines,
         noKnn: !opts.knn,
         threads: opts.threads,
+        device: opts.device,
       });
       console.log(r.markdown);
     });
@@ -309,6 +330,7 @@ export function buildCli(): Command {
     .option('--map-points <n>', 'held-out images in the feature map', int('--map-points'), 2000)
     .option('--gallery <n>', 'gallery images for the nearest-patch reconstruction', int('--gallery'), 1000)
     .option('--seed <n>', 'seed for the picked images and masks', int('--seed', 0), 0)
+    .addOption(deviceOption('the encoder and predictor'))
     .action(async (opts) => {
       const { makeFigures } = await import('../eval/figures.ts');
       const files = await makeFigures({
@@ -319,6 +341,7 @@ export function buildCli(): Command {
         mapPoints: opts.mapPoints,
         gallery: opts.gallery,
         seed: opts.seed,
+        device: opts.device,
       });
       console.log(files.join('\n'));
     });
@@ -384,6 +407,23 @@ export function buildCli(): Command {
           seeds: list(opts.seeds, '--seeds', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)),
         }),
       );
+    });
+
+  program
+    .command('devices')
+    .description(
+      'what this machine can run graphs on: the CPU, and a WebGPU adapter with its limits, or why there is none',
+    )
+    .option('--json', 'print the report as JSON')
+    .action(async (opts) => {
+      const { probeDevices } = await import('../runtime/devices.ts');
+      const report = probeDevices();
+      if (opts.json) console.log(JSON.stringify(report, null, 2));
+      else
+        for (const r of report)
+          console.log(
+            `${r.device}: ${r.available ? 'available' : 'not available'}\n${r.detail.map((l) => `  ${l}`).join('\n')}`,
+          );
     });
 
   program

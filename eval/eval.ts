@@ -3,6 +3,7 @@
  * features vs the same architecture at random initialisation vs raw pixels, each with a linear
  * probe, plus a kNN classifier on the I-JEPA features. Deterministic given the seed.
  */
+import type { Device } from '../runtime/device-kind.ts';
 import { cpus } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -27,6 +28,8 @@ import type { ModelConfig } from '../model/presets.ts';
 import { ParamStore } from '../model/params.ts';
 
 export interface EvalOptions {
+  /** Where the encoders run. */
+  device?: Device;
   model: string;
   data: string;
   test?: string;
@@ -138,7 +141,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
   mkdirSync(out, { recursive: true });
   const c = sp.classes.length;
   const readouts = o.readouts ?? ['mean'];
-  const embedder = await Embedder.open(o.model, { threads: o.threads });
+  const embedder = await Embedder.open(o.model, { threads: o.threads, device: o.device });
   const m = embedder.manifest;
   const d = m.embeddingDim;
   const rows: EvalRow[] = [];
@@ -171,7 +174,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
       const random = await Embedder.fromGraph(
         m,
         encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), o.seed, 'random-init')),
-        { threads: o.threads },
+        { threads: o.threads, device: o.device },
       );
       await probeRows(random, 'random-init', 'random-init same architecture');
       await random.close();

@@ -7,6 +7,7 @@
  *                 matched (cosine) against target-encoder patch embeddings of other images, and
  *                 that patch's pixels are pasted in: original | context | reconstruction.
  */
+import type { Device } from '../runtime/device-kind.ts';
 import { mkdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -29,6 +30,8 @@ import { normalizeChw, normalizePatches, toRgb, type Preprocess } from '../forma
 import type { Dataset } from '../train/data/dataset.ts';
 
 export interface FigureOptions {
+  /** Where the encoder and predictor run. */
+  device?: Device;
   run: string;
   /** Labeled data; held-out images come from its test split (or the validation split for --holdout runs). */
   data: string;
@@ -213,7 +216,7 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
     written.push(join(out, 'curves.png'));
   }
 
-  const encoder = await OnnxModel.load(encoderGraph(m, target));
+  const encoder = await OnnxModel.load(encoderGraph(m, target), { device: o.device });
   try {
     const encode = async (rgb: Uint8Array[]) => {
       const per = 3 * m.imageSize * m.imageSize;
@@ -262,8 +265,8 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
     const gTokens = normalizeRows((await encode(gallery.rgb)).tokens, gallery.rgb.length * n, m.dim, m.eps);
     const patches = new Float32Array(b * n * pd);
     shown.rgb.forEach((x, i) => normalizePatches(x, pre, m.patchSize, patches, i * n * pd));
-    const ctxEncoder = await OnnxModel.load(contextEncoderGraph(m, online));
-    const predictor = await OnnxModel.load(predictorGraph(m, online));
+    const ctxEncoder = await OnnxModel.load(contextEncoderGraph(m, online), { device: o.device });
+    const predictor = await OnnxModel.load(predictorGraph(m, online), { device: o.device });
     const int64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
     const context = (
       await ctxEncoder.run({

@@ -3,6 +3,7 @@
  * preprocessing) → multinomial logistic regression → accuracy, macro-F1, per-class table; the head
  * is written into the package as probe.json.
  */
+import type { Device } from '../runtime/device-kind.ts';
 import cliProgress from 'cli-progress';
 import type { Dataset } from '../train/data/dataset.ts';
 import { openDataset } from '../train/data/open.ts';
@@ -92,6 +93,8 @@ export async function extractReadouts(
 }
 
 export interface ProbeOptions {
+  /** Where the encoder runs. */
+  device?: Device;
   model: string;
   data: string;
   test?: string;
@@ -179,7 +182,7 @@ export function labeledSplits(
 
 export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
   const log = o.log ?? ((s: string) => console.error(s));
-  const embedder = await Embedder.open(o.model);
+  const embedder = await Embedder.open(o.model, { device: o.device });
   try {
     const { train, trainItems, test, testItems, classes, testSplit } = labeledSplits(
       o.data,

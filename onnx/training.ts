@@ -30,6 +30,7 @@ import type { ParamStore } from '../model/params.ts';
 export const ONLINE = 'online/';
 export const TARGET = 'target/';
 export const GRAD = 'grad/';
+export const ACC = 'acc/';
 
 /** Mean squared error, or smooth-L1 (β = 1) written as c·(d − c/2) with c = clip(d, −1, 1). */
 export function lossNode(g: GraphBuilder, pred: string, target: string, kind: LossKind): string {
@@ -128,6 +129,7 @@ function stepOutputs(
   parts: { loss: string; predLoss: string; sigreg: string },
   specs: ParamSpec[],
   doc: string,
+  accumulate = false,
 ): Uint8Array {
   g.output(parts.loss, 'loss', 'float32', []);
   g.output(parts.predLoss, 'pred_loss', 'float32', []);
@@ -137,7 +139,14 @@ function stepOutputs(
     parts.loss,
     specs.map((s) => ONLINE + s.name),
   );
-  for (const s of specs) g.output(grads.get(ONLINE + s.name)!, GRAD + s.name, 'float32', s.shape);
+  // Accumulating: `grad/<name>` = `acc/<name>` + grad_scale · gradient, so a device-resident run
+  // needs no separate pass to sum micro-batches.
+  const scale = accumulate ? g.input('grad_scale', 'float32', []) : '';
+  for (const s of specs) {
+    let grad = grads.get(ONLINE + s.name)!;
+    if (accumulate) grad = g.op('Add', [g.input(ACC + s.name, 'float32', s.shape), g.op('Mul', [grad, scale])]);
+    g.output(grad, GRAD + s.name, 'float32', s.shape);
+  }
   return g.toBytes(doc);
 }
 
@@ -146,8 +155,10 @@ export interface StepGraphOptions {
   sigreg?: { weight: number; projections: number };
   /** Top target-encoder blocks the targets average (default 1). */
   targetLayers?: number;
-  /** The target encoder reads its own view (`target_patches`, targets at `tgt_src_idx`; views.ts). */
+  /** The target encoder reads its own view (`target_patches`, targets at `tgt_src_rows`; views.ts). */
   targetView?: boolean;
+  /** Inputs `acc/<name>` and `grad_scale`; outputs the running sum acc + grad_scale · gradient. */
+  accumulate?: boolean;
 }
 
 /**
@@ -189,7 +200,13 @@ export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o:
     reg = sigregNode(g, context, x.ctxMask, directions);
     value = g.op('Add', [predLoss, g.op('Mul', [reg, g.scalar(o.sigreg.weight)])]);
   }
-  return stepOutputs(g, { loss: value, predLoss, sigreg: reg }, specs, 'I-JEPA training step (forward + backward)');
+  return stepOutputs(
+    g,
+    { loss: value, predLoss, sigreg: reg },
+    specs,
+    'I-JEPA training step (forward + backward)',
+    o.accumulate,
+  );
 }
 
 /**
@@ -200,7 +217,12 @@ export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o:
  * (of each view's projections, averaged over views) and the gradient of every online parameter.
  * No predictor, no target encoder.
  */
-export function viewsGraph(m: ModelConfig, views: number, sigreg: { weight: number; projections: number }): Uint8Array {
+export function viewsGraph(
+  m: ModelConfig,
+  views: number,
+  sigreg: { weight: number; projections: number },
+  o: Pick<StepGraphOptions, 'accumulate'> = {},
+): Uint8Array {
   const g = new GraphBuilder('ijepa_views_step');
   const specs = [...encoderSpecs(m), ...projectorSpecs(m)];
   const online = new OnnxOps(g, { prefix: ONLINE, specs }, m);
@@ -233,6 +255,7 @@ export function viewsGraph(m: ModelConfig, views: number, sigreg: { weight: numb
     { loss: value, predLoss: disagreement, sigreg: reg },
     specs,
     'multi-view training step (forward + backward)',
+    o.accumulate,
   );
 }
 

@@ -1,16 +1,19 @@
 /**
- * The one place that creates onnxruntime sessions (and the only onnxruntime-node import): every
- * graph, whether a model package's encoder, a training step or a probe objective, runs through
- * `createSession` with a device and a thread count.
+ * The one place that creates onnxruntime sessions: every graph, whether a model package's
+ * encoder, a training step or a probe objective, runs through `createSession` with a device and
+ * a thread count. `webgpu` is onnxruntime-node's bundled WebGPU provider (Dawn over Vulkan,
+ * Metal or D3D12); a device that is asked for and missing is an error, never a silent CPU run.
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
+import { RuntimeError } from './errors.ts';
 
 export { Tensor } from 'onnxruntime-node';
 export type Session = ort.InferenceSession;
 
-export const DEVICES = ['cpu'] as const;
-export type Device = (typeof DEVICES)[number];
+import type { Device } from './device-kind.ts';
+
+export { DEVICES, type Device } from './device-kind.ts';
 
 export interface SessionOptions {
   device?: Device;
@@ -20,21 +23,59 @@ export interface SessionOptions {
   memArena?: boolean;
   /** Write an onnxruntime profile (JSON) with this file prefix. */
   profile?: string;
+  /**
+   * Outputs left on the device (webgpu): the next run takes them as inputs without a copy. Read
+   * them back with `download` (device.ts), never with Tensor.getData(), which aborts the process.
+   */
+  deviceOutputs?: readonly string[] | 'all';
+  /** onnxruntime's log severity (0 = verbose: node placement goes to stderr). */
+  logSeverity?: 0 | 1 | 2 | 3 | 4;
 }
 
+/** How to get a WebGPU adapter where there is none; docs/gpu.md has the whole setup. */
+export const WEBGPU_HELP =
+  'onnxruntime-node runs WebGPU through Dawn, which needs a Vulkan driver on Linux: a GPU driver ' +
+  '(NVIDIA containers: NVIDIA_DRIVER_CAPABILITIES must include graphics), or, without a GPU, Mesa ≥ 25 lavapipe ' +
+  '(Debian 12: apt-get install mesa-vulkan-drivers/bookworm-backports libvulkan1). `ijepa devices` says what is missing.';
+
 export async function createSession(model: string | Uint8Array, o: SessionOptions = {}): Promise<Session> {
+  const device = o.device ?? 'cpu';
   const options: ort.InferenceSession.SessionOptions = {
-    intraOpNumThreads: o.threads ?? availableParallelism(),
+    executionProviders: device === 'webgpu' ? [{ name: 'webgpu' }] : ['cpu'],
+    intraOpNumThreads: device === 'webgpu' ? 1 : (o.threads ?? availableParallelism()),
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
     enableCpuMemArena: o.memArena ?? true,
+    ...(o.logSeverity !== undefined ? { logSeverityLevel: o.logSeverity, logVerbosityLevel: 0 } : {}),
     ...(o.profile ? { enableProfiling: true, profileFilePrefix: o.profile } : {}),
   };
+  if (device === 'webgpu' && o.deviceOutputs) {
+    options.preferredOutputLocation =
+      o.deviceOutputs === 'all'
+        ? 'gpu-buffer'
+        : Object.fromEntries(o.deviceOutputs.map((n) => [n, 'gpu-buffer' as const]));
+  }
   // create() is overloaded per argument type; both forms load the same graph.
-  const create = ort.InferenceSession.create as (
-    m: string | Uint8Array,
-    opts: ort.InferenceSession.SessionOptions,
-  ) => Promise<Session>;
-  return create(model, options);
+  const create = ort.InferenceSession.create as (m: string | Uint8Array, opts: typeof options) => Promise<Session>;
+  try {
+    return await create(model, options);
+  } catch (e) {
+    const message = (e as Error).message;
+    if (device === 'webgpu' && /WebGPU adapter|webgpu/i.test(message)) {
+      throw new RuntimeError(
+        'device_unavailable',
+        `--device webgpu: no WebGPU adapter (${lastLine(message)}). ${WEBGPU_HELP}`,
+      );
+    }
+    throw e;
+  }
+}
+
+function lastLine(message: string): string {
+  return message
+    .trim()
+    .split('\n')
+    .at(-1)!
+    .replace(/^.*?(Failed to get a WebGPU adapter)/, '$1');
 }

@@ -3,6 +3,7 @@
  * offline. Resumable: images already in the gallery (by id = path relative to --images) are skipped,
  * and each added image is durable as soon as it is added.
  */
+import type { Device } from '../runtime/device-kind.ts';
 import cliProgress from 'cli-progress';
 import { relative } from 'node:path';
 import { readFile } from 'node:fs/promises';
@@ -13,6 +14,8 @@ import { decodeImage } from '../runtime/decode.ts';
 import { Gate } from '../runtime/gate.ts';
 
 export interface IndexOptions {
+  /** Where the encoder runs. */
+  device?: Device;
   model: string;
   images: string;
   gallery: string;
@@ -27,7 +30,7 @@ export async function indexImages(
   const log = o.log ?? ((s: string) => console.error(s));
   // The images are listed first so that a wrong --images creates no gallery directory.
   const files = listImages(o.images);
-  const embedder = await Embedder.open(o.model);
+  const embedder = await Embedder.open(o.model, { device: o.device });
   const m = embedder.manifest;
   const gallery = Gallery.open(o.gallery, m.id, m.embeddingDim, log);
   const ids = files.map((f) => relative(o.images, f));

@@ -1,4 +1,5 @@
 /** The loaded model and everything requests share: embedder, batcher, probe head, limits, metrics. */
+import type { Device } from '../runtime/device-kind.ts';
 import { Embedder } from '../runtime/embedder.ts';
 import { Gallery } from './gallery/gallery.ts';
 import { Batcher, type Embedded } from './batcher.ts';
@@ -22,6 +23,8 @@ export interface ServiceOptions {
   maxWaitMs: number;
   maxQueue: number;
   threads: number;
+  /** Where the encoder runs. */
+  device: Device;
   /** Directory of a persistent patch gallery (optional). */
   gallery?: string;
   /** Required on mutating gallery routes when set. */
@@ -37,6 +40,7 @@ export const defaultServiceOptions: ServiceOptions = {
   maxWaitMs: 5,
   maxQueue: 512,
   threads: 1,
+  device: 'cpu',
 };
 
 export type Outcome = { index: number; result: Embedded } | { index: number; error: ApiError };
@@ -89,7 +93,7 @@ export class Service {
 
   static async open(modelDir: string, options: Partial<ServiceOptions> = {}): Promise<Service> {
     const o = { ...defaultServiceOptions, ...options };
-    const s = new Service(await Embedder.open(modelDir, { threads: o.threads }), o);
+    const s = new Service(await Embedder.open(modelDir, { threads: o.threads, device: o.device }), o);
     if (o.gallery) s.gallery = Gallery.open(o.gallery, s.manifest.id, s.manifest.embeddingDim, (m) => console.error(m));
     // Ready means a real forward pass worked, not only that the files loaded.
     const size = s.manifest.preprocess.size;

@@ -19,7 +19,7 @@ export class AdamW {
   constructor(
     size: number,
     private readonly decayMask: Uint8Array,
-    private readonly cfg: AdamWConfig = defaultAdamW,
+    readonly config: AdamWConfig = defaultAdamW,
   ) {
     this.m = new Float32Array(size);
     this.v = new Float32Array(size);
@@ -27,7 +27,7 @@ export class AdamW {
 
   /** One update of `params` in place with gradient `grad` (already averaged over micro-batches). */
   step(params: Float32Array, grad: Float32Array, lr: number, weightDecay: number): void {
-    const { beta1, beta2, eps } = this.cfg;
+    const { beta1, beta2, eps } = this.config;
     this.t++;
     const c1 = 1 - beta1 ** this.t;
     const c2 = 1 - beta2 ** this.t;

@@ -52,8 +52,11 @@ export const trainConfigSchema = z
     targetLayers: z.number().int().positive().default(1),
     batch: z.number().int().positive(),
     accum: z.number().int().positive(),
-    /** Images per forward/backward inside a batch (memory); the result does not depend on it. */
-    chunk: z.number().int().positive(),
+    /**
+     * Images per forward/backward inside a micro-batch (memory); the result does not depend on it.
+     * Default: 32 on the CPU, the whole micro-batch on a GPU.
+     */
+    chunk: z.number().int().positive().optional(),
     epochs: z.number().positive(),
     maxSteps: z.number().int().positive().optional(),
     timeBudgetMin: z.number().positive().optional(),
@@ -117,7 +120,6 @@ export function defaultConfig(preset: PresetName): TrainConfig {
     targetLayers: 1,
     batch: 128,
     accum: 1,
-    chunk: 32,
     epochs: 100,
     seed: 0,
     holdout: false,

@@ -1,9 +1,14 @@
 /**
- * What the training loop needs from an engine, and the micro-batch both engines take. The engines
- * (ort/, tfjs/) read and write the same ParamStores, so checkpoints are interchangeable.
+ * What the training loop needs from an engine, and the micro-batch every engine takes. The state
+ * an engine trains is the host's ParamStores and AdamW moments (or a device copy it pulls back
+ * into them), so checkpoints are interchangeable between engines and devices.
  */
+import type { AdamW } from './adamw.ts';
+import { emaGap, emaUpdate } from './ema.ts';
 import { permuteMasks, sliceMasks, type MaskBatch } from './masks.ts';
+import type { ScheduleValues } from './schedule.ts';
 import { targetViewIdx, type TargetView } from './views.ts';
+import type { ParamStore } from '../model/params.ts';
 
 export interface MicroBatch {
   /** [B, N, p·p·C] normalised patches. */
@@ -31,22 +36,65 @@ export interface ProbeResult {
   zeroLoss: number;
 }
 
-/**
- * What the training loop needs from an engine.
- */
+/** What the training loop needs from an engine: one optimizer step is accumulate × k, then update. */
 export interface Engine {
+  /** Adds gradScale × the gradients of this micro-batch's loss to the step's gradients. */
+  accumulate(mb: MicroBatch, gradScale: number, step: number): StepResult | Promise<StepResult>;
+  /** AdamW on the step's gradients (counted in `adam.t`), then the EMA into the target; clears the gradients. */
+  update(s: ScheduleValues, adam: AdamW): void | Promise<void>;
+  probe(mb: MicroBatch): ProbeResult | Promise<ProbeResult>;
+  /** ‖θ − θ̄‖ / ‖θ‖ over the encoder weights. */
+  emaGap(): number | Promise<number>;
+  /** Copies state the engine holds elsewhere (a device) into the ParamStores and `adam`'s moments. */
+  pull(adam: AdamW): void | Promise<void>;
+  dispose(): void | Promise<void>;
+}
+
+/**
+ * An engine whose state is the host arrays themselves: it computes gradients into a host buffer,
+ * and the update is AdamW and the EMA in JS on the ParamStores.
+ */
+export abstract class HostEngine implements Engine {
+  /** The step's accumulated gradients, ParamStore order. */
+  readonly grad: Float32Array;
+
+  constructor(
+    protected readonly online: ParamStore,
+    protected readonly target: ParamStore,
+  ) {
+    this.grad = new Float32Array(online.size);
+  }
+
   /** Adds gradScale × the gradients of this micro-batch's loss into gradAccum (ParamStore order). */
-  forwardBackward(
+  abstract forwardBackward(
     mb: MicroBatch,
     gradAccum: Float32Array,
     gradScale: number,
     step: number,
   ): StepResult | Promise<StepResult>;
-  probe(mb: MicroBatch): ProbeResult | Promise<ProbeResult>;
-  /** Called after the optimizer / EMA changed the ParamStores. */
-  syncOnline(): void;
-  syncTarget(): void;
-  dispose(): void | Promise<void>;
+
+  abstract probe(mb: MicroBatch): ProbeResult | Promise<ProbeResult>;
+  abstract dispose(): void | Promise<void>;
+
+  /** After the update changed the ParamStores (TF.js mirrors them into its variables). */
+  protected changed(): void {}
+
+  accumulate(mb: MicroBatch, gradScale: number, step: number): StepResult | Promise<StepResult> {
+    return this.forwardBackward(mb, this.grad, gradScale, step);
+  }
+
+  update(s: ScheduleValues, adam: AdamW): void {
+    adam.step(this.online.data, this.grad, s.lr, s.weightDecay);
+    emaUpdate(this.target.data, this.online.data.subarray(0, this.target.size), s.momentum);
+    this.grad.fill(0);
+    this.changed();
+  }
+
+  emaGap(): number {
+    return emaGap(this.online.data.subarray(0, this.target.size), this.target.data);
+  }
+
+  pull(): void {}
 }
 
 /** Target-patch indices into the target encoder's tokens: the mask's own, or mapped into the target view. */

@@ -18,10 +18,11 @@ import { gridOf } from '../model/presets.ts';
 import { encoderSpecs, headSpecs } from '../model/vit.ts';
 import { ParamStore } from '../model/params.ts';
 import { AdamW } from './adamw.ts';
-import { emaGap, emaUpdate } from './ema.ts';
 import { planByBudget, planByEpochs, scheduleAt, type Plan } from './schedule.ts';
 import type { Engine, MicroBatch } from './engine.ts';
 import { OrtEngine } from './ort/engine.ts';
+import { DeviceEngine } from './ort/device.ts';
+import type { Device } from '../runtime/session.ts';
 import { readCheckpoint, writeCheckpoint } from './checkpoint.ts';
 import { collapseWarning, normalizedFeatureStd, rankMe, type Diagnostics } from './diagnostics.ts';
 import { Rng } from '../model/rng.ts';
@@ -36,6 +37,8 @@ export interface RunOptions {
   engine?: EngineName;
   /** onnxruntime intra-op threads (default: all cores). */
   threads?: number;
+  /** Where the onnxruntime engine runs; on a GPU its whole training state stays there. */
+  device?: Device;
   backend: BackendName;
   /** Print progress as plain lines (non-TTY) instead of a bar. */
   plain?: boolean;
@@ -170,34 +173,47 @@ export async function train(o: RunOptions): Promise<RunSummary> {
     }
   } else writeFileSync(metricsPath, '');
 
+  const device = o.device ?? 'cpu';
+  if (device !== 'cpu' && engineName !== 'ort')
+    throw new Error(`--device ${device} runs the onnxruntime engine only (--engine ort)`);
+  const ortOptions = {
+    loss: cfg.loss,
+    numTargets: cfg.masks.numTargets,
+    // A GPU runs a micro-batch whole unless the config splits it (memory); a CPU in chunks of 32.
+    chunk: cfg.chunk ?? (device === 'cpu' ? 32 : undefined),
+    threads: o.threads,
+    sigreg: { ...cfg.sigreg, seed: cfg.seed },
+    targetLayers: cfg.targetLayers,
+    targetView: cfg.augment.targetFlip,
+    views: views || undefined,
+  };
   const engine: Engine =
-    engineName === 'ort'
-      ? await OrtEngine.create(cfg.model, online, target, {
-          loss: cfg.loss,
-          numTargets: cfg.masks.numTargets,
-          chunk: cfg.chunk,
-          threads: o.threads,
-          sigreg: { ...cfg.sigreg, seed: cfg.seed },
-          targetLayers: cfg.targetLayers,
-          targetView: cfg.augment.targetFlip,
-          views: views || undefined,
-        })
-      : await tfjsEngine(cfg, online, target, o.backend);
+    engineName === 'tfjs'
+      ? await tfjsEngine(cfg, online, target, o.backend)
+      : device === 'cpu'
+        ? await OrtEngine.create(cfg.model, online, target, ortOptions)
+        : await DeviceEngine.create(cfg.model, online, target, optimizer, {
+            ...ortOptions,
+            device,
+            adam: optimizer.config,
+          });
   log(
-    engineName === 'ort'
-      ? `engine: onnxruntime, ${o.threads ?? availableParallelism()} thread(s)`
-      : `engine: TF.js (${o.backend})`,
+    engineName === 'tfjs'
+      ? `engine: TF.js (${o.backend})`
+      : device === 'cpu'
+        ? `engine: onnxruntime, ${o.threads ?? availableParallelism()} thread(s)`
+        : `engine: onnxruntime on ${device} (weights, moments and EMA target on the device)`,
   );
-  const grad = new Float32Array(online.size);
 
-  const save = () =>
+  const save = async () => {
+    await engine.pull(optimizer);
     writeCheckpoint(ckptPath, { config: cfg, data: o.data, state: { ...state, plan }, model: cfg.model }, [
       ['online', online.data],
       ['target', target.data],
       ['adam.m', optimizer.m],
       ['adam.v', optimizer.v],
     ]);
-
+  };
   let stopSignal = false;
   const onSignal = () => {
     if (stopSignal) process.exit(130);
@@ -246,7 +262,6 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       }
 
       const t0 = performance.now();
-      grad.fill(0);
       let loss = 0;
       let sig = 0;
       let predLoss = 0;
@@ -261,7 +276,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
           ...(b.targetView ? { targetView: b.targetView } : {}),
           ...(b.views ? { views: b.views } : {}),
         };
-        const r = await engine.forwardBackward(lastBatch, grad, 1 / cfg.accum, state.step);
+        const r = await engine.accumulate(lastBatch, 1 / cfg.accum, state.step);
         if (!Number.isFinite(r.loss))
           throw new Error(`loss became ${r.loss} at step ${state.step}; the last checkpoint is intact`);
         loss += r.loss / cfg.accum;
@@ -279,10 +294,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         weightDecay: cfg.optim.weightDecay,
         emaMomentum: cfg.optim.ema,
       });
-      optimizer.step(online.data, grad, s.lr, s.weightDecay);
-      emaUpdate(target.data, online.data.subarray(0, encSize), s.momentum);
-      engine.syncOnline();
-      engine.syncTarget();
+      await engine.update(s, optimizer);
       state.step++;
       state.imagesSeen += imagesPerStep;
       lastLoss = loss;
@@ -342,7 +354,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
           featStd: normalizedFeatureStd(p.tokens, p.tokens.length / d, d),
           featStdHealthy: 1 / Math.sqrt(d),
           rankMe: rankMe(p.tokens, Math.min(RANKME_ROWS, p.tokens.length / d), d),
-          emaGap: emaGap(online.data.subarray(0, encSize), target.data),
+          emaGap: await engine.emaGap(),
           zeroLoss: p.zeroLoss,
         };
         Object.assign(record, lastDiag);
@@ -371,10 +383,10 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         });
       } else bar?.update(state.step);
       state.elapsedSec = (performance.now() - startedAt) / 1000;
-      if (state.step % cfg.checkpointEvery === 0) save();
+      if (state.step % cfg.checkpointEvery === 0) await save();
     }
     state.elapsedSec = (performance.now() - startedAt) / 1000;
-    save();
+    await save();
   } finally {
     bar?.stop();
     process.off('SIGINT', onSignal);
@@ -414,7 +426,7 @@ async function tfjsEngine(
     sigregWeight: cfg.sigreg.weight,
     sigregProjections: cfg.sigreg.projections,
     seed: cfg.seed,
-    chunk: cfg.chunk,
+    chunk: cfg.chunk ?? 32,
     targetLayers: cfg.targetLayers,
   });
 }

@@ -13,7 +13,7 @@ import {
   chunksOf,
   predictorKeyMask,
   targetSourceIdx,
-  type Engine,
+  HostEngine,
   type MicroBatch,
   type ProbeResult,
   type StepResult,
@@ -33,7 +33,7 @@ export interface EngineOptions {
   targetLayers?: number;
 }
 
-export class TfjsEngine implements Engine {
+export class TfjsEngine extends HostEngine {
   private readonly vars = new Map<string, tf.Variable>();
   private readonly targetWeights = new Map<string, tf.Tensor>();
   private readonly constants = new Map<string, tf.Tensor>();
@@ -44,10 +44,11 @@ export class TfjsEngine implements Engine {
 
   constructor(
     private readonly model: ModelConfig,
-    private readonly online: ParamStore,
-    private readonly target: ParamStore,
+    online: ParamStore,
+    target: ParamStore,
     private readonly opts: EngineOptions,
   ) {
+    super(online, target);
     for (const s of online.specs)
       this.vars.set(s.name, tf.variable(tf.tensor(online.view(s.name), s.shape), true, `v/${s.name}`));
     this.onlineOps = new TfOps((n) => this.vars.get(n)!, this.constants, opts.fused);
@@ -57,8 +58,13 @@ export class TfjsEngine implements Engine {
     this.numPatches = (model.imageSize / model.patchSize) ** 2;
   }
 
-  /** Copies the online ParamStore into the variables (after an optimizer step or a resume). */
-  syncOnline(): void {
+  protected override changed(): void {
+    this.syncOnline();
+    this.syncTarget();
+  }
+
+  /** Copies the online ParamStore into the variables (after an optimizer step). */
+  private syncOnline(): void {
     for (const s of this.online.specs) {
       const t = tf.tensor(this.online.view(s.name), s.shape);
       this.vars.get(s.name)!.assign(t);
@@ -66,8 +72,8 @@ export class TfjsEngine implements Engine {
     }
   }
 
-  /** Copies the target ParamStore into tensors (after an EMA update or a resume). */
-  syncTarget(): void {
+  /** Copies the target ParamStore into tensors (after an EMA update). */
+  private syncTarget(): void {
     for (const s of this.target.specs) {
       this.targetWeights.get(s.name)?.dispose();
       this.targetWeights.set(s.name, tf.tensor(this.target.view(s.name), s.shape));

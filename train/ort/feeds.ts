@@ -1,0 +1,113 @@
+/**
+ * A micro-batch as the onnxruntime step graphs' inputs (onnx/training.ts): patches, masks, the
+ * host-computed token rows and tail positions, the target view and SIGReg's directions, in runs
+ * of at most `chunk` images, each with its share of the micro-batch.
+ */
+import { Tensor } from '../../runtime/session.ts';
+import { gridOf, type ModelConfig } from '../../model/presets.ts';
+import { sigregDirections, type LossKind } from '../../model/objective.ts';
+import { PROJECTOR_DIM } from '../../model/vit.ts';
+import { chunksOf, predictorKeyMask, tailPositions, targetSourceIdx, tokenRows, type MicroBatch } from '../engine.ts';
+
+export interface OrtEngineOptions {
+  loss: LossKind;
+  /** SIGReg weight (0: off), projections, and the seed its directions are drawn from. */
+  sigreg?: { weight: number; projections: number; seed: number };
+  numTargets: number;
+  /** Images per session run; a micro-batch runs as several (summed gradients). Default: all. */
+  chunk?: number;
+  /** Intra-op threads of the CPU provider (default: all cores). */
+  threads?: number;
+  /** Top target-encoder blocks the targets average (default 1). */
+  targetLayers?: number;
+  /** Micro-batches carry a view for the target encoder (augment.targetFlip). */
+  targetView?: boolean;
+  /** Objective `views` with this many views per image (micro-batches carry them; needs SIGReg). */
+  views?: number;
+}
+
+export type Feeds = Record<string, Tensor>;
+
+const int64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
+
+export class BatchFeeds {
+  private readonly patchDim: number;
+  private readonly numPatches: number;
+
+  constructor(
+    private readonly model: ModelConfig,
+    private readonly opts: OrtEngineOptions,
+  ) {
+    this.patchDim = model.patchSize * model.patchSize * model.channels;
+    this.numPatches = (model.imageSize / model.patchSize) ** 2;
+  }
+
+  /** Width of what SIGReg measures: the pooled context (I-JEPA) or the projection (views). */
+  private get sigregDim(): number {
+    return this.opts.views ? PROJECTOR_DIM : this.model.dim;
+  }
+
+  /** The inputs of a micro-batch's masks and patches (the diagnostics graph reads `patches` and `tgt_rows`). */
+  masks(mb: MicroBatch): Feeds {
+    const m = mb.masks;
+    const mb2 = m.numTargets * m.batch;
+    const n = this.numPatches;
+    return {
+      patches: new Tensor('float32', mb.patches, [mb.batch, n, this.patchDim]),
+      ctx_idx: new Tensor('int64', int64(m.ctxIdx), [m.batch, m.ctxLen]),
+      ctx_rows: new Tensor('int64', tokenRows(m.ctxIdx, m.ctxLen, n), [m.batch, m.ctxLen, 1]),
+      ctx_mask: new Tensor('float32', m.ctxMask, [m.batch, m.ctxLen]),
+      key_mask: new Tensor('float32', predictorKeyMask(m), [mb2, m.ctxLen + m.tgtLen]),
+      tgt_idx: new Tensor('int64', int64(m.tgtIdx), [mb2, m.tgtLen]),
+      tgt_rows: new Tensor('int64', tokenRows(m.tgtIdx, m.tgtLen, n), [mb2, m.tgtLen, 1]),
+      tgt_tail: new Tensor('int64', tailPositions(m.ctxLen + m.tgtLen, m.tgtLen), [m.tgtLen, 1]),
+    };
+  }
+
+  /** The step graph's target-view inputs (only the training step reads them, not diagnostics). */
+  private targetView(mb: MicroBatch): Feeds {
+    if (!this.opts.targetView) return {};
+    const m = mb.masks;
+    const rows = tokenRows(targetSourceIdx(mb, gridOf(this.model)), m.tgtLen, this.numPatches);
+    return {
+      target_patches: new Tensor('float32', mb.targetView?.patches ?? mb.patches, [
+        mb.batch,
+        this.numPatches,
+        this.patchDim,
+      ]),
+      tgt_src_rows: new Tensor('int64', rows, [m.numTargets * m.batch, m.tgtLen, 1]),
+    };
+  }
+
+  /** SIGReg's random directions of this optimizer step, when the graph has SIGReg. */
+  directions(step: number): Feeds {
+    const sg = this.opts.sigreg;
+    if (!sg?.weight) return {};
+    const d = this.sigregDim;
+    return {
+      directions: new Tensor('float32', sigregDirections(d, sg.projections, sg.seed, step), [d, sg.projections]),
+    };
+  }
+
+  /** The micro-batch's runs: chunks grouped by context length, or (objective `views`) whole images with all their views. */
+  *chunks(mb: MicroBatch): Generator<{ feeds: Feeds; weight: number }> {
+    const chunk = this.opts.chunk ?? mb.batch;
+    if (!this.opts.views) {
+      for (const { part, weight } of chunksOf(mb, chunk, this.numPatches * this.patchDim))
+        yield { feeds: { ...this.masks(part), ...this.targetView(part) }, weight };
+      return;
+    }
+    if (!mb.views) throw new Error('objective views: the micro-batch carries no views');
+    const v = this.opts.views;
+    const per = v * this.numPatches * this.patchDim;
+    for (let from = 0; from < mb.batch; from += chunk) {
+      const to = Math.min(mb.batch, from + chunk);
+      const views = new Tensor('float32', mb.views.subarray(from * per, to * per), [
+        (to - from) * v,
+        this.numPatches,
+        this.patchDim,
+      ]);
+      yield { feeds: { views }, weight: (to - from) / mb.batch };
+    }
+  }
+}
