@@ -25,7 +25,7 @@ const LAYERS: Record<string, string[]> = {
 /** Packages only these path prefixes may import. */
 const OWNERS: [RegExp, string[]][] = [
   [/^@tensorflow\//, ['train/tfjs/']],
-  [/^onnxruntime-node$/, ['runtime/session.ts']],
+  [/^onnxruntime-node$/, ['runtime/']],
   [/^hnswlib-node$/, ['serve/gallery/']],
   [/^(express|multer|prom-client|pino)$/, ['serve/']],
 ];
