@@ -257,12 +257,12 @@ if (cifar) {
     '--out',
     out,
   ]);
-  const evalRows = JSON.parse((await import('node:fs')).readFileSync(join(out, 'eval.json'), 'utf8')).rows as {
-    name: string;
+  const evalRows = JSON.parse(readFileSync(join(out, 'eval.json'), 'utf8')).rows as {
+    kind: string;
     accuracy: number;
   }[];
-  const acc = (re: RegExp) => evalRows.find((r) => re.test(r.name))?.accuracy;
-  const [ours, random] = [acc(/I-JEPA|ijepa/i), acc(/random/i)];
+  const acc = (kind: string) => evalRows.find((r) => r.kind === kind)?.accuracy;
+  const [ours, random] = [acc('ijepa'), acc('random-init')];
   results.cifar = { minutes, ...summary, validationGrid4: ours, randomInitGrid4: random };
   cifarRow = [
     `CIFAR-10, ${minutes} min on WebGPU`,
