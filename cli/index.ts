@@ -221,8 +221,30 @@ export function buildCli(): Command {
     )
     .option('--threads <n>', 'onnxruntime intra-op threads', int('--threads'), 1)
     .addOption(deviceOption('the encoder'))
+    .option(
+      '--max-request-pixels <n>',
+      'pixels the images of one request may add up to (decoding is the costly part)',
+      int('--max-request-pixels'),
+      256_000_000,
+    )
+    .option(
+      '--max-inflight-bytes <n>',
+      'request-body bytes being received at once, all requests together (beyond: 429)',
+      int('--max-inflight-bytes', 1024 * 1024),
+      256 * 1024 * 1024,
+    )
+    .option(
+      '--drain-timeout <s>',
+      'seconds in-flight requests get to finish after SIGTERM',
+      positive('--drain-timeout'),
+      8,
+    )
     .option('--gallery <dir>', 'persistent patch gallery for /v1/gallery and /v1/search')
     .option('--api-key <key>', 'required on mutating gallery routes (default: $IJEPA_API_KEY)')
+    .option(
+      '--allow-unauthenticated-writes',
+      'serve a writable gallery without an API key on a non-loopback address (anyone reaching it can add and delete)',
+    )
     .action(async (opts) => {
       const { serve } = await import('../serve/main.ts');
       await serve({
@@ -238,8 +260,12 @@ export function buildCli(): Command {
         maxPixels: opts.maxPixels,
         maxRequestBytes: opts.maxRequestBytes,
         threads: opts.threads,
+        maxRequestPixels: opts.maxRequestPixels,
+        maxInflightBytes: opts.maxInflightBytes,
+        drainTimeout: opts.drainTimeout,
         gallery: opts.gallery,
         apiKey: opts.apiKey ?? process.env.IJEPA_API_KEY,
+        allowUnauthenticatedWrites: opts.allowUnauthenticatedWrites,
       });
     });
 

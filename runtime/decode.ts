@@ -22,13 +22,14 @@ const ACCEPTED = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif', 'heif'])
  */
 const UNGATED_PIXELS = 1_000_000;
 
-/** `gate` bounds the pixels decoded at once across requests (weight: the image's pixel count). */
-export async function decodeImage(
-  bytes: Uint8Array,
-  limits: DecodeLimits,
-  p: Preprocess,
-  gate: Gate,
-): Promise<Uint8Array> {
+export interface Inspected {
+  bytes: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/** Checks an image on its header alone (size, format, frames, pixels): nothing is decoded yet. */
+export async function inspectImage(bytes: Uint8Array, limits: DecodeLimits): Promise<Inspected> {
   if (bytes.length === 0) throw new RuntimeError('invalid_image', 'empty image (0 bytes)');
   if (bytes.length > limits.maxBytes)
     throw new RuntimeError('too_many_bytes', `image is ${bytes.length} bytes; the limit is ${limits.maxBytes}`);
@@ -51,10 +52,28 @@ export async function decodeImage(
   if (!w || !h) throw new RuntimeError('invalid_image', 'image has no dimensions');
   if (w * h > limits.maxPixels)
     throw new RuntimeError('image_too_large', `image is ${w}x${h} = ${w * h} pixels; the limit is ${limits.maxPixels}`);
-  try {
-    const decode = () => toRgb({ kind: 'encoded', data: bytes }, p);
-    return await (w * h <= UNGATED_PIXELS ? decode() : gate.run(w * h, decode));
-  } catch (e) {
-    throw new RuntimeError('invalid_image', `image could not be decoded: ${(e as Error).message.split('\n')[0]}`);
-  }
+  return { bytes, width: w, height: h };
+}
+
+/**
+ * Decodes an inspected image to the model's input pixels. `gate` bounds the pixels decoded at
+ * once across requests (weight: the image's pixel count); `signal` (the client went away) drops a
+ * decode that has not started.
+ */
+export async function decodeInspected(img: Inspected, p: Preprocess, gate: Gate, signal?: AbortSignal): Promise<Uint8Array> {
+  const pixels = img.width * img.height;
+  const decode = async () => {
+    if (signal?.aborted) throw new RuntimeError('cancelled', 'the client closed the request');
+    try {
+      return await toRgb({ kind: 'encoded', data: img.bytes }, p);
+    } catch (e) {
+      throw new RuntimeError('invalid_image', `image could not be decoded: ${(e as Error).message.split('\n')[0]}`);
+    }
+  };
+  return pixels <= UNGATED_PIXELS ? decode() : gate.run(pixels, decode, signal);
+}
+
+/** inspectImage, then decodeInspected. */
+export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, p: Preprocess, gate: Gate): Promise<Uint8Array> {
+  return decodeInspected(await inspectImage(bytes, limits), p, gate);
 }

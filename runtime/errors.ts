@@ -5,7 +5,11 @@ export type RuntimeErrorCode =
   | 'unsupported_format'
   | 'animated_image'
   | 'image_too_large'
-  | 'device_unavailable';
+  | 'device_unavailable'
+  /** Too much decoding is already waiting: try again later. */
+  | 'busy'
+  /** The work was dropped because whoever asked for it went away. */
+  | 'cancelled';
 
 export class RuntimeError extends Error {
   constructor(

@@ -42,7 +42,8 @@ tarball=${CIFAR10_TAR:-../shared/data/cifar10-train-jpeg.tar.gz}
 if [[ -f "$tarball" ]]; then
   tar xzf "$tarball" -C "$work"
   per=${CIFAR10_PER_CLASS:-1000}
-  (cd "$work" && for c in train/*/; do ls "$c" | sort | head -n "$per" | sed "s|^|$c|"; done > list && tar czf - -T list) > "$kit/cifar.tar.gz"
+  # awk, not head: head would close the pipe early, which pipefail counts as a failure.
+  (cd "$work" && find train -type f | sort | awk -F/ -v per="$per" '++n[$2] <= per' > list && tar czf - -T list) > "$kit/cifar.tar.gz"
 fi
 
 du -sh "$kit"/* | sed 's/^/  /'

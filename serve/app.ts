@@ -7,7 +7,17 @@ import { classify, embeddings } from './routes/embed.ts';
 import { addToGallery, deleteFromGallery, getFromGallery, search } from './routes/gallery.ts';
 import { openapi } from './openapi.ts';
 
-type Handler = (svc: Service, req: Request, res: Response) => Promise<void>;
+type Handler = (svc: Service, req: Request, res: Response, signal: AbortSignal) => Promise<void>;
+
+/** The largest body a request may send: a raw image, or a JSON or multipart body (inflated). */
+export function bodyLimit(req: { headers: Request['headers'] }, o: Service['options']): number {
+  return (req.headers['content-type'] ?? '').toLowerCase().startsWith('image/') ? o.maxBytes : o.maxRequestBytes;
+}
+
+/** A body whose declared length is over its limit: refused before a byte of it is read. */
+export function declaredTooLarge(req: { headers: Request['headers'] }, o: Service['options']): boolean {
+  return Number(req.headers['content-length'] ?? 0) > bodyLimit(req, o);
+}
 
 export function createApp(svc: Service, log: (msg: string) => void = () => {}): express.Express {
   const app = express();
@@ -20,6 +30,35 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
     );
     next();
   });
+  // While shutting down, requests still arriving on open connections are refused. A client that
+  // goes away aborts its request's work (`signal`).
+  app.use((_req, res, next) => {
+    if (svc.draining) throw new ApiError('not_ready', 'the server is shutting down', 1);
+    const aborted = new AbortController();
+    res.locals.signal = aborted.signal;
+    res.on('close', () => {
+      if (!res.writableFinished) aborted.abort();
+    });
+    next();
+  });
+  // Admission on the routes that take a body, before a byte of it is read: refused when its
+  // declared length is over its limit, or when the bodies being received already fill their
+  // budget (a chunked body counts as its limit).
+  let inflightBytes = 0;
+  const admit = (req: Request, res: Response, next: NextFunction) => {
+    const limit = bodyLimit(req, o);
+    if (declaredTooLarge(req, o)) throw tooLarge(limit);
+    const chunked = (req.headers['transfer-encoding'] ?? '').length > 0;
+    const reserve = chunked ? limit : Number(req.headers['content-length'] ?? 0);
+    if (reserve > 0 && inflightBytes + reserve > o.maxInflightBytes) {
+      throw new ApiError('overloaded', `server busy: ${inflightBytes} bytes of request bodies are being received`, 1);
+    }
+    inflightBytes += reserve;
+    res.on('close', () => {
+      inflightBytes -= reserve;
+    });
+    next();
+  };
   // Bodies are parsed per route, after the API key where there is one: an unknown route or an
   // unauthorised client costs no body read, and parser errors are counted under their route.
   // body-parser refuses a declared content-length over its limit before reading.
@@ -33,7 +72,6 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   }).any();
   const multipart = (req: Request, res: Response, next: NextFunction) => {
     if (!(req.headers['content-type'] ?? '').toLowerCase().startsWith('multipart/form-data')) return next();
-    if (Number(req.headers['content-length'] ?? 0) > o.maxRequestBytes) return next(tooLarge(o.maxRequestBytes));
     // A chunked body has no content-length to check up front, so count what arrives.
     let seen = 0;
     let done = false;
@@ -59,7 +97,7 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
 
   const route = (h: Handler) => async (req: Request, res: Response) => {
     if (!svc.ready) throw new ApiError('not_ready', 'the model is not loaded yet', 1);
-    await h(svc, req, res);
+    await svc.handle(() => h(svc, req, res, res.locals.signal as AbortSignal));
   };
 
   app.get('/healthz', (_req, res) => {
@@ -90,21 +128,24 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
       );
     next();
   };
-  app.post('/v1/embeddings', body, route(embeddings));
-  app.post('/v1/classify', body, route(classify));
-  app.post('/v1/gallery', apiKey, raw, json, route(addToGallery));
+  app.post('/v1/embeddings', admit, body, route(embeddings));
+  app.post('/v1/classify', admit, body, route(classify));
+  app.post('/v1/gallery', admit, apiKey, raw, json, route(addToGallery));
   // Ids may hold '/' (`ijepa index` names images by their path), so the id is the rest of the path.
   app.get('/v1/gallery/*id', route(getFromGallery));
   app.delete('/v1/gallery/*id', apiKey, route(deleteFromGallery));
-  app.post('/v1/search', body, route(search));
+  app.post('/v1/search', admit, body, route(search));
 
   app.use((req: Request) => {
     throw new ApiError('not_found', `no route ${req.method} ${req.path}`);
   });
-  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = toApiError(err);
     if (e.code === 'internal') log(`internal error: ${(err as Error)?.stack ?? String(err)}`);
     if (e.retryAfter) res.set('retry-after', String(e.retryAfter));
+    // An answer before the body was read (refused, unauthorised): close the connection rather
+    // than let Node read and discard the rest of a body that may be a gigabyte.
+    if (!req.complete || svc.draining) res.set('connection', 'close');
     res.status(e.status).json(e.toJSON());
   });
   return app;

@@ -6,6 +6,8 @@
 import { ApiError } from './errors.ts';
 import type { Embeddings } from '../runtime/embedder.ts';
 
+const cancelled = () => new ApiError('client_closed', 'the client closed the request');
+
 export interface BatcherOptions {
   maxBatch: number;
   maxWaitMs: number;
@@ -45,13 +47,23 @@ export class Batcher {
     return this.queue.length;
   }
 
-  submit(rgb: Uint8Array): Promise<Embedded> {
+  /** Embeds one image with others; `signal` (the client went away) takes it out of the queue if it has not run. */
+  submit(rgb: Uint8Array, signal?: AbortSignal): Promise<Embedded> {
+    if (signal?.aborted) return Promise.reject(cancelled());
     if (this.queue.length >= this.o.maxQueue) {
       return Promise.reject(new ApiError('overloaded', `server busy: ${this.queue.length} images queued`, 1));
     }
     return new Promise((resolve, reject) => {
-      this.queue.push({ rgb, resolve, reject });
+      const job = { rgb, resolve, reject };
+      this.queue.push(job);
       this.metrics?.queue(this.queue.length);
+      signal?.addEventListener('abort', () => {
+        const i = this.queue.indexOf(job);
+        if (i < 0) return;
+        this.queue.splice(i, 1);
+        this.metrics?.queue(this.queue.length);
+        reject(cancelled());
+      });
       this.schedule();
     });
   }

@@ -17,7 +17,10 @@ export const STATUS = {
   image_too_large: 422,
   animated_image: 422,
   overloaded: 429,
+  /** The client went away before its answer (nginx's 499); nobody reads it. */
+  client_closed: 499,
   internal: 500,
+  insufficient_storage: 507,
   not_ready: 503,
 } as const;
 
@@ -44,7 +47,7 @@ export class ApiError extends Error {
 
 /** The HTTP face of a runtime failure (a refused image, a missing device). */
 export function fromRuntime(e: RuntimeError): ApiError {
-  return new ApiError(RUNTIME_CODES[e.code], e.message);
+  return new ApiError(RUNTIME_CODES[e.code], e.message, e.code === 'busy' ? 1 : undefined);
 }
 
 const RUNTIME_CODES: Record<RuntimeErrorCode, ErrorCode> = {
@@ -54,4 +57,6 @@ const RUNTIME_CODES: Record<RuntimeErrorCode, ErrorCode> = {
   animated_image: 'animated_image',
   image_too_large: 'image_too_large',
   device_unavailable: 'internal',
+  busy: 'overloaded',
+  cancelled: 'client_closed',
 };

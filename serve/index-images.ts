@@ -68,17 +68,20 @@ export async function indexImages(
           .map((r) => r.value);
         const e = await embedder.embed(rgb);
         const n = m.patches.rows * m.patches.cols * m.embeddingDim;
-        ok.forEach(({ id }, k) => {
-          gallery.add(
-            id,
-            e.tokens.subarray(k * n, (k + 1) * n),
-            e.pooled.subarray(k * m.embeddingDim, (k + 1) * m.embeddingDim),
-            m.patches.rows,
-            m.patches.cols,
-            { path: id },
-          );
-          added++;
-        });
+        // One journal record (one fsync) per batch.
+        gallery.commit(
+          ok.map(({ id }, k) => ({
+            add: {
+              id,
+              patches: e.tokens.subarray(k * n, (k + 1) * n),
+              pooled: e.pooled.subarray(k * m.embeddingDim, (k + 1) * m.embeddingDim),
+              rows: m.patches.rows,
+              cols: m.patches.cols,
+              metadata: { path: id },
+            },
+          })),
+        );
+        added += ok.length;
       }
       bar?.update(Math.min(todo.length, s + batch));
     }

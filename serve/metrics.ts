@@ -28,7 +28,12 @@ export function createMetrics() {
     help: 'Images waiting for the encoder',
     registers: [registry],
   });
-  return { registry, requests, stage, batchSize, queue };
+  const cancelled = new client.Counter({
+    name: 'ijepa_cancelled_images_total',
+    help: 'Images whose decoding or inference was dropped because their client went away',
+    registers: [registry],
+  });
+  return { registry, requests, stage, batchSize, queue, cancelled };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -100,7 +100,7 @@ export function openapi(svc: Service) {
               'application/json': { schema: schema(addSchema) },
             },
           },
-          responses: { ...ok('{added, errors, size}'), ...errors(...images, 401, 409) },
+          responses: { ...ok('{added, errors, size}'), ...errors(...images, 401, 409, 507) },
         },
       },
       '/v1/gallery/{id}': {
@@ -108,7 +108,7 @@ export function openapi(svc: Service) {
         delete: {
           summary: 'remove one gallery entry (API key when set)',
           parameters: [id],
-          responses: { ...ok('{deleted}'), ...errors(401, 404, 409) },
+          responses: { ...ok('{deleted}'), ...errors(401, 404, 409, 507) },
         },
       },
       '/v1/search': {

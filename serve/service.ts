@@ -3,7 +3,7 @@ import type { Device } from '../runtime/device-kind.ts';
 import { Embedder } from '../runtime/embedder.ts';
 import { Gallery } from './gallery/gallery.ts';
 import { Batcher, type Embedded } from './batcher.ts';
-import { decodeImage, type DecodeLimits } from '../runtime/decode.ts';
+import { decodeInspected, inspectImage, type DecodeLimits, type Inspected } from '../runtime/decode.ts';
 import { Gate } from '../runtime/gate.ts';
 import { ApiError, fromRuntime } from './errors.ts';
 import { RuntimeError } from '../runtime/errors.ts';
@@ -22,6 +22,10 @@ export interface ServiceOptions {
   maxBatch: number;
   maxWaitMs: number;
   maxQueue: number;
+  /** Pixels the images of one request may add up to (decoding is the costly part of a request). */
+  maxRequestPixels: number;
+  /** Bytes of request bodies being received at once, all requests together. */
+  maxInflightBytes: number;
   threads: number;
   /** Where the encoder runs. */
   device: Device;
@@ -39,6 +43,8 @@ export const defaultServiceOptions: ServiceOptions = {
   maxBatch: 32,
   maxWaitMs: 5,
   maxQueue: 512,
+  maxRequestPixels: 256_000_000,
+  maxInflightBytes: 256 * 1024 * 1024,
   threads: 1,
   device: 'cpu',
 };
@@ -51,9 +57,14 @@ export class Service {
   readonly batcher: Batcher;
   readonly probe?: ProbeHead;
   readonly limits: DecodeLimits;
-  /** At most maxPixels of images are being decoded at once, whatever the number of requests. */
+  /** At most maxPixels of images are being decoded at once, whatever the number of requests; 4× that may wait. */
   readonly decodeGate: Gate;
   gallery?: Gallery;
+  /** Set on shutdown: requests still arriving on open connections are refused. */
+  draining = false;
+  /** Request handlers running now (shutdown waits for them before closing the gallery). */
+  private handlers = 0;
+  private idle: (() => void)[] = [];
 
   private constructor(
     readonly embedder: Embedder,
@@ -61,7 +72,7 @@ export class Service {
   ) {
     const m = embedder.manifest;
     this.limits = { maxBytes: options.maxBytes, maxPixels: options.maxPixels };
-    this.decodeGate = new Gate(options.maxPixels);
+    this.decodeGate = new Gate(options.maxPixels, 4 * options.maxPixels);
     this.batcher = new Batcher(
       (imgs) => embedder.embed(imgs),
       m.embeddingDim,
@@ -104,27 +115,72 @@ export class Service {
     return s;
   }
 
-  /** Decodes and embeds every input; each gets its result or its own error. */
-  async embedAll(items: ImageInput[]): Promise<Outcome[]> {
-    return Promise.all(
-      items.map(async (it): Promise<Outcome> => {
+  /**
+   * Decodes and embeds every input; each gets its result or its own error. Headers are read first:
+   * images over the request's pixel budget fail the request at once (413), before any decoding.
+   * `signal` (the client went away) drops decodes and inference that have not started.
+   */
+  async embedAll(items: ImageInput[], signal?: AbortSignal): Promise<Outcome[]> {
+    const inspected = await Promise.all(
+      items.map(async (it): Promise<{ index: number; img: Inspected } | { index: number; error: ApiError }> => {
         if (it.error) return { index: it.index, error: it.error };
         try {
-          const t0 = performance.now();
-          const rgb = await decodeImage(it.bytes!, this.limits, this.manifest.preprocess, this.decodeGate);
-          this.metrics.stage.observe({ stage: 'decode' }, (performance.now() - t0) / 1000);
-          return { index: it.index, result: await this.batcher.submit(rgb) };
+          return { index: it.index, img: await inspectImage(it.bytes!, this.limits) };
         } catch (e) {
-          const error =
-            e instanceof ApiError
-              ? e
-              : e instanceof RuntimeError
-                ? fromRuntime(e)
-                : new ApiError('internal', (e as Error).message);
-          return { index: it.index, error };
+          return { index: it.index, error: this.apiError(e) };
         }
       }),
     );
+    const pixels = inspected.reduce((n, x) => n + ('img' in x ? x.img.width * x.img.height : 0), 0);
+    if (pixels > this.options.maxRequestPixels) {
+      throw new ApiError(
+        'payload_too_large',
+        `the images of this request add up to ${pixels} pixels; the limit is ${this.options.maxRequestPixels}`,
+      );
+    }
+    return Promise.all(
+      inspected.map(async (x): Promise<Outcome> => {
+        if ('error' in x) return x;
+        try {
+          const t0 = performance.now();
+          const rgb = await decodeInspected(x.img, this.manifest.preprocess, this.decodeGate, signal);
+          this.metrics.stage.observe({ stage: 'decode' }, (performance.now() - t0) / 1000);
+          return { index: x.index, result: await this.batcher.submit(rgb, signal) };
+        } catch (e) {
+          const error = this.apiError(e);
+          if (error.code === 'client_closed') this.metrics.cancelled.inc();
+          return { index: x.index, error };
+        }
+      }),
+    );
+  }
+
+  private apiError(e: unknown): ApiError {
+    if (e instanceof ApiError) return e;
+    if (e instanceof RuntimeError) return fromRuntime(e);
+    return new ApiError('internal', (e as Error).message);
+  }
+
+  /** Runs a request's handler, counted so that shutdown can wait for the running ones. */
+  async handle<T>(f: () => Promise<T>): Promise<T> {
+    this.handlers++;
+    try {
+      return await f();
+    } finally {
+      if (--this.handlers === 0) for (const go of this.idle.splice(0)) go();
+    }
+  }
+
+  /** Resolves when no handler runs, or after `ms`, whichever comes first. */
+  async settled(ms: number): Promise<void> {
+    if (this.handlers === 0) return;
+    await new Promise<void>((go) => {
+      const t = setTimeout(go, ms);
+      this.idle.push(() => {
+        clearTimeout(t);
+        go();
+      });
+    });
   }
 
   async close(): Promise<void> {

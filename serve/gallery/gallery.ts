@@ -3,9 +3,15 @@
  * The journal (journal.ts) is the source of truth; the patch index (patch-index.ts) finds
  * candidate images, which are then scored exactly by MaxSim over their stored patches.
  *
- * The index is rebuilt from the journal on open, or loaded from a snapshot written on close:
- * index-<sha256>.hnsw, made current by index.json (renamed into place last), so a crash
- * mid-snapshot leaves the previous consistent pair.
+ * What it promises: every write acknowledged (returned from `commit`) is present after any crash,
+ * restart or full disk; a failed write changes nothing; a gallery is never left unopenable by the
+ * gallery itself (a bad index snapshot is rebuilt from the journal; only a journal corrupted in
+ * its middle is refused). One process writes a gallery at a time (lock.ts).
+ *
+ * The index is loaded from a snapshot written on close — index-<sha256>.hnsw, made current by
+ * index.json (renamed into place last) — and the journal records after it are replayed; without a
+ * usable snapshot it is rebuilt from the journal. When removed patches outnumber live ones more
+ * than twice, the journal and the index are compacted on open (journal.ts `rewrite`).
  */
 import { createHash } from 'node:crypto';
 import {
@@ -23,7 +29,8 @@ import {
 import { join } from 'node:path';
 import { GalleryError } from './errors.ts';
 import { HnswIndex, searchEf } from './hnsw.ts';
-import { Journal, type Op } from './journal.ts';
+import { Journal, syncDir, type Op } from './journal.ts';
+import { GalleryLock } from './lock.ts';
 import type { PatchIndex } from './patch-index.ts';
 
 export { GalleryError } from './errors.ts';
@@ -51,11 +58,32 @@ export interface SearchHit {
   matches: { query: [number, number]; gallery: [number, number]; similarity: number }[];
 }
 
+export interface NewImage {
+  id: string;
+  /** [rows·cols, D] patch embeddings (normalised on the way in). */
+  patches: Float32Array;
+  /** [D] pooled embedding. */
+  pooled: Float32Array;
+  rows: number;
+  cols: number;
+  metadata?: Record<string, unknown>;
+}
+
+/** One request's changes, written as one unit: all of them, or (on failure) none. */
+export type Change = { add: NewImage } | { remove: string };
+
 const JOURNAL = 'journal.log';
 const META = 'gallery.json';
 const INDEX_META = 'index.json';
+/** 2: the index holds no hnswlib delete marks (hnsw.ts); older snapshots are rebuilt from the journal. */
+const SNAPSHOT_FORMAT = 2;
 /** Longest stretch a search runs without yielding to the event loop. */
 const SLICE_MS = 2;
+
+/** Compaction pays when removed patches outnumber live ones more than twice (and are not a handful). */
+export function shouldCompact(live: number, removed: number): boolean {
+  return removed >= 1024 && removed > 2 * live;
+}
 
 function normalize(v: Float32Array, dim: number): Float32Array {
   const out = new Float32Array(v.length);
@@ -74,10 +102,25 @@ const fromB64 = (s: string) => {
   return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
 };
 
+/** Writes a small file so that it is either absent or whole: beside it, synced, renamed into place. */
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp`;
+  try {
+    writeFileSync(tmp, text);
+    const fd = openSync(tmp, 'r+');
+    fsyncSync(fd);
+    closeSync(fd);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
 export class Gallery {
   private readonly entries = new Map<string, Entry>();
   /** Index label → [image id, patch index]; null once removed. */
-  private readonly owners: ([string, number] | null)[] = [];
+  private owners: ([string, number] | null)[] = [];
   private removed = 0;
   private dirty = false;
   private closed = false;
@@ -87,6 +130,8 @@ export class Gallery {
     readonly dim: number,
     private index: PatchIndex,
     private readonly journal: Journal,
+    private readonly lock: GalleryLock,
+    private readonly log: (s: string) => void,
   ) {}
 
   get size(): number {
@@ -95,32 +140,53 @@ export class Gallery {
 
   static open(dir: string, modelId: string, dim: number, log: (s: string) => void = () => {}): Gallery {
     mkdirSync(dir, { recursive: true });
-    const metaPath = join(dir, META);
-    if (existsSync(metaPath)) {
-      const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as { modelId: string; dim: number };
-      if (meta.modelId !== modelId || meta.dim !== dim) {
-        throw new GalleryError(
-          `gallery ${dir} was built with model '${meta.modelId}' (dim ${meta.dim}); this server runs '${modelId}' (dim ${dim}). Use another --gallery directory.`,
-        );
+    const lock = GalleryLock.acquire(dir);
+    try {
+      const metaPath = join(dir, META);
+      if (existsSync(metaPath)) {
+        const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as { modelId: string; dim: number };
+        if (meta.modelId !== modelId || meta.dim !== dim) {
+          throw new GalleryError(
+            'mismatch',
+            `gallery ${dir} was built with model '${meta.modelId}' (dim ${meta.dim}); this server runs '${modelId}' (dim ${dim}). Use another --gallery directory.`,
+          );
+        }
+      } else {
+        try {
+          writeAtomic(
+            metaPath,
+            JSON.stringify({ formatVersion: 1, modelId, dim, createdAt: new Date().toISOString() }, null, 2),
+          );
+        } catch (e) {
+          throw new GalleryError('storage', `gallery ${dir}: cannot create ${META} (${(e as Error).message})`);
+        }
       }
-    } else
-      writeFileSync(
-        metaPath,
-        JSON.stringify({ formatVersion: 1, modelId, dim, createdAt: new Date().toISOString() }, null, 2),
-      );
-    const { journal, ops } = Journal.open(join(dir, JOURNAL), log);
-    const snap = loadSnapshot(dir, dim, ops.length);
-    const g = new Gallery(dir, dim, snap?.index ?? HnswIndex.create(dim), journal);
-    const covered = snap?.records ?? 0;
-    for (let i = 0; i < ops.length; i++) g.apply(ops[i], i >= covered);
-    return g;
+      rmSync(join(dir, `${INDEX_META}.tmp`), { force: true });
+      rmSync(join(dir, 'index.tmp'), { force: true });
+      const { journal, records } = Journal.open(join(dir, JOURNAL), log);
+      const snap = loadSnapshot(dir, dim, records.length, log);
+      const g = new Gallery(dir, dim, snap?.index ?? HnswIndex.create(dim), journal, lock, log);
+      g.dirty = !snap;
+      const covered = snap?.records ?? 0;
+      records.forEach((ops, i) => {
+        for (const op of ops) g.apply(op, i >= covered);
+      });
+      const live = g.owners.length - g.removed;
+      if (shouldCompact(live, g.removed)) g.compact();
+      return g;
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
   }
 
+  /** Applies a journal operation in memory; `indexIt`: also to the index (not for records its snapshot holds). */
   private apply(op: Op, indexIt: boolean): void {
     if (op.op === 'delete') {
       const e = this.entries.get(op.id);
       if (!e) return;
-      if (indexIt) this.index.remove(e.labels);
+      // Also for records the snapshot covers: removal is kept beside the index, not in its snapshot.
+      this.index.remove(e.labels);
       for (const l of e.labels) this.owners[l] = null;
       this.removed += e.labels.length;
       this.entries.delete(op.id);
@@ -142,14 +208,76 @@ export class Gallery {
     });
   }
 
-  private write(op: Op): void {
-    this.journal.append(op);
+  /**
+   * Rewrites the journal with the live images only and rebuilds the index from them. The
+   * snapshot is removed first: until the new journal is in place the old journal is the truth.
+   */
+  private compact(): void {
+    const before = { bytes: this.journal.bytes, patches: this.owners.length };
+    const live = [...this.entries.values()];
+    rmSync(join(this.dir, INDEX_META), { force: true });
+    syncDir(this.dir);
+    this.journal.rewrite(live.map((e) => [this.addOp(e)]));
+    this.owners = [];
+    this.removed = 0;
+    this.entries.clear();
+    this.index = HnswIndex.create(this.dim);
+    for (const e of live) this.apply(this.addOp(e), true);
     this.dirty = true;
-    this.apply(op, true);
+    this.snapshot();
+    this.log(
+      `gallery: compacted ${this.dir}: journal ${before.bytes} → ${this.journal.bytes} bytes, index ${before.patches} → ${this.owners.length} patches`,
+    );
   }
 
-  has(id: string): boolean {
-    return this.entries.has(id);
+  private addOp(e: Omit<Entry, 'labels'>): Op {
+    return {
+      op: 'add',
+      id: e.id,
+      metadata: e.metadata,
+      rows: e.rows,
+      cols: e.cols,
+      patches: b64(e.patches),
+      pooled: b64(e.pooled),
+      addedAt: e.addedAt,
+    };
+  }
+
+  /**
+   * Writes `changes` as one journal record, then applies them: durable when this returns. Adding an
+   * id that exists replaces it; removing one that does not is a no-op. Throws GalleryError with
+   * nothing changed when the record cannot be serialised ('invalid') or written ('storage').
+   */
+  commit(changes: Change[]): void {
+    if (this.closed) throw new GalleryError('storage', `gallery ${this.dir} is closed`);
+    const ops: Op[] = [];
+    const present = new Set(this.entries.keys());
+    const addedAt = new Date().toISOString();
+    for (const c of changes) {
+      const id = 'add' in c ? c.add.id : c.remove;
+      if (present.has(id)) ops.push({ op: 'delete', id });
+      present.delete(id);
+      if ('add' in c) {
+        const a = c.add;
+        const normalised = {
+          ...a,
+          patches: normalize(a.patches, this.dim),
+          pooled: normalize(a.pooled, this.dim),
+          addedAt,
+        };
+        ops.push(this.addOp(normalised));
+        present.add(id);
+      }
+    }
+    if (ops.length === 0) return;
+    try {
+      JSON.stringify(ops);
+    } catch (e) {
+      throw new GalleryError('invalid', `gallery: cannot store this request (${(e as Error).message})`);
+    }
+    this.journal.append(ops);
+    this.dirty = true;
+    for (const op of ops) this.apply(op, true);
   }
 
   /** Adds (or replaces) an image; durable when this returns. */
@@ -161,23 +289,27 @@ export class Gallery {
     cols: number,
     metadata?: Record<string, unknown>,
   ): void {
-    if (this.entries.has(id)) this.remove(id);
-    this.write({
-      op: 'add',
-      id,
-      metadata,
-      rows,
-      cols,
-      patches: b64(normalize(patches, this.dim)),
-      pooled: b64(normalize(pooled, this.dim)),
-      addedAt: new Date().toISOString(),
-    });
+    this.commit([{ add: { id, patches, pooled, rows, cols, metadata } }]);
   }
 
   remove(id: string): boolean {
     if (!this.entries.has(id)) return false;
-    this.write({ op: 'delete', id });
+    this.commit([{ remove: id }]);
     return true;
+  }
+
+  /** Journal and index sizes: what compaction reclaims. */
+  get stats(): { images: number; livePatches: number; removedPatches: number; journalBytes: number } {
+    return {
+      images: this.entries.size,
+      livePatches: this.owners.length - this.removed,
+      removedPatches: this.removed,
+      journalBytes: this.journal.bytes,
+    };
+  }
+
+  has(id: string): boolean {
+    return this.entries.has(id);
   }
 
   get(
@@ -262,56 +394,79 @@ export class Gallery {
     return hits.sort((a, b) => b.score - a.score).slice(0, k);
   }
 
-  /** Writes an index snapshot (checksummed; index.json switches to it last) so the next open skips the rebuild. */
+  /**
+   * Writes an index snapshot (checksummed; index.json switches to it last) so the next open skips
+   * the rebuild. A failure (disk full) leaves the previous snapshot pair and is logged, not thrown:
+   * the journal holds everything, and the next open replays what the snapshot lacks.
+   */
   snapshot(): void {
     if (!this.dirty && existsSync(join(this.dir, INDEX_META))) return;
     const tmp = join(this.dir, 'index.tmp');
-    this.index.save(tmp);
-    const fd = openSync(tmp, 'r+');
-    fsyncSync(fd);
-    closeSync(fd);
-    const bytes = readFileSync(tmp);
-    const sha256 = createHash('sha256').update(bytes).digest('hex');
-    const file = `index-${sha256.slice(0, 16)}.hnsw`;
-    renameSync(tmp, join(this.dir, file));
-    writeFileSync(
-      join(this.dir, `${INDEX_META}.tmp`),
-      JSON.stringify({ file, records: this.journal.records, bytes: bytes.length, sha256 }),
-    );
-    renameSync(join(this.dir, `${INDEX_META}.tmp`), join(this.dir, INDEX_META));
-    for (const f of readdirSync(this.dir))
-      if (/^index-[0-9a-f]{16}\.hnsw$/.test(f) && f !== file) rmSync(join(this.dir, f));
-    this.dirty = false;
+    try {
+      this.index.save(tmp);
+      const fd = openSync(tmp, 'r+');
+      fsyncSync(fd);
+      closeSync(fd);
+      const bytes = readFileSync(tmp);
+      const sha256 = createHash('sha256').update(bytes).digest('hex');
+      const file = `index-${sha256.slice(0, 16)}.hnsw`;
+      renameSync(tmp, join(this.dir, file));
+      writeAtomic(
+        join(this.dir, INDEX_META),
+        JSON.stringify({ format: SNAPSHOT_FORMAT, file, records: this.journal.records, bytes: bytes.length, sha256 }),
+      );
+      syncDir(this.dir);
+      for (const f of readdirSync(this.dir))
+        if (/^index-[0-9a-f]{16}\.hnsw$/.test(f) && f !== file) rmSync(join(this.dir, f));
+      this.dirty = false;
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      this.log(
+        `gallery: index snapshot not written (${(e as Error).message}); the next start replays the journal instead`,
+      );
+    }
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.snapshot();
-    this.journal.close();
+    try {
+      this.snapshot();
+      this.journal.close();
+    } finally {
+      this.lock.release();
+    }
   }
 }
 
-/** The snapshot index.json points to, if its checksum matches, and how many journal records it covers. */
-function loadSnapshot(dir: string, dim: number, records: number): { index: PatchIndex; records: number } | null {
+/**
+ * The snapshot index.json points to, and how many journal records it covers; null (logged) when
+ * there is none or it cannot be used: the index is then rebuilt from the journal.
+ */
+function loadSnapshot(
+  dir: string,
+  dim: number,
+  records: number,
+  log: (s: string) => void,
+): { index: PatchIndex; records: number } | null {
   const metaPath = join(dir, INDEX_META);
   if (!existsSync(metaPath)) return null;
-  const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as {
-    file: string;
-    records: number;
-    sha256: string;
-    bytes: number;
-  };
-  const idxPath = join(dir, meta.file);
-  const bytes = existsSync(idxPath) ? readFileSync(idxPath) : Buffer.alloc(0);
-  if (bytes.length !== meta.bytes || createHash('sha256').update(bytes).digest('hex') !== meta.sha256) {
-    throw new GalleryError(
-      `gallery index ${idxPath} is missing, corrupt or truncated (checksum mismatch); delete ${INDEX_META} to rebuild the index from ${JOURNAL}`,
-    );
-  }
-  if (meta.records > records)
-    throw new GalleryError(
-      `gallery index ${idxPath} covers ${meta.records} journal records but ${JOURNAL} has ${records}; delete ${INDEX_META} to rebuild`,
-    );
-  return { index: HnswIndex.load(idxPath, dim), records: meta.records };
+  const why = (() => {
+    let meta: { format?: number; file: string; records: number; sha256: string; bytes: number };
+    try {
+      meta = JSON.parse(readFileSync(metaPath, 'utf8'));
+    } catch {
+      return `${INDEX_META} is unreadable`;
+    }
+    if (meta.format !== SNAPSHOT_FORMAT) return `it is of an older format`;
+    const idxPath = join(dir, meta.file);
+    const bytes = existsSync(idxPath) ? readFileSync(idxPath) : Buffer.alloc(0);
+    if (bytes.length !== meta.bytes || createHash('sha256').update(bytes).digest('hex') !== meta.sha256)
+      return `${idxPath} is missing, corrupt or truncated (checksum mismatch)`;
+    if (meta.records > records) return `it covers ${meta.records} journal records but ${JOURNAL} has ${records}`;
+    return { index: HnswIndex.load(idxPath, dim), records: meta.records };
+  })();
+  if (typeof why !== 'string') return why;
+  log(`gallery: not using the index snapshot of ${dir}: ${why}; rebuilding the index from ${JOURNAL}`);
+  return null;
 }

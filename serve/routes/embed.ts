@@ -48,9 +48,9 @@ function failIfSingle(single: boolean, outcomes: Outcome[]): void {
   if (single && 'error' in first) throw first.error;
 }
 
-export async function embeddings(svc: Service, req: Request, res: Response): Promise<void> {
+export async function embeddings(svc: Service, req: Request, res: Response, signal?: AbortSignal): Promise<void> {
   const { items, single, options } = parseImages(req, svc.options.maxImages);
-  const outcomes = await svc.embedAll(items);
+  const outcomes = await svc.embedAll(items, signal);
   failIfSingle(single, outcomes);
   const m = svc.manifest;
   const [rows, cols] = [m.patches.rows, m.patches.cols];
@@ -105,7 +105,7 @@ export async function embeddings(svc: Service, req: Request, res: Response): Pro
   });
 }
 
-export async function classify(svc: Service, req: Request, res: Response): Promise<void> {
+export async function classify(svc: Service, req: Request, res: Response, signal?: AbortSignal): Promise<void> {
   const probe = svc.probe;
   if (!probe)
     throw new ApiError(
@@ -113,7 +113,7 @@ export async function classify(svc: Service, req: Request, res: Response): Promi
       `model '${svc.manifest.id}' has no linear-probe head; run \`ijepa probe\` on it first`,
     );
   const { items, single, options } = parseImages(req, svc.options.maxImages);
-  const outcomes = await svc.embedAll(items);
+  const outcomes = await svc.embedAll(items, signal);
   failIfSingle(single, outcomes);
   res.json({
     model: svc.manifest.id,

@@ -2,7 +2,7 @@
 import type { Request, Response } from 'express';
 import { z } from 'zod';
 import { ApiError } from '../errors.ts';
-import type { Gallery } from '../gallery/gallery.ts';
+import { GalleryError, type Change, type Gallery } from '../gallery/gallery.ts';
 import type { Service } from '../service.ts';
 import { fromBase64, parseImages, type ImageInput } from './inputs.ts';
 
@@ -11,21 +11,51 @@ export const idSchema = z
   .string()
   .regex(ID, 'ids are 1-128 characters of letters, digits and _ . : @ / -')
   .describe("gallery id; may contain '/'");
+/** Deeper metadata is refused: a journal record must serialise (5,000 levels overflowed the stack). */
+export const MAX_METADATA_DEPTH = 32;
+
+/** Nesting depth of a JSON value, without recursion. */
+function depthOf(value: unknown): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, d] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    max = Math.max(max, d);
+    if (d > MAX_METADATA_DEPTH) break;
+    for (const c of Object.values(v)) stack.push([c, d + 1]);
+  }
+  return max;
+}
+
 const metadataSchema = z
   .record(z.string(), z.unknown())
-  .describe('any JSON object, returned with the item and its search hits');
+  .refine((m) => depthOf(m) <= MAX_METADATA_DEPTH, `metadata may nest at most ${MAX_METADATA_DEPTH} levels deep`)
+  .describe('any JSON object (at most 32 levels deep), returned with the item and its search hits');
 const itemSchema = z
   .object({ id: idSchema, image: z.string().describe('base64'), metadata: metadataSchema.optional() })
   .strict();
 /** POST /v1/gallery as JSON: one item, or several; /openapi.json is generated from it. */
 export const addSchema = z.union([z.object({ items: z.array(itemSchema).min(1) }).strict(), itemSchema]);
 
+/** A gallery write, its failures as API errors (nothing was changed by a failed one). */
+function write<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (!(e instanceof GalleryError)) throw e;
+    if (e.kind === 'storage') throw new ApiError('insufficient_storage', e.message);
+    if (e.kind === 'invalid') throw new ApiError('bad_request', e.message);
+    throw new ApiError('internal', e.message);
+  }
+}
+
 function galleryOf(svc: Service): Gallery {
   if (!svc.gallery) throw new ApiError('no_gallery', 'this server has no gallery: start it with --gallery <dir>');
   return svc.gallery;
 }
 
-export async function addToGallery(svc: Service, req: Request, res: Response): Promise<void> {
+export async function addToGallery(svc: Service, req: Request, res: Response, signal?: AbortSignal): Promise<void> {
   const gallery = galleryOf(svc);
   let items: { id: string; metadata?: Record<string, unknown>; input: ImageInput }[];
   let single = false;
@@ -34,11 +64,16 @@ export async function addToGallery(svc: Service, req: Request, res: Response): P
     if (!id.success) throw new ApiError('bad_request', `query parameter id: ${id.error.issues[0].message}`);
     let metadata: Record<string, unknown> | undefined;
     if (typeof req.query.metadata === 'string') {
+      let raw: unknown;
       try {
-        metadata = metadataSchema.parse(JSON.parse(req.query.metadata));
+        raw = JSON.parse(req.query.metadata);
       } catch {
         throw new ApiError('bad_request', 'query parameter metadata must be a JSON object');
       }
+      const parsed = metadataSchema.safeParse(raw);
+      if (!parsed.success)
+        throw new ApiError('bad_request', `query parameter metadata: ${parsed.error.issues[0].message}`);
+      metadata = parsed.data;
     }
     items = [{ id: id.data, metadata, input: parseImages(req, 1).items[0] }];
     single = true;
@@ -64,18 +99,34 @@ export async function addToGallery(svc: Service, req: Request, res: Response): P
     if (dup) throw new ApiError('bad_request', `id '${dup.id}' appears more than once in items`);
     items = list.map((it, i) => ({ id: it.id, metadata: it.metadata, input: fromBase64(it.image, i) }));
   }
-  const outcomes = await svc.embedAll(items.map((i) => i.input));
+  const outcomes = await svc.embedAll(
+    items.map((i) => i.input),
+    signal,
+  );
   if (single && 'error' in outcomes[0]) throw outcomes[0].error;
   const m = svc.manifest;
   const added: { id: string; patches: number }[] = [];
   const errors: { index: number; id: string; error: string; code: string }[] = [];
+  const changes: Change[] = [];
   outcomes.forEach((o, i) => {
     if ('error' in o) errors.push({ index: i, id: items[i].id, ...o.error.toJSON() });
     else {
-      gallery.add(items[i].id, o.result.tokens, o.result.pooled, m.patches.rows, m.patches.cols, items[i].metadata);
-      added.push({ id: items[i].id, patches: m.patches.rows * m.patches.cols });
+      const { rows, cols } = m.patches;
+      changes.push({
+        add: {
+          id: items[i].id,
+          patches: o.result.tokens,
+          pooled: o.result.pooled,
+          rows,
+          cols,
+          metadata: items[i].metadata,
+        },
+      });
+      added.push({ id: items[i].id, patches: rows * cols });
     }
   });
+  // One journal record for the whole request: every image of it is stored, or (on failure) none.
+  write(() => gallery.commit(changes));
   res.json({ added, errors, size: gallery.size });
 }
 
@@ -94,15 +145,16 @@ export async function getFromGallery(svc: Service, req: Request, res: Response):
 
 export async function deleteFromGallery(svc: Service, req: Request, res: Response): Promise<void> {
   const id = idOf(req);
-  if (!galleryOf(svc).remove(id)) throw new ApiError('not_found', `no gallery image '${id}'`);
+  const gallery = galleryOf(svc);
+  if (!write(() => gallery.remove(id))) throw new ApiError('not_found', `no gallery image '${id}'`);
   res.json({ deleted: id });
 }
 
-export async function search(svc: Service, req: Request, res: Response): Promise<void> {
+export async function search(svc: Service, req: Request, res: Response, signal?: AbortSignal): Promise<void> {
   const gallery = galleryOf(svc);
   const { items, options } = parseImages(req, 1);
   if (items.length !== 1) throw new ApiError('bad_request', 'search takes exactly one image');
-  const [outcome] = await svc.embedAll(items);
+  const [outcome] = await svc.embedAll(items, signal);
   if ('error' in outcome) throw outcome.error;
   const m = svc.manifest;
   const { rows, cols } = m.patches;

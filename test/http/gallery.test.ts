@@ -230,7 +230,7 @@ test('every acknowledged add survives kill -9 of a real server process', async (
   await new Promise((r) => b.child.once('exit', r));
 });
 
-test('a corrupt or truncated index or journal is refused with a clear message; a torn last record is dropped', () => {
+test('a corrupt or truncated index is rebuilt from the journal; a corrupt journal is refused with a clear message; a torn last record is dropped', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ijepa-corrupt-'));
   const g = Gallery.open(dir, 'm', 4);
   const v = (x: number) => Float32Array.from({ length: 8 }, (_, i) => Math.sin(i + x));
@@ -241,11 +241,20 @@ test('a corrupt or truncated index or journal is refused with a clear message; a
   const idx = join(dir, meta.file);
   const good = readFileSync(idx);
   writeFileSync(idx, good.subarray(0, good.length - 10));
-  assert.throws(
-    () => Gallery.open(dir, 'm', 4),
-    (e: Error) => e instanceof GalleryError && /corrupt or truncated/.test(e.message),
+  const said: string[] = [];
+  const rebuilt = Gallery.open(dir, 'm', 4, (m) => said.push(m));
+  assert.match(said.join('\n'), /corrupt or truncated.*rebuilding the index from journal\.log/);
+  assert.equal(rebuilt.size, 2);
+  assert.deepEqual(
+    (await rebuilt.search(v(2).subarray(0, 4), [[0, 0]], v(2).subarray(0, 4), 1, false)).map((h) => h.id),
+    ['two'],
   );
-  writeFileSync(idx, good);
+  rebuilt.close();
+  assert.deepEqual(
+    readFileSync(join(dir, JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')).file)).length > 0,
+    true,
+    'a good snapshot was written again',
+  );
 
   const journal = join(dir, 'journal.log');
   const lines = readFileSync(journal, 'utf8');
