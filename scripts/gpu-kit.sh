@@ -5,7 +5,7 @@
 #   payload.tar.xz              ijepa.mjs and bench-gpu.mjs (the CLI and `npm run bench:gpu`,
 #                               bundled: no tsx or esbuild there), recipes/ and variants/ (data the
 #                               bundles read next to themselves), and node_modules/ with
-#                               onnxruntime-node (linux x64 binaries only) and sharp with libvips
+#                               onnxruntime-node (linux x64 binaries only), sharp with libvips, hnswlib-node
 #   debs/                       the Vulkan loader (Debian 12's libvulkan1)
 #   cifar.tar.gz                CIFAR10_PER_CLASS (default 1000) training images per class, from
 #                               CIFAR10_TAR (default ../shared/data/cifar10-train-jpeg.tar.gz), if present
@@ -20,7 +20,7 @@ trap 'rm -rf "$work"' EXIT
 xz -T0 -9 -c "$(readlink -f "$(command -v node)")" > "$kit/node.xz"
 
 banner="import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);"
-external=(--external:onnxruntime-node --external:sharp --external:hnswlib-node '--external:@tensorflow/*')
+external=(--external:onnxruntime-node --external:sharp --external:hnswlib-node '--external:@tensorflow/*' '--external:./tfjs/*')
 payload="$work/payload"
 mkdir -p "$payload/node_modules/@img"
 echo "import { main } from './cli/index.ts'; await main(process.argv);" |
@@ -30,9 +30,10 @@ node_modules/.bin/esbuild bench/gpu.ts --bundle --platform=node --format=esm --t
   "${external[@]}" --banner:js="$banner" --outfile="$payload/bench-gpu.mjs" --log-level=warning
 cp -r train/recipes "$payload/recipes"
 cp -r study/variants "$payload/variants"
-for pkg in onnxruntime-node onnxruntime-common sharp detect-libc semver @img/colour @img/sharp-linux-x64 @img/sharp-libvips-linux-x64; do
+for pkg in onnxruntime-node onnxruntime-common sharp detect-libc semver @img/colour @img/sharp-linux-x64 @img/sharp-libvips-linux-x64 hnswlib-node bindings file-uri-to-path; do
   cp -r "node_modules/$pkg" "$payload/node_modules/$pkg"
 done
+rm -rf "$payload/node_modules/hnswlib-node/build/Release/obj.target" "$payload/node_modules/hnswlib-node/src"
 find "$payload/node_modules/onnxruntime-node/bin" -mindepth 3 -maxdepth 3 ! -path '*/linux/x64' -exec rm -rf {} +
 tar -C "$payload" -cf - . | xz -T0 -9 > "$kit/payload.tar.xz"
 

@@ -17,7 +17,7 @@ export interface ServeOptions extends Partial<ServiceOptions> {
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
 /** Who could change the gallery: refused configurations, before anything is loaded. */
-function checkAccess(o: ServeOptions): void {
+export function checkAccess(o: ServeOptions): void {
   if (o.apiKey === '') {
     throw new Error('the API key is empty (--api-key or IJEPA_API_KEY): give a key, or leave both unset');
   }

@@ -417,7 +417,7 @@ async function tfjsEngine(
     tfjs = await Promise.all([import('./tfjs/backend.ts'), import('./tfjs/engine.ts')]);
   } catch (e) {
     throw new Error(
-      `--engine tfjs needs TensorFlow.js, which this install omits (npm ci --omit=optional): ${(e as Error).message.split('\n')[0]}`,
+      `--engine tfjs needs TensorFlow.js, which this install omits (a serving install: npm ci --omit=dev): ${(e as Error).message.split('\n')[0]}`,
     );
   }
   await tfjs[0].useBackend(backend);

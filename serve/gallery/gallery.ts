@@ -404,6 +404,9 @@ export class Gallery {
     const tmp = join(this.dir, 'index.tmp');
     try {
       this.index.save(tmp);
+      // hnswlib writes through a C++ stream that does not report a short write (a full disk):
+      // read the file back before trusting it.
+      if (HnswIndex.load(tmp, this.dim).stored !== this.index.stored) throw new Error('the written index reads back short');
       const fd = openSync(tmp, 'r+');
       fsyncSync(fd);
       closeSync(fd);
