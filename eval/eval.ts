@@ -4,7 +4,6 @@
  * probe, plus a kNN classifier on the I-JEPA features. Deterministic given the seed.
  */
 import type { Device } from '../runtime/device-kind.ts';
-import { cpus } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Embedder } from '../runtime/embedder.ts';
@@ -198,7 +197,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     }
     const counts = { train: sp.trainItems.length, test: sp.testItems.length };
     const t = m.training;
-    const budget = `pre-training: ${t.imagesSeen} images seen, ${t.steps} steps, ${(t.elapsedSec / 60).toFixed(1)} min on ${cpus()[0]?.model ?? 'unknown CPU'} (${cpus().length} cores); data ${t.data}`;
+    const budget = `pre-training: ${t.imagesSeen} images seen, ${t.steps} steps, ${(t.elapsedSec / 60).toFixed(1)} min (${t.hardware ?? 'hardware not recorded'}); data ${t.data}`;
     const markdown = [
       `Evaluation of ${m.id} on ${sp.testSplit}: ${counts.test} test images, ${counts.train} training images, seed ${o.seed}; ${describeL2(o.l2)}.`,
       '',

@@ -59,6 +59,8 @@ export const manifestSchema = z
         /** The trainer's recipe and objective (packages written before these were recorded lack them). */
         recipe: z.string().optional(),
         objective: z.enum(['ijepa', 'views']).optional(),
+        /** Where it trained: engine, device, threads, CPU (recorded by the trainer since it was added). */
+        hardware: z.string().optional(),
       })
       .strict(),
   })

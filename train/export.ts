@@ -75,6 +75,7 @@ export function exportRun(o: ExportOptions): Manifest {
       exportedAt: new Date().toISOString(),
       recipe: cfg.recipe,
       objective: cfg.objective,
+      ...(typeof ckpt.meta.hardware === 'string' ? { hardware: ckpt.meta.hardware } : {}),
     },
   };
   writePackage(o.out, manifest, files);

@@ -4,7 +4,7 @@
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, cpus } from 'node:os';
 import cliProgress from 'cli-progress';
 import type { TrainConfig } from './config.ts';
 import { parseConfig } from './config.ts';
@@ -205,9 +205,16 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         : `engine: onnxruntime on ${device} (weights, moments and EMA target on the device)`,
   );
 
+  const cpu = `${cpus()[0]?.model.trim() ?? 'unknown CPU'}`;
+  const hardware =
+    engineName === 'tfjs'
+      ? `TF.js ${o.backend}, ${cpu}`
+      : device === 'cpu'
+        ? `onnxruntime on the CPU, ${o.threads ?? availableParallelism()} thread(s), ${cpu}`
+        : `onnxruntime on ${device}`;
   const save = async () => {
     await engine.pull(optimizer);
-    writeCheckpoint(ckptPath, { config: cfg, data: o.data, state: { ...state, plan }, model: cfg.model }, [
+    writeCheckpoint(ckptPath, { config: cfg, data: o.data, state: { ...state, plan }, model: cfg.model, hardware }, [
       ['online', online.data],
       ['target', target.data],
       ['adam.m', optimizer.m],

@@ -3,10 +3,10 @@
  * placement only at verbose severity, from native code to the process's stderr, so a child
  * process creates the session and its stderr is parsed.
  */
+import { tempDir } from '../tmp.ts';
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const CHILD = `
@@ -50,7 +50,7 @@ export function parsePlacement(log: string): Placement {
 }
 
 export async function placementOf(graph: Uint8Array): Promise<Placement> {
-  const dir = mkdtempSync(join(tmpdir(), 'ijepa-placement-'));
+  const dir = tempDir('ijepa-placement-');
   try {
     const path = join(dir, 'graph.onnx');
     writeFileSync(path, graph);

@@ -4,10 +4,10 @@
  * optimizer equal the CPU engine, checkpoints move between devices, and the server's embeddings
  * agree. Without an adapter every test here fails, saying what to install.
  */
+import { tempDir } from '../tmp.ts';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { tinyModel, randomArray } from '../helpers.ts';
@@ -38,7 +38,7 @@ const opts = {
   threads: 1,
   sigreg: { weight: 0.1, projections: 8, seed: 1 },
 };
-const dir = mkdtempSync(join(tmpdir(), 'ijepa-webgpu-'));
+const dir = tempDir('ijepa-webgpu-');
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('a WebGPU adapter is present', () => {

@@ -4,22 +4,13 @@
  * never left unopenable; a failed request changes nothing; and the work a client can cause is
  * bounded (declared bodies, decodes after a disconnect, shutdown time).
  */
+import { tempDir } from '../tmp.ts';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  appendFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import hnswlib from 'hnswlib-node';
@@ -34,7 +25,7 @@ import { makePackage } from './fixtures.ts';
 
 const BIN = join(import.meta.dirname, '../../bin/ijepa.js');
 const pkg = makePackage(false);
-const root = mkdtempSync(join(tmpdir(), 'ijepa-durability-'));
+const root = tempDir('ijepa-durability-');
 after(() => rmSync(root, { recursive: true, force: true }));
 let dirs = 0;
 const fresh = (name: string) => join(root, `${name}-${dirs++}`);

@@ -1,6 +1,5 @@
 /** A tiny random-weight model package and image fixtures for HTTP tests. */
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tempDir } from '../tmp.ts';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { tinyModel } from '../helpers.ts';
@@ -67,7 +66,7 @@ export function makePackage(withProbe: boolean): string {
       exportedAt: new Date(0).toISOString(),
     },
   };
-  const dir = join(mkdtempSync(join(tmpdir(), 'ijepa-pkg-')), manifest.id);
+  const dir = join(tempDir('ijepa-pkg-'), manifest.id);
   writePackage(dir, manifest, files);
   return dir;
 }

@@ -1,9 +1,9 @@
 /** Gallery: add/get/delete/search over HTTP, durability across kill -9, corruption detection. */
+import { tempDir } from '../tmp.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server } from 'node:http';
 import sharp from 'sharp';
@@ -35,7 +35,7 @@ const json = (v: unknown) => JSON.stringify(v);
 const JSONH = { 'content-type': 'application/json' };
 
 test('gallery over HTTP: add, get, search (MaxSim, box, pooled), delete, API key', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ijepa-gal-'));
+  const dir = tempDir('ijepa-gal-');
   const svc = await Service.open(pkg, { gallery: dir, apiKey: 'sesame' });
   const { server, base } = await listen(svc);
   const imgs = await Promise.all([0, 1, 2, 3].map(pattern));
@@ -177,7 +177,7 @@ test('no gallery configured: 409', async () => {
 });
 
 test('every acknowledged add survives kill -9 of a real server process', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ijepa-kill-'));
+  const dir = tempDir('ijepa-kill-');
   const start = () => {
     const child = spawn(process.execPath, [BIN, 'serve', '--model', pkg, '--gallery', dir, '--port', '0'], {
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -231,7 +231,7 @@ test('every acknowledged add survives kill -9 of a real server process', async (
 });
 
 test('a corrupt or truncated index is rebuilt from the journal; a corrupt journal is refused with a clear message; a torn last record is dropped', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ijepa-corrupt-'));
+  const dir = tempDir('ijepa-corrupt-');
   const g = Gallery.open(dir, 'm', 4);
   const v = (x: number) => Float32Array.from({ length: 8 }, (_, i) => Math.sin(i + x));
   g.add('one', v(1), v(1).subarray(0, 4), 1, 2);
@@ -274,11 +274,11 @@ test('a corrupt or truncated index is rebuilt from the journal; a corrupt journa
 test('ijepa index builds a gallery from a folder and resumes without re-adding', async () => {
   const { spawnSync } = await import('node:child_process');
   const { mkdirSync } = await import('node:fs');
-  const images = mkdtempSync(join(tmpdir(), 'ijepa-idx-img-'));
+  const images = tempDir('ijepa-idx-img-');
   mkdirSync(join(images, 'sub'));
   for (let i = 0; i < 5; i++) writeFileSync(join(images, i < 3 ? `p${i}.png` : `sub/p${i}.png`), await pattern(i));
   writeFileSync(join(images, 'broken.png'), Buffer.from('nope'));
-  const gdir = mkdtempSync(join(tmpdir(), 'ijepa-idx-gal-'));
+  const gdir = tempDir('ijepa-idx-gal-');
   const run = () =>
     spawnSync(process.execPath, [BIN, 'index', '--model', pkg, '--images', images, '--gallery', gdir, '--batch', '2'], {
       encoding: 'utf8',

@@ -1,16 +1,16 @@
 /** The `ijepa train` command end to end: exact resume after kill -9, schedules per optimizer step, CLI errors. */
+import { tempDir } from '../tmp.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readCheckpoint } from '../../train/checkpoint.ts';
 import { learningRate, planByEpochs } from '../../train/schedule.ts';
 import { tinyModel } from '../helpers.ts';
 
 const BIN = join(import.meta.dirname, '../../bin/ijepa.js');
-const dir = mkdtempSync(join(tmpdir(), 'ijepa-cli-'));
+const dir = tempDir('ijepa-cli-');
 const data = join(dir, 'data');
 
 function idx(dims: number[], bytes: Uint8Array): Buffer {

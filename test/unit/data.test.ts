@@ -1,7 +1,7 @@
+import { tempDir } from '../tmp.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import sharp from 'sharp';
@@ -21,7 +21,7 @@ function idxBytes(dims: number[], data: Uint8Array, type = 0x08): Buffer {
   return Buffer.concat([head, Buffer.from(data)]);
 }
 
-const tmp = () => mkdtempSync(join(tmpdir(), 'ijepa-data-'));
+const tmp = () => tempDir('ijepa-data-');
 
 test('IDX: plain and gzipped files, MNIST-style directories, clear errors', async () => {
   const dir = tmp();

@@ -1,7 +1,7 @@
+import { tempDir } from '../tmp.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readCheckpoint, writeCheckpoint } from '../../train/checkpoint.ts';
 import { normalizedFeatureStd, rankMe, collapseWarning, tokenVarianceShares } from '../../train/diagnostics.ts';
@@ -11,7 +11,7 @@ import { randomArray } from '../helpers.ts';
 import { resolveConfig } from '../../train/config.ts';
 
 test('checkpoints round-trip and detect corruption or truncation', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ijepa-ck-'));
+  const dir = tempDir('ijepa-ck-');
   const p = join(dir, 'checkpoint.bin');
   const a = randomArray(1001, 1);
   writeCheckpoint(p, { step: 7, nested: { x: [1, 2] } }, [
