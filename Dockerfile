@@ -27,9 +27,12 @@ COPY models ./models
 RUN mkdir -p /data/gallery && chown node:node /data/gallery
 USER node
 EXPOSE 8080
-# Mount your own packages over /app/models; the gallery persists under /data/gallery.
+# Mount your own packages over /app/models; a gallery persists under /data/gallery.
 VOLUME ["/app/models", "/data/gallery"]
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:8080/readyz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"
-ENTRYPOINT ["node", "bin/ijepa.js", "serve", "--host", "0.0.0.0", "--port", "8080", "--gallery", "/data/gallery"]
+# No gallery by default: a writable gallery on 0.0.0.0 needs a key (add `--gallery /data/gallery`
+# and -e IJEPA_API_KEY=...). GPU serving (--device webgpu) also needs libvulkan1 and a GPU run
+# with NVIDIA_DRIVER_CAPABILITIES including `graphics` (docs/gpu.md).
+ENTRYPOINT ["node", "bin/ijepa.js", "serve", "--host", "0.0.0.0", "--port", "8080"]
 CMD ["--model", "models/fmnist-vit-tiny"]
