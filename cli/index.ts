@@ -229,9 +229,9 @@ export function buildCli(): Command {
     )
     .option(
       '--max-inflight-bytes <n>',
-      'request-body bytes being received at once, all requests together (beyond: 429)',
+      'request-body bytes being received at once, all requests together (beyond: 429); peak memory is ~3-4× this',
       int('--max-inflight-bytes', 1024 * 1024),
-      256 * 1024 * 1024,
+      128 * 1024 * 1024,
     )
     .option(
       '--drain-timeout <s>',

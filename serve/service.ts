@@ -44,7 +44,7 @@ export const defaultServiceOptions: ServiceOptions = {
   maxWaitMs: 5,
   maxQueue: 512,
   maxRequestPixels: 256_000_000,
-  maxInflightBytes: 256 * 1024 * 1024,
+  maxInflightBytes: 128 * 1024 * 1024,
   threads: 1,
   device: 'cpu',
 };
