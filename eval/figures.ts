@@ -22,7 +22,7 @@ import { ParamStore } from '../model/params.ts';
 import { Rng } from '../model/rng.ts';
 import { labeledSplits } from './probe.ts';
 import { encoderGraph, predictorGraph } from '../onnx/inference.ts';
-import { contextEncoderGraph } from '../onnx/training.ts';
+import { contextEncoderGraph } from '../onnx/inference.ts';
 import { predictorKeyMask } from '../train/engine.ts';
 import { linePanelsSvg, scatterSvg, writePng, type LinePanel } from './plot.ts';
 import { OnnxModel } from '../runtime/model.ts';

@@ -46,7 +46,18 @@ export const manifestSchema = z
       })
       .strict(),
     embeddingDim: z.number().int().positive(),
-    files: z.object({ encoder: fileSchema, predictor: fileSchema.optional(), probe: fileSchema.optional() }).strict(),
+    files: z
+      .object({
+        encoder: fileSchema,
+        predictor: fileSchema.optional(),
+        /**
+         * The encoder on a selection of patches (inputs `patches`, `ctx_idx`, `ctx_mask`), what the
+         * predictor reads. Its weights are the encoder file's own, by ONNX external data.
+         */
+        context: fileSchema.optional(),
+        probe: fileSchema.optional(),
+      })
+      .strict(),
     classes: z.array(z.string()).optional(),
     training: z
       .object({

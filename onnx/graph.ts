@@ -126,6 +126,29 @@ export class GraphBuilder {
     return name;
   }
 
+  /**
+   * A float32 initializer whose bytes live in another file of the package (ONNX external data):
+   * `length` bytes at `offset` of `location`. The graph that holds the weights is not copied.
+   */
+  externalInitializer(name: string, dims: number[], location: string, offset: number, length: number): string {
+    this.inits.push(
+      onnx.TensorProto.create({
+        name,
+        dims,
+        dataType: ELEM.float32,
+        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+        externalData: [
+          { key: 'location', value: location },
+          { key: 'offset', value: String(offset) },
+          { key: 'length', value: String(length) },
+        ],
+      }),
+    );
+    this.initNames.add(name);
+    this.dims.set(name, dims);
+    return name;
+  }
+
   private cached(key: string, make: () => string): string {
     let name = this.constCache.get(key);
     if (!name) this.constCache.set(key, (name = make()));

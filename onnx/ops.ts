@@ -15,6 +15,13 @@ export interface ParamInputs {
   specs: ParamSpec[];
 }
 
+/** Parameters stored in another file (ONNX external data): where each one's bytes are. */
+export interface ExternalParams {
+  location: string;
+  specs: ParamSpec[];
+  at: Map<string, { offset: number; length: number }>;
+}
+
 /**
  * Index inputs a training graph is fed beside its patch indices, computed on the host, so that
  * selecting tokens needs no int64 arithmetic in the graph (no WebGPU kernels exist for it):
@@ -34,19 +41,24 @@ export class OnnxOps implements Ops<string> {
 
   constructor(
     readonly g: GraphBuilder,
-    private readonly params: ParamStore | ParamInputs,
+    private readonly params: ParamStore | ParamInputs | ExternalParams,
     private readonly model: ModelConfig,
     private readonly indices?: IndexInputs,
   ) {}
 
   param(name: string): string {
-    const fed = !(this.params instanceof ParamStore);
-    const full = fed ? `${(this.params as ParamInputs).prefix}${name}` : name;
+    const p = this.params;
+    const full = 'prefix' in p ? `${p.prefix}${name}` : name;
     if (!this.declared.has(full)) {
-      const spec = this.params.specs.find((s) => s.name === name);
+      const spec = p.specs.find((s) => s.name === name);
       if (!spec) throw new RangeError(`unknown parameter '${name}'`);
-      if (fed) this.g.input(full, 'float32', spec.shape);
-      else this.g.initializer(full, (this.params as ParamStore).view(name).slice(), spec.shape);
+      if (p instanceof ParamStore) this.g.initializer(full, p.view(name).slice(), spec.shape);
+      else if ('prefix' in p) this.g.input(full, 'float32', spec.shape);
+      else {
+        const at = p.at.get(name);
+        if (!at) throw new RangeError(`parameter '${name}' is not in ${p.location}`);
+        this.g.externalInitializer(full, spec.shape, p.location, at.offset, at.length);
+      }
       this.declared.add(full);
     }
     return full;

@@ -25,7 +25,6 @@ import {
   PROJECTOR_DIM,
 } from '../model/vit.ts';
 import { KNOTS, sigregKnots, type LossKind } from '../model/objective.ts';
-import type { ParamStore } from '../model/params.ts';
 
 export const ONLINE = 'online/';
 export const TARGET = 'target/';
@@ -55,30 +54,21 @@ interface StepInputs {
   indices: IndexInputs;
 }
 
-function stepInputs(g: GraphBuilder, m: ModelConfig): StepInputs;
-function stepInputs(
-  g: GraphBuilder,
-  m: ModelConfig,
-  contextOnly: true,
-): Pick<StepInputs, 'patches' | 'ctxIdx' | 'ctxMask'>;
-function stepInputs(g: GraphBuilder, m: ModelConfig, contextOnly = false): Partial<StepInputs> {
+function stepInputs(g: GraphBuilder, m: ModelConfig): StepInputs {
   const { rows, cols } = gridOf(m);
-  const x: Partial<StepInputs> = {
-    patches: g.input('patches', 'float32', ['batch', rows * cols, m.patchSize * m.patchSize * m.channels]),
-    ctxIdx: g.input('ctx_idx', 'int64', ['batch', 'ctx']),
-    ctxMask: g.input('ctx_mask', 'float32', ['batch', 'ctx']),
-  };
-  if (contextOnly) return x;
-  x.keyMask = g.input('key_mask', 'float32', ['targets_x_batch', 'ctx_plus_tgt']);
-  x.tgtIdx = g.input('tgt_idx', 'int64', ['targets_x_batch', 'tgt']);
-  x.indices = {
+  const patches = g.input('patches', 'float32', ['batch', rows * cols, m.patchSize * m.patchSize * m.channels]);
+  const ctxIdx = g.input('ctx_idx', 'int64', ['batch', 'ctx']);
+  const ctxMask = g.input('ctx_mask', 'float32', ['batch', 'ctx']);
+  const keyMask = g.input('key_mask', 'float32', ['targets_x_batch', 'ctx_plus_tgt']);
+  const tgtIdx = g.input('tgt_idx', 'int64', ['targets_x_batch', 'tgt']);
+  const indices = {
     rows: {
-      [x.ctxIdx!]: g.input('ctx_rows', 'int64', ['batch', 'ctx', 1]),
-      [x.tgtIdx]: g.input('tgt_rows', 'int64', ['targets_x_batch', 'tgt', 1]),
+      [ctxIdx]: g.input('ctx_rows', 'int64', ['batch', 'ctx', 1]),
+      [tgtIdx]: g.input('tgt_rows', 'int64', ['targets_x_batch', 'tgt', 1]),
     },
-    tail: { [x.tgtIdx]: g.input('tgt_tail', 'int64', ['tgt', 1]) },
+    tail: { [tgtIdx]: g.input('tgt_tail', 'int64', ['tgt', 1]) },
   };
-  return x;
+  return { patches, ctxIdx, ctxMask, keyMask, tgtIdx, indices };
 }
 
 /** SIGReg on the key-masked mean of the context tokens [B, L, D] (sigregOf). */
@@ -278,20 +268,4 @@ export function probeGraph(m: ModelConfig, numTargets: number, loss: LossKind, t
   g.output(g.op('ReduceMean', [tokens], { axes: [1], keepdims: 0 }), 'pooled', 'float32', ['batch', m.dim]);
   g.output(lossNode(g, g.op('Mul', [tgt, g.scalar(0)]), tgt, loss), 'zero_loss', 'float32', []);
   return g.toBytes('I-JEPA diagnostics');
-}
-
-/**
- * The online (context) encoder on a selection of patches, weights as initializers: `patches`,
- * `ctx_idx`, `ctx_mask` → `context` [batch, ctx, D]. Used by the figures' predictor read-out.
- */
-export function contextEncoderGraph(m: ModelConfig, online: ParamStore): Uint8Array {
-  const g = new GraphBuilder('ijepa_context_encoder');
-  const ops = new OnnxOps(g, online, m);
-  const x = stepInputs(g, m, true);
-  g.output(encode(ops, m, x.patches, { idx: x.ctxIdx, mask: x.ctxMask }), 'context', 'float32', [
-    'batch',
-    'ctx',
-    m.dim,
-  ]);
-  return g.toBytes('I-JEPA context encoder');
 }

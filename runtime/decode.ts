@@ -60,7 +60,12 @@ export async function inspectImage(bytes: Uint8Array, limits: DecodeLimits): Pro
  * once across requests (weight: the image's pixel count); `signal` (the client went away) drops a
  * decode that has not started.
  */
-export async function decodeInspected(img: Inspected, p: Preprocess, gate: Gate, signal?: AbortSignal): Promise<Uint8Array> {
+export async function decodeInspected(
+  img: Inspected,
+  p: Preprocess,
+  gate: Gate,
+  signal?: AbortSignal,
+): Promise<Uint8Array> {
   const pixels = img.width * img.height;
   const decode = async () => {
     if (signal?.aborted) throw new RuntimeError('cancelled', 'the client closed the request');
@@ -74,6 +79,11 @@ export async function decodeInspected(img: Inspected, p: Preprocess, gate: Gate,
 }
 
 /** inspectImage, then decodeInspected. */
-export async function decodeImage(bytes: Uint8Array, limits: DecodeLimits, p: Preprocess, gate: Gate): Promise<Uint8Array> {
+export async function decodeImage(
+  bytes: Uint8Array,
+  limits: DecodeLimits,
+  p: Preprocess,
+  gate: Gate,
+): Promise<Uint8Array> {
   return decodeInspected(await inspectImage(bytes, limits), p, gate);
 }

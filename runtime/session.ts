@@ -30,6 +30,8 @@ export interface SessionOptions {
   deviceOutputs?: readonly string[] | 'all';
   /** onnxruntime's log severity (0 = verbose: node placement goes to stderr). */
   logSeverity?: 0 | 1 | 2 | 3 | 4;
+  /** Files the graph's external-data initializers point to, by the name they use. */
+  externalData?: { path: string; data: Uint8Array }[];
 }
 
 /** How to get a WebGPU adapter where there is none; docs/gpu.md has the whole setup. */
@@ -49,6 +51,7 @@ export async function createSession(model: string | Uint8Array, o: SessionOption
     enableCpuMemArena: o.memArena ?? true,
     ...(o.logSeverity !== undefined ? { logSeverityLevel: o.logSeverity, logVerbosityLevel: 0 } : {}),
     ...(o.profile ? { enableProfiling: true, profileFilePrefix: o.profile } : {}),
+    ...(o.externalData ? { externalData: o.externalData } : {}),
   };
   if (device === 'webgpu' && o.deviceOutputs) {
     options.preferredOutputLocation =

@@ -4,7 +4,16 @@ import multer from 'multer';
 import { ApiError } from './errors.ts';
 import type { Service } from './service.ts';
 import { classify, embeddings } from './routes/embed.ts';
-import { addToGallery, deleteFromGallery, getFromGallery, search } from './routes/gallery.ts';
+import {
+  addToGallery,
+  deleteFromGallery,
+  galleryImage,
+  getFromGallery,
+  listGallery,
+  search,
+} from './routes/gallery.ts';
+import { galleryMap, reconstruct } from './routes/explore.ts';
+import { app as appScript, page, styles } from './routes/web.ts';
 import { openapi } from './openapi.ts';
 
 type Handler = (svc: Service, req: Request, res: Response, signal: AbortSignal) => Promise<void>;
@@ -111,7 +120,14 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   });
   app.get('/v1/models', (_req, res) => {
     res.json({
-      data: [{ ...svc.manifest, probe: svc.probe ? { classes: svc.probe.classes, metrics: svc.probe.metrics } : null }],
+      data: [
+        {
+          ...svc.manifest,
+          probe: svc.probe ? { classes: svc.probe.classes, metrics: svc.probe.metrics } : null,
+          // What this server does with the model, for clients such as the explorer page.
+          server: { gallery: Boolean(svc.gallery), apiKey: Boolean(o.apiKey), reconstruct: Boolean(svc.predictor) },
+        },
+      ],
     });
   });
   app.get('/openapi.json', (_req, res) => {
@@ -135,6 +151,14 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   app.get('/v1/gallery/*id', route(getFromGallery));
   app.delete('/v1/gallery/*id', apiKey, route(deleteFromGallery));
   app.post('/v1/search', admit, body, route(search));
+  app.post('/v1/reconstruct', admit, body, route(reconstruct));
+  app.get('/v1/gallery', route(listGallery));
+  app.get('/v1/images/*id', route(galleryImage));
+  app.get('/v1/map', route(galleryMap));
+  // The explorer page.
+  app.get('/', page);
+  app.get('/app.css', styles);
+  app.get('/app.js', appScript);
 
   app.use((req: Request) => {
     throw new ApiError('not_found', `no route ${req.method} ${req.path}`);

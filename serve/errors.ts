@@ -11,6 +11,7 @@ export const STATUS = {
   not_found: 404,
   no_probe: 409,
   no_gallery: 409,
+  no_predictor: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
   unsupported_format: 415,

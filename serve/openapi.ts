@@ -80,6 +80,17 @@ export function openapi(svc: Service) {
         },
       },
       '/v1/gallery': {
+        get: {
+          summary: 'the gallery images in the order they were added, a page at a time',
+          parameters: [
+            { name: 'offset', in: 'query', required: false, schema: { type: 'integer', minimum: 0 } },
+            { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 200 } },
+          ],
+          responses: {
+            ...ok('{total, offset, limit, items: [{id, metadata, patches, grid, addedAt, image}]}'),
+            ...errors(400, 409),
+          },
+        },
         post: {
           summary:
             'add images to the gallery (x-api-key or Bearer when the server has a key): image/* with ?id= and ?metadata=<JSON object>, or JSON',
@@ -120,6 +131,35 @@ export function openapi(svc: Service) {
           responses: { ...ok('{hits: [{id, score, metadata, matches}]}'), ...errors(...images, 409) },
         },
       },
+      '/v1/reconstruct': {
+        post: {
+          summary:
+            'one image and a box of patches to hide: for each hidden patch, the gallery patches nearest to the embedding the predictor expects there from the visible ones (409 without a predictor or a gallery)',
+          parameters: query(['box', 'neighbours']),
+          requestBody: imagesBody(['box', 'neighbours']),
+          responses: {
+            ...ok('{grid, box, patches: [{position, neighbours: [{id, patch, similarity}]}]}'),
+            ...errors(...images, 409),
+          },
+        },
+      },
+      '/v1/images/{id}': {
+        get: {
+          summary: 'the stored picture of a gallery image, as the model saw it (PNG)',
+          parameters: [id],
+          responses: { 200: { description: 'image/png' }, ...errors(404, 409) },
+        },
+      },
+      '/v1/map': {
+        get: {
+          summary:
+            "the gallery's pooled embeddings in 2-D (UMAP, seeded), with labels from metadata label/class/category",
+          responses: { ...ok('{total, points: [{id, x, y, label}]}'), ...errors(409) },
+        },
+      },
+      '/': { get: { summary: 'the explorer page', responses: ok('text/html') } },
+      '/app.js': { get: { summary: "the explorer page's script", responses: ok('text/javascript') } },
+      '/app.css': { get: { summary: "the explorer page's styles", responses: ok('text/css') } },
       '/openapi.json': { get: { summary: 'this document', responses: ok('OpenAPI 3.1') } },
     },
   };

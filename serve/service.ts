@@ -1,6 +1,7 @@
 /** The loaded model and everything requests share: embedder, batcher, probe head, limits, metrics. */
 import type { Device } from '../runtime/device-kind.ts';
 import { Embedder } from '../runtime/embedder.ts';
+import { Predictor } from '../runtime/predictor.ts';
 import { Gallery } from './gallery/gallery.ts';
 import { Batcher, type Embedded } from './batcher.ts';
 import { decodeInspected, inspectImage, type DecodeLimits, type Inspected } from '../runtime/decode.ts';
@@ -49,7 +50,8 @@ export const defaultServiceOptions: ServiceOptions = {
   device: 'cpu',
 };
 
-export type Outcome = { index: number; result: Embedded } | { index: number; error: ApiError };
+/** An embedded image, with the pixels the model saw (the package's input size, RGB). */
+export type Outcome = { index: number; result: Embedded & { rgb: Uint8Array } } | { index: number; error: ApiError };
 
 export class Service {
   ready = false;
@@ -60,6 +62,8 @@ export class Service {
   /** At most maxPixels of images are being decoded at once, whatever the number of requests; 4× that may wait. */
   readonly decodeGate: Gate;
   gallery?: Gallery;
+  /** The package's predictor (with its context encoder), for /v1/reconstruct. */
+  predictor: Predictor | null = null;
   /** Set on shutdown: requests still arriving on open connections are refused. */
   draining = false;
   /** Request handlers running now (shutdown waits for them before closing the gallery). */
@@ -105,6 +109,8 @@ export class Service {
   static async open(modelDir: string, options: Partial<ServiceOptions> = {}): Promise<Service> {
     const o = { ...defaultServiceOptions, ...options };
     const s = new Service(await Embedder.open(modelDir, { threads: o.threads, device: o.device }), o);
+    if (s.embedder.files)
+      s.predictor = await Predictor.open(s.embedder.files, { threads: o.threads, device: o.device });
     if (o.gallery) s.gallery = Gallery.open(o.gallery, s.manifest.id, s.manifest.embeddingDim, (m) => console.error(m));
     // Ready means a real forward pass worked, not only that the files loaded.
     const size = s.manifest.preprocess.size;
@@ -145,7 +151,7 @@ export class Service {
           const t0 = performance.now();
           const rgb = await decodeInspected(x.img, this.manifest.preprocess, this.decodeGate, signal);
           this.metrics.stage.observe({ stage: 'decode' }, (performance.now() - t0) / 1000);
-          return { index: x.index, result: await this.batcher.submit(rgb, signal) };
+          return { index: x.index, result: { ...(await this.batcher.submit(rgb, signal)), rgb } };
         } catch (e) {
           const error = this.apiError(e);
           if (error.code === 'client_closed') this.metrics.cancelled.inc();
@@ -187,6 +193,6 @@ export class Service {
     this.ready = false;
     await this.batcher.drain();
     this.gallery?.close();
-    await this.embedder.close();
+    await Promise.all([this.embedder.close(), this.predictor?.close()]);
   }
 }

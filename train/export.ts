@@ -6,7 +6,7 @@ import { CHECKPOINT_FILE, preprocessOf } from './loop.ts';
 import { gridOf } from '../model/presets.ts';
 import { encoderSpecs, predictorSpecs } from '../model/vit.ts';
 import { ParamStore } from '../model/params.ts';
-import { encoderGraph, predictorGraph } from '../onnx/inference.ts';
+import { contextEncoderGraph, encoderGraph, predictorGraph, weightsIn } from '../onnx/inference.ts';
 import { FORMAT_VERSION, type Manifest } from '../format/manifest.ts';
 import { contentHash, describeFile, writePackage } from '../format/package.ts';
 
@@ -43,6 +43,8 @@ export function exportRun(o: ExportOptions): Manifest {
     const online = new ParamStore([...encoderSpecs(full), ...predictorSpecs(full)], ckpt.arrays.get('online'));
     files['predictor.onnx'] = predictorGraph(full, online);
     described.predictor = describeFile('predictor.onnx', files['predictor.onnx']);
+    files['context_encoder.onnx'] = contextEncoderGraph(full, weightsIn(files['encoder.onnx'], 'encoder.onnx', full));
+    described.context = describeFile('context_encoder.onnx', files['context_encoder.onnx']);
   }
   const grid = gridOf(m);
   const manifest: Manifest = {

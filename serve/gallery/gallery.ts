@@ -46,6 +46,19 @@ interface Entry {
   pooled: Float32Array;
   labels: number[];
   addedAt: string;
+  /** PNG of the model's input (its patch grid is the embeddings'), when the add carried one. */
+  image?: Buffer;
+}
+
+/** What `get` tells of an image. */
+export interface ImageInfo {
+  id: string;
+  metadata?: Record<string, unknown>;
+  patches: number;
+  grid: [number, number];
+  addedAt: string;
+  /** Whether its PNG is stored (GET /v1/images/{id}). */
+  image: boolean;
 }
 
 export interface SearchHit {
@@ -67,6 +80,16 @@ export interface NewImage {
   rows: number;
   cols: number;
   metadata?: Record<string, unknown>;
+  /** PNG of the image as the model saw it, for display. */
+  image?: Uint8Array;
+}
+
+/** A gallery patch near a query embedding. */
+export interface PatchHit {
+  id: string;
+  /** [row, col] in the gallery image's patch grid. */
+  patch: [number, number];
+  similarity: number;
 }
 
 /** One request's changes, written as one unit: all of them, or (on failure) none. */
@@ -123,6 +146,8 @@ export class Gallery {
   private owners: ([string, number] | null)[] = [];
   private removed = 0;
   private dirty = false;
+  /** Counts commits: what was computed from the gallery is stale when it changed. */
+  version = 0;
   private closed = false;
 
   private constructor(
@@ -205,6 +230,7 @@ export class Gallery {
       pooled: fromB64(op.pooled),
       labels,
       addedAt: op.addedAt,
+      ...(op.image ? { image: Buffer.from(op.image, 'base64') } : {}),
     });
   }
 
@@ -230,7 +256,7 @@ export class Gallery {
     );
   }
 
-  private addOp(e: Omit<Entry, 'labels'>): Op {
+  private addOp(e: Omit<Entry, 'labels' | 'image'> & { image?: Uint8Array }): Op {
     return {
       op: 'add',
       id: e.id,
@@ -240,6 +266,7 @@ export class Gallery {
       patches: b64(e.patches),
       pooled: b64(e.pooled),
       addedAt: e.addedAt,
+      ...(e.image ? { image: Buffer.from(e.image).toString('base64') } : {}),
     };
   }
 
@@ -277,6 +304,7 @@ export class Gallery {
     }
     this.journal.append(ops);
     this.dirty = true;
+    this.version++;
     for (const op of ops) this.apply(op, true);
   }
 
@@ -312,15 +340,69 @@ export class Gallery {
     return this.entries.has(id);
   }
 
-  get(
-    id: string,
-  ):
-    | { id: string; metadata?: Record<string, unknown>; patches: number; grid: [number, number]; addedAt: string }
-    | undefined {
+  get(id: string): ImageInfo | undefined {
     const e = this.entries.get(id);
-    return (
-      e && { id: e.id, metadata: e.metadata, patches: e.rows * e.cols, grid: [e.rows, e.cols], addedAt: e.addedAt }
-    );
+    if (!e) return undefined;
+    const { metadata, rows, cols, addedAt } = e;
+    return { id, metadata, patches: rows * cols, grid: [rows, cols], addedAt, image: Boolean(e.image) };
+  }
+
+  /** Images in the order they were added, a page at a time. */
+  list(offset: number, limit: number): { total: number; items: ImageInfo[] } {
+    const ids = [...this.entries.keys()].slice(offset, offset + limit);
+    return { total: this.entries.size, items: ids.map((id) => this.get(id)!) };
+  }
+
+  /** The stored PNG of an image, if its add carried one. */
+  image(id: string): Buffer | undefined {
+    return this.entries.get(id)?.image;
+  }
+
+  /** Pooled embeddings of up to `limit` images (evenly spaced in adding order), for a map. */
+  pooledSample(limit: number): {
+    ids: string[];
+    pooled: Float32Array;
+    metadata: (Record<string, unknown> | undefined)[];
+  } {
+    const all = [...this.entries.values()];
+    const step = Math.max(1, all.length / limit);
+    const picked = Array.from({ length: Math.min(limit, all.length) }, (_, i) => all[Math.floor(i * step)]);
+    const pooled = new Float32Array(picked.length * this.dim);
+    picked.forEach((e, i) => pooled.set(e.pooled, i * this.dim));
+    return { ids: picked.map((e) => e.id), pooled, metadata: picked.map((e) => e.metadata) };
+  }
+
+  /**
+   * The gallery patches nearest to each of `count` query embeddings [count, D], compared as the
+   * predictor's targets are (layer-normalised, so by cosine of the centred vectors): candidates
+   * from the index, then an exact rerank.
+   */
+  nearestPatches(queries: Float32Array, count: number, k: number): PatchHit[][] {
+    const d = this.dim;
+    const centred = (v: Float32Array) => {
+      let mean = 0;
+      for (const x of v) mean += x / d;
+      const c = v.map((x) => x - mean);
+      const norm = Math.hypot(...c) || 1;
+      return c.map((x) => x / norm);
+    };
+    const live = this.owners.length - this.removed;
+    if (live === 0) return Array.from({ length: count }, () => []);
+    const breadth = searchEf(this.index.stored);
+    return Array.from({ length: count }, (_, t) => {
+      const q = centred(queries.subarray(t * d, (t + 1) * d));
+      const hits: PatchHit[] = [];
+      for (const l of this.index.search(q, Math.min(live, Math.max(32, 4 * k)), breadth)) {
+        const owner = this.owners[l];
+        const e = owner && this.entries.get(owner[0]);
+        if (!owner || !e) continue;
+        const g = centred(e.patches.subarray(owner[1] * d, (owner[1] + 1) * d));
+        let s = 0;
+        for (let j = 0; j < d; j++) s += q[j] * g[j];
+        hits.push({ id: e.id, patch: [Math.floor(owner[1] / e.cols), owner[1] % e.cols], similarity: s });
+      }
+      return hits.sort((a, b) => b.similarity - a.similarity).slice(0, k);
+    });
   }
 
   /**
@@ -406,7 +488,8 @@ export class Gallery {
       this.index.save(tmp);
       // hnswlib writes through a C++ stream that does not report a short write (a full disk):
       // read the file back before trusting it.
-      if (HnswIndex.load(tmp, this.dim).stored !== this.index.stored) throw new Error('the written index reads back short');
+      if (HnswIndex.load(tmp, this.dim).stored !== this.index.stored)
+        throw new Error('the written index reads back short');
       const fd = openSync(tmp, 'r+');
       fsyncSync(fd);
       closeSync(fd);

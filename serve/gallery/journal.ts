@@ -33,6 +33,8 @@ export type Op =
       /** base64 of float32 [D], unit length */
       pooled: string;
       addedAt: string;
+      /** base64 PNG of the model's input, for display (adds since it was recorded) */
+      image?: string;
     }
   | { op: 'delete'; id: string };
 

@@ -1,5 +1,6 @@
 /** Gallery routes: add / get / delete images, and nearest-image search by patch MaxSim. */
 import type { Request, Response } from 'express';
+import sharp from 'sharp';
 import { z } from 'zod';
 import { ApiError } from '../errors.ts';
 import { GalleryError, type Change, type Gallery } from '../gallery/gallery.ts';
@@ -50,7 +51,7 @@ function write<T>(f: () => T): T {
   }
 }
 
-function galleryOf(svc: Service): Gallery {
+export function galleryOf(svc: Service): Gallery {
   if (!svc.gallery) throw new ApiError('no_gallery', 'this server has no gallery: start it with --gallery <dir>');
   return svc.gallery;
 }
@@ -108,6 +109,17 @@ export async function addToGallery(svc: Service, req: Request, res: Response, si
   const added: { id: string; patches: number }[] = [];
   const errors: { index: number; id: string; error: string; code: string }[] = [];
   const changes: Change[] = [];
+  const size = m.preprocess.size;
+  // The image as the model saw it, kept for display (its patch grid is the embeddings').
+  const pngs = await Promise.all(
+    outcomes.map((o) =>
+      'result' in o
+        ? sharp(o.result.rgb, { raw: { width: size, height: size, channels: 3 } })
+            .png()
+            .toBuffer()
+        : null,
+    ),
+  );
   outcomes.forEach((o, i) => {
     if ('error' in o) errors.push({ index: i, id: items[i].id, ...o.error.toJSON() });
     else {
@@ -120,6 +132,7 @@ export async function addToGallery(svc: Service, req: Request, res: Response, si
           rows,
           cols,
           metadata: items[i].metadata,
+          image: pngs[i] ?? undefined,
         },
       });
       added.push({ id: items[i].id, patches: rows * cols });
@@ -177,4 +190,36 @@ export async function search(svc: Service, req: Request, res: Response, signal?:
   const hits = await gallery.search(query, positions, outcome.result.pooled, options.k, options.pooled);
   svc.metrics.stage.observe({ stage: 'search' }, (performance.now() - t0) / 1000);
   res.json({ model: m.id, grid: [rows, cols], patchSize: m.patches.size, box: [r0, c0, r1, c1], hits });
+}
+
+const pageSchema = z.object({
+  offset: z.string().regex(/^\d+$/, 'must be a decimal integer').transform(Number).optional(),
+  limit: z
+    .string()
+    .regex(/^\d+$/, 'must be a decimal integer')
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(200))
+    .optional(),
+});
+
+/** GET /v1/gallery: the images in the order they were added, a page at a time. */
+export async function listGallery(svc: Service, req: Request, res: Response): Promise<void> {
+  const q = pageSchema.safeParse({ offset: req.query.offset, limit: req.query.limit });
+  if (!q.success)
+    throw new ApiError(
+      'bad_request',
+      `bad paging: ${q.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
+  const { offset = 0, limit = 50 } = q.data;
+  res.json({ offset, limit, ...galleryOf(svc).list(offset, limit) });
+}
+
+/** GET /v1/images/{id}: the stored PNG of a gallery image (the model's input size). */
+export async function galleryImage(svc: Service, req: Request, res: Response): Promise<void> {
+  const id = idOf(req);
+  const gallery = galleryOf(svc);
+  if (!gallery.has(id)) throw new ApiError('not_found', `no gallery image '${id}'`);
+  const png = gallery.image(id);
+  if (!png) throw new ApiError('not_found', `gallery image '${id}' was added without its picture (an older add)`);
+  res.set({ 'content-type': 'image/png', 'cache-control': 'no-cache' }).send(png);
 }

@@ -22,6 +22,8 @@ export interface RequestOptions {
   k: number;
   box?: [number, number, number, number];
   pooled: boolean;
+  /** Reconstruct: gallery patches per hidden patch. */
+  neighbours: number;
 }
 
 export interface ParsedImages {
@@ -51,6 +53,7 @@ export const optionsSchema = z.object({
   dtype: z.enum(['float32', 'float16']).optional().describe('element type of an application/octet-stream answer'),
   top_k: count(1000).optional().describe('classes to return (default 5)'),
   k: count(100).optional().describe('gallery images to return (default 10)'),
+  neighbours: count(16).optional().describe('gallery patches per hidden patch (default 1)'),
   box: box
     .optional()
     .describe(
@@ -91,6 +94,7 @@ function options(...sources: unknown[]): RequestOptions {
     k: merged.k,
     box: merged.box,
     pooled: merged.pooled,
+    neighbours: merged.neighbours,
   });
   if (!parsed.success)
     throw new ApiError(
@@ -105,6 +109,7 @@ function options(...sources: unknown[]): RequestOptions {
     k: d.k ?? 10,
     box: d.box,
     pooled: d.pooled ?? false,
+    neighbours: d.neighbours ?? 1,
   };
 }
 
