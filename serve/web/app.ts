@@ -425,11 +425,12 @@ let points: { id: string; x: number; y: number; label: string | null; px: number
 async function loadMap(): Promise<void> {
   const canvas = $<HTMLCanvasElement>('map');
   const ctx = canvas.getContext('2d')!;
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
   try {
     const body = (await (await api('/v1/map')).json()) as {
       points: { id: string; x: number; y: number; label: string | null }[];
     };
+    // Cleared only now: the previous map stays up while the next one is computed.
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
     const xs = body.points.map((p) => p.x);
     const ys = body.points.map((p) => p.y);
     const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
