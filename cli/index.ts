@@ -157,6 +157,11 @@ export function buildCli(): Command {
       1e-3,
     )
     .option('--limit <n>', 'use at most n training images (seeded subsample)', int('--limit'))
+    .option(
+      '--test-limit <n>',
+      'score on at most n test images (seeded subsample; default: the whole split)',
+      int('--test-limit'),
+    )
     .option('--seed <n>', 'seed for splits and subsamples', int('--seed', 0), 0)
     .addOption(
       new Option(
@@ -176,6 +181,7 @@ export function buildCli(): Command {
         test: opts.test,
         l2: opts.l2,
         limit: opts.limit,
+        testLimit: opts.testLimit,
         seed: opts.seed,
         progress: process.stderr.isTTY,
         readout: opts.readout,
@@ -183,7 +189,7 @@ export function buildCli(): Command {
         device: opts.device,
       });
       console.log(
-        `linear probe on ${r.testSplit}: ${r.testCount} test images, ${r.trainCount} train images, L2 ${r.l2}, L-BFGS ${r.iterations} iterations${r.converged ? '' : ' (not converged)'}`,
+        `linear probe on ${r.testSplit}: ${r.testCount}${r.testSubsampled ? ` (seeded subsample of ${r.testTotal})` : ''} test images, ${r.trainCount} train images, L2 ${r.l2}, L-BFGS ${r.iterations} iterations${r.converged ? '' : ' (not converged)'}`,
       );
       console.log(`top-1 accuracy ${(100 * r.accuracy).toFixed(2)}%   macro-F1 ${(100 * r.macroF1).toFixed(2)}%\n`);
       console.log('| class | precision | recall | F1 | support |\n| --- | --- | --- | --- | --- |');
@@ -301,6 +307,11 @@ export function buildCli(): Command {
     .requiredOption('--data <path>', 'labeled training data (image class folders, STL-10, IDX)')
     .option('--test <path>', "labeled test data (default: the source's test split, else a seeded 20% hold-out)")
     .option('--limit <n>', 'use at most n training images (seeded subsample)', int('--limit'))
+    .option(
+      '--test-limit <n>',
+      'score on at most n test images (seeded subsample; default: the whole split)',
+      int('--test-limit'),
+    )
     .option('--seed <n>', 'seed for splits, subsamples and the random-init baseline', int('--seed', 0), 0)
     .option(
       '--l2 <x|auto>',
@@ -319,7 +330,7 @@ export function buildCli(): Command {
     .option('--validation', 'score on the validation split of --data (recipe decisions); the test split is not read')
     .option('--no-baselines', 'skip the random-init and raw-pixel rows')
     .option('--no-knn', 'skip the kNN row')
-    .option('--threads <n>', 'onnxruntime threads for feature extraction', int('--threads'), 1)
+    .option('--threads <n>', 'onnxruntime threads for feature extraction (default: all cores)', int('--threads'))
     .addOption(deviceOption('feature extraction'))
     .action(async (opts) => {
       const { runEval } = await import('../eval/eval.ts');
@@ -328,6 +339,8 @@ export function buildCli(): Command {
         data: opts.data,
         test: opts.test,
         limit: opts.limit,
+        testLimit: opts.testLimit,
+        progress: process.stderr.isTTY,
         seed: opts.seed,
         l2: opts.l2,
         k: opts.k,

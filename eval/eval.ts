@@ -7,14 +7,15 @@ import type { Device } from '../runtime/device-kind.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Embedder } from '../runtime/embedder.ts';
-import { normalizeChw, toRgb } from '../format/preprocess.ts';
+import { normalizeChw } from '../format/preprocess.ts';
 import type { Manifest } from '../format/manifest.ts';
-import type { Dataset } from '../train/data/dataset.ts';
+import { LabeledImages } from './images.ts';
 import { classificationReport } from './logreg.ts';
 import {
   extractFeatures,
   extractReadouts,
   describeL2,
+  describeTest,
   fitAndScore,
   labeledSplits,
   type Features,
@@ -41,6 +42,10 @@ export interface EvalOptions {
   noKnn?: boolean;
   threads?: number;
   limit?: number;
+  /** Score on at most this many test images (seeded subsample). */
+  testLimit?: number;
+  /** Progress bars (images/s, ETA) on stderr. */
+  progress?: boolean;
   seed: number;
   l2: L2;
   k: number;
@@ -78,21 +83,20 @@ export function modelConfig(m: Manifest): ModelConfig {
 }
 
 /** Normalised pixels (the encoder's input) as features. */
-async function pixelFeatures(ds: Dataset, items: number[], m: Manifest): Promise<Features> {
+async function pixelFeatures(images: LabeledImages, m: Manifest): Promise<Features> {
   const p = m.preprocess;
   const d = 3 * p.size * p.size;
-  const x = new Float32Array(items.length * d);
-  const y = new Int32Array(items.length);
+  const x = new Float32Array(images.size * d);
+  const y = new Int32Array(images.size);
   let n = 0;
-  for (const i of items) {
-    try {
-      normalizeChw(await toRgb(await ds.read(i), p), p, x, n * d);
-      y[n++] = ds.label(i) ?? -1;
-    } catch {
-      // Unreadable: skipped, as in feature extraction.
-    }
+  for await (const b of images.batches(256)) {
+    b.rgb.forEach((rgb, k) => {
+      normalizeChw(rgb, p, x, (n + k) * d);
+      y[n + k] = b.labels[k];
+    });
+    n += b.rgb.length;
   }
-  return { x: x.subarray(0, n * d), y: y.subarray(0, n), n, skipped: items.length - n };
+  return { x: x.subarray(0, n * d), y: y.subarray(0, n), n, skipped: images.size - n };
 }
 
 /** Temperature-weighted cosine kNN (Wu et al. 2018): votes exp(sim / T) of the k nearest. */
@@ -134,7 +138,7 @@ export function knnPredict(
 
 export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdown: string }> {
   const log = o.log ?? ((s: string) => console.error(s));
-  const sp = labeledSplits(o.data, o.test, o.seed, o.limit, o.validation);
+  const sp = labeledSplits(o.data, o.test, o.seed, o.limit, o.validation, o.testLimit);
   // Before the probes, not after: a missing --out directory must not cost a finished evaluation.
   const out = o.out ?? o.model;
   mkdirSync(out, { recursive: true });
@@ -143,14 +147,18 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
   const embedder = await Embedder.open(o.model, { threads: o.threads, device: o.device });
   const m = embedder.manifest;
   const d = m.embeddingDim;
+  // Decoded once: both encoders and the pixel baseline read the same images.
+  const opened = { log, progress: o.progress };
+  const train = await LabeledImages.open(sp.train, sp.trainItems, m.preprocess, { ...opened, what: 'train images' });
+  const test = await LabeledImages.open(sp.test, sp.testItems, m.preprocess, { ...opened, what: 'test images' });
   const rows: EvalRow[] = [];
   // The model under test, named by what trained it (packages that predate the record: I-JEPA).
   const subject = m.training.objective === 'views' ? 'multi-view (LeJEPA)' : 'I-JEPA';
   const label = (r: Readout) => (r === 'mean' ? 'linear probe' : `linear probe, ${r} readout`);
   /** Linear-probe rows for one frozen encoder, every readout from one pass over the data. */
   const probeRows = async (e: Embedder, kind: string, name: string) => {
-    const tr = await extractReadouts(e, sp.train, sp.trainItems, log, readouts);
-    const te = await extractReadouts(e, sp.test, sp.testItems, log, readouts);
+    const tr = await extractReadouts(e, train, readouts, { progress: o.progress, what: `${name}: train` });
+    const te = await extractReadouts(e, test, readouts, { progress: o.progress, what: `${name}: test` });
     for (const r of readouts) {
       const { report: rep, l2 } = await fitAndScore(tr.get(r)!, te.get(r)!, readoutDim(r, d), c, o.l2);
       rows.push({
@@ -178,15 +186,17 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
       await probeRows(random, 'random-init', 'random-init same architecture');
       await random.close();
 
-      const ptr = await pixelFeatures(sp.train, sp.trainItems, m);
-      const pte = await pixelFeatures(sp.test, sp.testItems, m);
+      const ptr = await pixelFeatures(train, m);
+      const pte = await pixelFeatures(test, m);
       const { report: pix, l2 } = await fitAndScore(ptr, pte, 3 * m.preprocess.size ** 2, c, o.l2, 200);
       rows.push({ method: 'raw pixels (linear)', kind: 'pixels', accuracy: pix.accuracy, macroF1: pix.macroF1, l2 });
     }
 
     if (!o.noKnn) {
-      const tr = pooled.tr ?? (await extractFeatures(embedder, sp.train, sp.trainItems, log));
-      const te = pooled.te ?? (await extractFeatures(embedder, sp.test, sp.testItems, log));
+      const tr =
+        pooled.tr ?? (await extractFeatures(embedder, train, { progress: o.progress, what: `${subject}: train` }));
+      const te =
+        pooled.te ?? (await extractFeatures(embedder, test, { progress: o.progress, what: `${subject}: test` }));
       const knn = classificationReport(knnPredict(tr, te, d, c, o.k, o.temperature), te.y, c);
       rows.push({
         method: `${subject} kNN (k=${o.k}, cosine, T=${o.temperature})`,
@@ -199,7 +209,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     const t = m.training;
     const budget = `pre-training: ${t.imagesSeen} images seen, ${t.steps} steps, ${(t.elapsedSec / 60).toFixed(1)} min (${t.hardware ?? 'hardware not recorded'}); data ${t.data}`;
     const markdown = [
-      `Evaluation of ${m.id} on ${sp.testSplit}: ${counts.test} test images, ${counts.train} training images, seed ${o.seed}; ${describeL2(o.l2)}.`,
+      `Evaluation of ${m.id} on ${sp.testSplit}: ${describeTest(sp)}, ${counts.train} training images, seed ${o.seed}; ${describeL2(o.l2)}.`,
       '',
       '| method | top-1 accuracy | macro-F1 | probe L2 |',
       '| --- | --- | --- | --- |',
@@ -220,6 +230,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
           testSplit: sp.testSplit,
           trainCount: counts.train,
           testCount: counts.test,
+          testTotal: sp.testTotal,
           seed: o.seed,
           l2: o.l2,
           rows,

@@ -4,13 +4,12 @@
  * is written into the package as probe.json.
  */
 import type { Device } from '../runtime/device-kind.ts';
-import cliProgress from 'cli-progress';
 import type { Dataset } from '../train/data/dataset.ts';
 import { openDataset } from '../train/data/open.ts';
 import { classificationReport, fitLogReg, standardize, standardizer, type LogRegModel } from './logreg.ts';
 import { Rng } from '../model/rng.ts';
 import { Embedder } from '../runtime/embedder.ts';
-import { toRgb } from '../format/preprocess.ts';
+import { LabeledImages, progressBar } from './images.ts';
 import { probeSchema, type ProbeHead } from '../format/probe.ts';
 import { contentHash, describeFile, writePackage } from '../format/package.ts';
 import { existsSync, readFileSync } from 'node:fs';
@@ -25,66 +24,46 @@ export interface Features {
   skipped: number;
 }
 
+/** Images per encoder run: the server's CPU batch size. */
 const BATCH = 64;
 
-/** Probe features (see readout.ts) and labels for the given items; unreadable images are skipped. */
+/** Probe features (see readout.ts) and labels of the readable images. */
 export async function extractFeatures(
   embedder: Embedder,
-  ds: Dataset,
-  items: number[],
-  log: (s: string) => void,
-  progress = false,
-  readout: Readout = 'mean',
+  images: LabeledImages,
+  o: { readout?: Readout; progress?: boolean; what?: string } = {},
 ): Promise<Features> {
-  return (await extractReadouts(embedder, ds, items, log, [readout], progress)).get(readout)!;
+  const readout = o.readout ?? 'mean';
+  return (await extractReadouts(embedder, images, [readout], o)).get(readout)!;
 }
 
-/** Several readouts from one pass of the encoder over the items. */
+/** Several readouts from one pass of the encoder over the images. */
 export async function extractReadouts(
   embedder: Embedder,
-  ds: Dataset,
-  items: number[],
-  log: (s: string) => void,
+  images: LabeledImages,
   readouts: Readout[],
-  progress = false,
+  o: { progress?: boolean; what?: string } = {},
 ): Promise<Map<Readout, Features>> {
   const { rows, cols } = embedder.manifest.patches;
   const dim = embedder.manifest.embeddingDim;
-  const xs = new Map(readouts.map((r) => [r, new Float32Array(items.length * readoutDim(r, dim))]));
-  const y = new Int32Array(items.length);
+  const xs = new Map(readouts.map((r) => [r, new Float32Array(images.size * readoutDim(r, dim))]));
+  const y = new Int32Array(images.size);
   let n = 0;
   let skipped = 0;
-  const bar = progress
-    ? new cliProgress.SingleBar(
-        { format: 'features |{bar}| {value}/{total} images | ETA {eta_formatted}', hideCursor: true },
-        cliProgress.Presets.shades_classic,
-      )
-    : null;
-  bar?.start(items.length, 0);
-  for (let start = 0; start < items.length; start += BATCH) {
-    const idx = items.slice(start, start + BATCH);
-    const decoded = await Promise.allSettled(
-      idx.map(async (i) => toRgb(await ds.read(i), embedder.manifest.preprocess)),
-    );
-    const ok: Uint8Array[] = [];
-    const labels: number[] = [];
-    decoded.forEach((r, k) => {
-      if (r.status === 'fulfilled') {
-        ok.push(r.value);
-        labels.push(ds.label(idx[k]) ?? -1);
-      } else {
-        skipped++;
-        log(`warning: skipped unreadable image ${ds.describe(idx[k])}: ${(r.reason as Error).message.split('\n')[0]}`);
-      }
-    });
-    if (ok.length) {
-      const e = await embedder.embed(ok);
+  const bar = progressBar(o.what ?? 'features', images.size, o.progress);
+  for await (const b of images.batches(BATCH)) {
+    skipped += b.skipped;
+    if (b.rgb.length) {
+      const e = await embedder.embed(b.rgb);
       for (const [r, x] of xs)
-        x.set(r === 'mean' ? e.pooled : readFeatures(r, e.tokens, ok.length, rows, cols, dim), n * readoutDim(r, dim));
-      y.set(labels, n);
-      n += ok.length;
+        x.set(
+          r === 'mean' ? e.pooled : readFeatures(r, e.tokens, b.rgb.length, rows, cols, dim),
+          n * readoutDim(r, dim),
+        );
+      y.set(b.labels, n);
+      n += b.rgb.length;
     }
-    bar?.update(Math.min(items.length, start + BATCH));
+    bar?.advance(b.rgb.length + b.skipped);
   }
   bar?.stop();
   return new Map(
@@ -103,6 +82,8 @@ export interface ProbeOptions {
   readout?: Readout;
   l2: L2;
   limit?: number;
+  /** Score on at most this many test images (seeded subsample). */
+  testLimit?: number;
   seed: number;
   log?: (s: string) => void;
   progress?: boolean;
@@ -111,6 +92,9 @@ export interface ProbeOptions {
 export interface ProbeResult {
   trainCount: number;
   testCount: number;
+  /** Test images in the split, and whether --test-limit subsampled them. */
+  testTotal: number;
+  testSubsampled: boolean;
   testSplit: string;
   accuracy: number;
   macroF1: number;
@@ -133,13 +117,15 @@ export interface Splits {
   testItems: number[];
   classes: string[];
   testSplit: string;
+  /** Test items before --test-limit. */
+  testTotal: number;
 }
 
 /**
  * Labeled train/test items: with `validation`, the fixed validation split of the training data
  * (data/split.ts; the test split is not touched); else --test if given, else the source's own
- * test split (IDX t10k, STL-10 test), else a seeded 20% hold-out. `limit` subsamples the
- * training items, seeded.
+ * test split (IDX t10k, STL-10 test), else a seeded 20% hold-out. `limit` and `testLimit`
+ * subsample the training and test items, seeded.
  */
 export function labeledSplits(
   data: string,
@@ -147,6 +133,7 @@ export function labeledSplits(
   seed: number,
   limit?: number,
   validation = false,
+  testLimit?: number,
 ): Splits {
   const train = openDataset(data, 'train');
   const classes = labeled(train, data);
@@ -172,29 +159,44 @@ export function labeledSplits(
     testItems = perm.slice(cut);
     testSplit = `${data} (seeded 20% hold-out)`;
   }
-  if (limit && limit < trainItems.length)
-    trainItems = Array.from(
-      Rng.for(seed, 'probe-limit').permutation(trainItems.length).subarray(0, limit),
-      (i) => trainItems[i],
-    );
-  return { train, trainItems, test, testItems, classes, testSplit };
+  const sample = (items: number[], n: number | undefined, purpose: string) =>
+    n && n < items.length
+      ? Array.from(Rng.for(seed, purpose).permutation(items.length).subarray(0, n), (i) => items[i])
+      : items;
+  const testTotal = testItems.length;
+  return {
+    train,
+    trainItems: sample(trainItems, limit, 'probe-limit'),
+    test,
+    testItems: sample(testItems, testLimit, 'probe-test-limit'),
+    classes,
+    testSplit,
+    testTotal,
+  };
+}
+
+/** How a report names its test images: all of the split, or a seeded subsample of it. */
+export function describeTest(sp: Splits): string {
+  return sp.testItems.length < sp.testTotal
+    ? `${sp.testItems.length} of ${sp.testTotal} test images (seeded subsample)`
+    : `${sp.testItems.length} test images (the whole split)`;
 }
 
 export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
   const log = o.log ?? ((s: string) => console.error(s));
   const embedder = await Embedder.open(o.model, { device: o.device });
   try {
-    const { train, trainItems, test, testItems, classes, testSplit } = labeledSplits(
-      o.data,
-      o.test,
-      o.seed,
-      o.limit,
-      o.validation,
-    );
+    const sp = labeledSplits(o.data, o.test, o.seed, o.limit, o.validation, o.testLimit);
+    const { classes, testSplit } = sp;
     const readout = o.readout ?? 'mean';
     const d = readoutDim(readout, embedder.manifest.embeddingDim);
-    const tr = await extractFeatures(embedder, train, trainItems, log, o.progress, readout);
-    const te = await extractFeatures(embedder, test, testItems, log, o.progress, readout);
+    const p = embedder.manifest.preprocess;
+    // One pass each: nothing reads them twice, so they are decoded as they are embedded.
+    const streamed = { log, progress: false };
+    const train = await LabeledImages.open(sp.train, sp.trainItems, p, { ...streamed, keep: false });
+    const test = await LabeledImages.open(sp.test, sp.testItems, p, { ...streamed, keep: false });
+    const tr = await extractFeatures(embedder, train, { readout, progress: o.progress, what: 'train features' });
+    const te = await extractFeatures(embedder, test, { readout, progress: o.progress, what: 'test features' });
     const { report, fit, scale: s, l2 } = await fitAndScore(tr, te, d, classes.length, o.l2);
     const head: ProbeHead = probeSchema.parse({
       classes,
@@ -210,6 +212,8 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
     return {
       trainCount: tr.n,
       testCount: te.n,
+      testTotal: sp.testTotal,
+      testSubsampled: sp.testItems.length < sp.testTotal,
       testSplit,
       accuracy: report.accuracy,
       macroF1: report.macroF1,

@@ -18,7 +18,8 @@ import { gridOf } from '../model/presets.ts';
 import { encoderSpecs, headSpecs } from '../model/vit.ts';
 import { ParamStore } from '../model/params.ts';
 import { AdamW } from './adamw.ts';
-import { planByBudget, planByEpochs, scheduleAt, type Plan } from './schedule.ts';
+import { planByEpochs, scheduleAt, type Plan } from './schedule.ts';
+import { BudgetFit } from './budget.ts';
 import type { Engine, MicroBatch } from './engine.ts';
 import { OrtEngine } from './ort/engine.ts';
 import { DeviceEngine } from './ort/device.ts';
@@ -67,8 +68,6 @@ interface State {
   imagesSeen: number;
   elapsedSec: number;
   skipped: number;
-  /** Budget runs: the step count was re-fitted at the end of warmup. */
-  refitted?: boolean;
 }
 
 /** The pre-training data without its validation split; only where it is the labeled training split. */
@@ -88,10 +87,6 @@ export function preprocessOf(c: TrainConfig): Preprocess {
 
 /** Token rows (first images of the batch) that RankMe is computed over. */
 const RANKME_ROWS = 1024;
-
-/** Budget-based plans are fixed from the median of this many optimizer steps, after JIT warm-up ones. */
-const TIMING_STEPS = 4;
-const WARMUP_STEPS = 2;
 
 export async function train(o: RunOptions): Promise<RunSummary> {
   const log = o.log ?? ((s: string) => console.error(s));
@@ -247,9 +242,9 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   let lastLoss = NaN;
   let lastDiag: Diagnostics | undefined;
   let stoppedBy: RunSummary['stoppedBy'] = 'steps';
-  const timed: number[] = [];
-  // Where the re-fit measures the run's pace from: the first fit, or here when resuming after it.
-  let paceFrom = { t: performance.now(), step: state.step };
+  const budget = cfg.timeBudgetMin
+    ? new BudgetFit(epochPlan, budgetSec, { plan, step: state.step, elapsedSec: state.elapsedSec })
+    : null;
   let windowStart = performance.now();
   let windowImages = 0;
   const startedAt = performance.now() - state.elapsedSec * 1000;
@@ -307,38 +302,17 @@ export async function train(o: RunOptions): Promise<RunSummary> {
       lastLoss = loss;
       windowImages += imagesPerStep;
 
-      if (!plan) {
-        // Time-budget runs: measure a few steps, then fix a schedule that ends with the budget.
-        if (state.step > WARMUP_STEPS) timed.push((performance.now() - t0) / 1000);
-        if (timed.length >= TIMING_STEPS) {
-          const perStep = [...timed].sort((a, b) => a - b)[Math.floor(timed.length / 2)];
-          plan = planByBudget(
-            epochPlan,
-            budgetSec - (performance.now() - startedAt) / 1000 + state.step * perStep,
-            perStep,
-          );
-          paceFrom = { t: performance.now(), step: state.step };
+      if (budget) {
+        const line = budget.observe(
+          state.step,
+          (performance.now() - t0) / 1000,
+          (performance.now() - startedAt) / 1000,
+        );
+        if (budget.plan && budget.plan !== plan) {
+          plan = budget.plan;
           bar?.setTotal(plan.totalSteps);
-          log(
-            `\ntime budget ${cfg.timeBudgetMin} min at ${perStep.toFixed(2)} s/step → ${plan.totalSteps} steps (warmup ${plan.warmupSteps})`,
-          );
         }
-      } else if (
-        cfg.timeBudgetMin &&
-        !state.refitted &&
-        state.step >= plan.warmupSteps &&
-        state.step - paceFrom.step > TIMING_STEPS
-      ) {
-        // Early steps are often slower (allocator warm-up, load): re-fit the step count once, at
-        // the end of warmup, where the cosine starts at its peak whatever its length. The pace is
-        // the mean wall time per step, diagnostics and checkpoints included (the median bare step
-        // undercounted it by ~15%, and the run stopped short of its cosine's end).
-        const perStep = (performance.now() - paceFrom.t) / 1000 / (state.step - paceFrom.step);
-        const left = budgetSec - (performance.now() - startedAt) / 1000;
-        plan = { ...plan, totalSteps: Math.max(state.step + 1, state.step + Math.floor(left / perStep)) };
-        state.refitted = true;
-        bar?.setTotal(plan.totalSteps);
-        log(`\nre-fitted at the end of warmup: ${perStep.toFixed(2)} s/step → ${plan.totalSteps} steps`);
+        if (line) log(`\n${line}`);
       }
 
       const record: Record<string, unknown> = {

@@ -290,6 +290,16 @@ test('ijepa eval reports I-JEPA, random-init, raw-pixel and kNN rows with sane n
   const again = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--k', '5']);
   assert.deepEqual(JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8')).rows, report.rows);
   assert.equal(again.status, 0);
+  assert.match(r.stdout, /20 test images \(the whole split\)/);
+  // A capped test set is a seeded subsample, and the report says so.
+  const capped = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--test-limit', '8']);
+  assert.equal(capped.status, 0, capped.stderr);
+  const small = JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8'));
+  assert.equal(small.testCount, 8);
+  assert.equal(small.testTotal, 20);
+  assert.match(capped.stdout, /8 of 20 test images \(seeded subsample\)/);
+  const probe = run(['probe', '--model', out, '--data', join(dir, 'labeled'), '--test-limit', '8']);
+  assert.match(probe.stdout, /8 \(seeded subsample of 20\) test images/);
 });
 
 test('ijepa eval --validation scores on the held-out part of the training data, with both readouts', () => {
