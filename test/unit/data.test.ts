@@ -135,6 +135,40 @@ test('the loader is reproducible and resumes mid-stream', async () => {
   assert.equal(seq[3].end.epoch, 1, '3 batches of 3 per 10-image epoch, then a new epoch');
 });
 
+test('decoded images are kept across epochs without changing a single batch, up to the cache budget', async () => {
+  const dir = tmp();
+  // 10 images of 6×6 resized to 8×8: the resize is what is kept when there is no crop to draw.
+  writeFileSync(
+    join(dir, 'train-images-idx3-ubyte'),
+    idxBytes(
+      [10, 6, 6],
+      Uint8Array.from({ length: 360 }, (_, i) => (i * 11) % 256),
+    ),
+  );
+  const ds = openDataset(dir);
+  for (const cropScale of [null, [0.5, 1] as [number, number]]) {
+    const opts = {
+      batch: 3,
+      seed: 5,
+      preprocess: defaultPreprocess(8),
+      patch: 4,
+      augment: { cropScale, cropRatio: [0.75, 1.33] as [number, number], hflip: true },
+    };
+    const cached = new BatchLoader(ds, opts);
+    const uncached = new BatchLoader(ds, { ...opts, cacheBytes: 0 });
+    const partly = new BatchLoader(ds, { ...opts, cacheBytes: 4 * 8 * 8 * 3 });
+    for (let i = 0; i < 9; i++) {
+      const want = (await uncached.next()).patches;
+      assert.deepEqual((await cached.next()).patches, want, `batch ${i}, crop ${cropScale}`);
+      assert.deepEqual((await partly.next()).patches, want);
+    }
+    // Three epochs of 9 items: each of the 10 decoded once at most (the prefetched batch included).
+    assert.ok(cached.decodes <= 10, `${cached.decodes} decodes`);
+    assert.ok(uncached.decodes >= 27, `${uncached.decodes} decodes`);
+    assert.ok(partly.decodes > cached.decodes && partly.decodes < uncached.decodes);
+  }
+});
+
 test('preprocessing: grayscale replicated, alpha flattened, patch layout (row, col, channel)', async () => {
   const p = {
     size: 4,
