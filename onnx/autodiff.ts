@@ -109,6 +109,16 @@ const RULES: Record<string, Rule> = {
     if (c.needs(1)) throw new Error('autodiff: Div by a differentiated value is not supported');
     return [c.unbroadcast(c.op('Div', [c.dy[0], c.x[1]]), c.x[0])];
   },
+  Gelu: (c) => {
+    // d/dx x·Φ(x) = Φ(x) + x·φ(x) = ½·(1 + erf(a) + 2/√π · a·exp(−a²)) with a = x/√2, the
+    // constant riding in the exponent: ten elementwise passes, as many as the chain rule through
+    // the five-op form, with nothing of the forward kept alive for it.
+    const a = c.mul(c.x[0], c.g.scalar(Math.SQRT1_2));
+    const e = c.op('Erf', [a]);
+    const pdf = c.op('Exp', [c.op('Sub', [c.g.scalar(Math.log(2 / Math.sqrt(Math.PI))), c.mul(a, a)])]);
+    const slope = c.op('Add', [c.op('Add', [e, c.mul(a, pdf)]), c.g.scalar(1)]);
+    return [c.mul(c.mul(c.dy[0], c.g.scalar(0.5)), slope)];
+  },
   Cos: (c) => [c.op('Neg', [c.mul(c.dy[0], c.op('Sin', [c.x[0]]))])],
   Sin: (c) => [c.mul(c.dy[0], c.op('Cos', [c.x[0]]))],
   Erf: (c) => {

@@ -13,6 +13,12 @@ export type ElemType = keyof typeof ELEM;
 
 export const OPSET = 17;
 
+/**
+ * onnxruntime's contrib ops that the graphs use, by domain: each is one kernel on both the CPU
+ * and the WebGPU provider where the standard-op form is several passes over the activations.
+ */
+const CONTRIB: Record<string, string> = { Gelu: 'com.microsoft' };
+
 function attribute(name: string, v: Attr): InstanceType<typeof onnx.AttributeProto> {
   const A = onnx.AttributeProto.AttributeType;
   if (typeof v === 'string')
@@ -63,6 +69,7 @@ export class GraphBuilder {
   private readonly outputs: InstanceType<typeof onnx.ValueInfoProto>[] = [];
   private readonly constCache = new Map<string, string>();
   private counter = 0;
+  private readonly domains = new Set<string>();
 
   constructor(readonly name: string) {}
 
@@ -88,9 +95,12 @@ export class GraphBuilder {
         ? onnx.AttributeProto.create({ name: k, type: onnx.AttributeProto.AttributeType.FLOAT, f: v.float })
         : attribute(k, v as Attr),
     );
+    const domain = CONTRIB[op];
+    if (domain) this.domains.add(domain);
     this.nodes.push(
       onnx.NodeProto.create({
         opType: op,
+        ...(domain ? { domain } : {}),
         input: inputs,
         output: outs,
         name: this.fresh(op.toLowerCase()),
@@ -177,7 +187,7 @@ export class GraphBuilder {
       irVersion: 8,
       producerName: 'ijepa',
       docString,
-      opsetImport: [{ domain: '', version: OPSET }],
+      opsetImport: [{ domain: '', version: OPSET }, ...[...this.domains].map((domain) => ({ domain, version: 1 }))],
       graph: { name: this.name, node: this.nodes, initializer: this.inits, input: this.inputs, output: this.outputs },
     });
     return onnx.ModelProto.encode(model).finish();

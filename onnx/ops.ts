@@ -96,8 +96,9 @@ export class OnnxOps implements Ops<string> {
   }
 
   gelu(x: string): string {
-    const erf = this.g.op('Erf', [this.g.op('Mul', [x, this.g.scalar(Math.SQRT1_2)])]);
-    return this.g.op('Mul', [this.g.op('Mul', [x, this.g.scalar(0.5)]), this.g.op('Add', [erf, this.g.scalar(1)])]);
+    // Exact erf GELU as one contrib kernel: as five standard ops it was five passes over the MLP's
+    // widest activations, and onnxruntime did not fuse them back.
+    return this.g.op('Gelu', [x]);
   }
 
   softmax(x: string): string {
