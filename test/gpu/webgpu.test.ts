@@ -98,20 +98,25 @@ async function stepOn(device: Device) {
   return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, t.data as Float32Array]));
 }
 
-test('one training step on WebGPU = on the CPU: loss within 1e-5 (relative), every gradient within 1e-4', async () => {
+test('one training step on WebGPU = on the CPU: loss within 1e-5 (relative), every gradient within 1e-4', async (t) => {
   const [cpu, gpu] = [await stepOn('cpu'), await stepOn('webgpu')];
   const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
   assert.ok(rel(gpu.loss[0], cpu.loss[0]) <= 1e-5, `loss ${gpu.loss[0]} vs ${cpu.loss[0]}`);
   assert.ok(rel(gpu.sigreg[0], cpu.sigreg[0]) <= 1e-5, `SIGReg ${gpu.sigreg[0]} vs ${cpu.sigreg[0]}`);
   const grads = Object.keys(cpu).filter((k) => k.startsWith('grad/'));
   assert.equal(grads.length, initialState(m).online.specs.length);
+  let worst = 0;
   for (const k of grads) {
     const scale = Math.max(...cpu[k].map(Math.abs));
     assert.ok(maxAbsDiff(gpu[k], cpu[k]) <= 1e-4 * scale, `${k}: ${maxAbsDiff(gpu[k], cpu[k])} of ${scale}`);
+    worst = Math.max(worst, maxAbsDiff(gpu[k], cpu[k]) / scale);
   }
+  t.diagnostic(
+    `loss ${rel(gpu.loss[0], cpu.loss[0]).toExponential(1)} relative, worst gradient ${worst.toExponential(1)} of its largest entry`,
+  );
 });
 
-test('three steps with weights, moments and the EMA target resident on WebGPU = the CPU engine (within 1e-5)', async () => {
+test('three steps with weights, moments and the EMA target resident on WebGPU = the CPU engine (within 1e-5)', async (t) => {
   const host = initialState(m);
   const dev = initialState(m);
   const cpu = await OrtEngine.create(m, host.online, host.target, opts);
@@ -126,6 +131,9 @@ test('three steps with weights, moments and the EMA target resident on WebGPU = 
   assert.ok(maxAbsDiff(dev.target.data, host.target.data) <= 1e-5, 'EMA target');
   assert.ok(maxAbsDiff(dev.adam.m, host.adam.m) <= 1e-5 && maxAbsDiff(dev.adam.v, host.adam.v) <= 1e-5, 'moments');
   assert.ok(maxAbsDiff(dev.online.data, initialState(m).online.data) > 1e-3, 'the weights moved');
+  t.diagnostic(
+    `losses ${lc.map((l, i) => (Math.abs(lg[i] - l) / l).toExponential(1)).join(', ')} relative; weights ${maxAbsDiff(dev.online.data, host.online.data).toExponential(1)}, EMA ${maxAbsDiff(dev.target.data, host.target.data).toExponential(1)} apart`,
+  );
   await Promise.all([cpu.dispose(), gpu.dispose()]);
 });
 
@@ -226,7 +234,7 @@ test('a run checkpointed on WebGPU resumes on the CPU, and one from the CPU on W
   }
 });
 
-test("the server's embeddings on WebGPU = on the CPU (within 1e-4)", async () => {
+test("the server's embeddings on WebGPU = on the CPU (within 1e-4)", async (t) => {
   const model = join(import.meta.dirname, '../../models/fmnist-vit-tiny');
   const [cpu, gpu] = [
     await Service.open(model),
@@ -235,10 +243,13 @@ test("the server's embeddings on WebGPU = on the CPU (within 1e-4)", async () =>
   const images = Array.from({ length: 5 }, (_, i) =>
     Uint8Array.from(randomArray(32 * 32 * 3, i + 1), (v) => Math.round(127 + 127 * v)),
   );
+  let worst = 0;
   for (const rgb of images) {
     const [a, b] = [await cpu.batcher.submit(rgb), await gpu.batcher.submit(rgb)];
     assert.ok(maxAbsDiff(b.pooled, a.pooled) <= 1e-4, `pooled differs by ${maxAbsDiff(b.pooled, a.pooled)}`);
     assert.ok(maxAbsDiff(b.tokens, a.tokens) <= 1e-4, `tokens differ by ${maxAbsDiff(b.tokens, a.tokens)}`);
+    worst = Math.max(worst, maxAbsDiff(b.tokens, a.tokens));
   }
+  t.diagnostic(`tokens at most ${worst.toExponential(1)} apart`);
   await Promise.all([cpu.close(), gpu.close()]);
 });
