@@ -9,25 +9,13 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OrtEngine } from '../train/ort/engine.ts';
-import { sampleMasks } from '../train/masks.ts';
-import { gridOf, presets } from '../model/presets.ts';
-import { encoderSpecs, predictorSpecs } from '../model/vit.ts';
-import { ParamStore } from '../model/params.ts';
-import { Rng } from '../model/rng.ts';
-import type { MicroBatch } from '../train/engine.ts';
-import { resolveConfig } from '../train/config.ts';
-import { recipeOverrides } from '../train/recipes.ts';
+import { engineOptions, grad, m, microBatch, online, target } from './step.ts';
 
 const steps = Number(process.env.PROFILE_STEPS ?? 4);
 const batch = Number(process.env.BENCH_BATCH ?? 128);
 const chunk = Number(process.env.BENCH_CHUNK ?? 32);
 const threads = Number(process.env.PROFILE_THREADS ?? 1);
 const WARMUP = 3;
-/** The default recipe's step, as bench:train times it. */
-const cfg = resolveConfig('vit-tiny', recipeOverrides('default'));
-const m = presets['vit-tiny'];
-const grid = gridOf(m);
-
 const CATEGORIES: [string, RegExp][] = [
   ['matmul (MatMul, Gemm and their fusions)', /^(Fused)?(MatMul|Gemm)|MatMul/],
   ['GELU (Gelu, Erf)', /^(Gelu|BiasGelu|FastGelu|Erf)$/],
@@ -45,27 +33,11 @@ const CATEGORIES: [string, RegExp][] = [
   ['gather / scatter', /^(Gather|GatherND|ScatterND|Scatter.*)$/],
 ];
 
-const specs = [...encoderSpecs(m), ...predictorSpecs(m)];
-const online = ParamStore.init(specs, 0, 'init');
-const target = new ParamStore(encoderSpecs(m), online.data.slice(0, new ParamStore(encoderSpecs(m)).size));
-const per = grid.rows * grid.cols * m.patchSize ** 2 * 3;
-const grad = new Float32Array(online.size);
-const rng = Rng.for(1, 'bench', 0);
-const mb: MicroBatch = {
-  patches: Float32Array.from({ length: batch * per }, () => rng.normal()),
-  batch,
-  masks: sampleMasks(Rng.for(1, 'masks', 0), grid, batch, cfg.masks),
-};
+const mb = microBatch(0, batch);
 
 const dir = mkdtempSync(join(tmpdir(), 'ijepa-profile-'));
 process.env.IJEPA_ORT_PROFILE = join(dir, 'step');
-const engine = await OrtEngine.create(m, online, target, {
-  loss: cfg.loss,
-  numTargets: cfg.masks.numTargets,
-  sigreg: { ...cfg.sigreg, seed: cfg.seed },
-  chunk,
-  threads,
-});
+const engine = await OrtEngine.create(m, online, target, engineOptions(chunk, threads));
 const walls: number[] = [];
 for (let i = 0; i < WARMUP + steps; i++) {
   const t0 = performance.now();

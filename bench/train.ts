@@ -26,14 +26,10 @@ import * as ort from 'onnxruntime-node';
 import type { MicroBatch } from '../train/engine.ts';
 import { OrtEngine } from '../train/ort/engine.ts';
 import { sampleMasks, type MaskBatch } from '../train/masks.ts';
-import { gridOf, presets } from '../model/presets.ts';
-import { encoderSpecs, predictorSpecs } from '../model/vit.ts';
-import { ParamStore } from '../model/params.ts';
 import { Rng } from '../model/rng.ts';
 import { stepFlops } from '../train/flops.ts';
 import { GraphBuilder } from '../onnx/graph.ts';
-import { resolveConfig } from '../train/config.ts';
-import { recipeOverrides } from '../train/recipes.ts';
+import { cfg, engineOptions, grad, grid, m, microBatch, online, target } from './step.ts';
 import { preprocessOf } from '../train/loop.ts';
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 8);
@@ -45,31 +41,8 @@ const withTfjs = process.env.BENCH_TFJS === '1';
 const dataPath = process.env.BENCH_DATA;
 const officialPath = process.env.BENCH_OFFICIAL;
 const threads = availableParallelism();
-/** What `ijepa train` runs by default: the default recipe's loss, SIGReg and masks. */
-const cfg = resolveConfig('vit-tiny', recipeOverrides('default'));
-const m = presets['vit-tiny'];
-const grid = gridOf(m);
-const engineOptions = (chunk: number, threads: number) => ({
-  loss: cfg.loss,
-  numTargets: cfg.masks.numTargets,
-  sigreg: { ...cfg.sigreg, seed: cfg.seed },
-  chunk,
-  threads,
-});
-
-const specs = [...encoderSpecs(m), ...predictorSpecs(m)];
-const online = ParamStore.init(specs, 0, 'init');
-const target = new ParamStore(encoderSpecs(m), online.data.slice(0, new ParamStore(encoderSpecs(m)).size));
-const per = grid.rows * grid.cols * m.patchSize ** 2 * 3;
-const grad = new Float32Array(online.size);
-
-function microBatch(step: number): MicroBatch {
-  const rng = Rng.for(1, 'bench', step);
-  const patches = Float32Array.from({ length: batch * per }, () => rng.normal());
-  return { patches, batch, masks: sampleMasks(Rng.for(1, 'masks', step), grid, batch, cfg.masks) };
-}
 /** Round r's batch (round 0 warms up), made before any timing. */
-const batches = Array.from({ length: rounds + 1 }, (_, r) => microBatch(r));
+const batches = Array.from({ length: rounds + 1 }, (_, r) => microBatch(r, batch));
 
 /**
  * The official sampler's contexts: every image's context cut to the batch's shortest, keeping its
@@ -334,7 +307,7 @@ console.log(
   `\nI-JEPA step, vit-tiny (32×32, patch 4, d ${m.dim}, depth ${m.depth}, predictor ${m.predDim}×${m.predDepth}), batch ${batch} (chunks of ${chunk}), medians of ${rounds} interleaved rounds; ${threads} cores:\n`,
 );
 console.log(
-  '| row | context (padded) / target tokens per image | useful GFLOP/img | s/step | img/s | useful GFLOP/s | % of the Gemm ceiling, same round | CPU ÷ wall |',
+  "| row | context (padded) / target tokens per image | useful GFLOP/img | s/step | img/s | useful GFLOP/s | % of its own library's matmul ceiling, same round | CPU ÷ wall |",
 );
 console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const row of rows) {
