@@ -79,3 +79,11 @@ export const manifestSchema = z
 
 export type Manifest = z.infer<typeof manifestSchema>;
 export type PackageFile = z.infer<typeof fileSchema>;
+
+type Architecture = Manifest['architecture'];
+
+/** The manifest's record of the architecture a package's graphs were built for (a model config has more). */
+export function architectureOf(preset: string, m: Omit<Architecture, 'preset'>): Architecture {
+  const { imageSize, patchSize, dim, depth, heads, predDim, predDepth, mlpRatio, eps } = m;
+  return { preset, imageSize, patchSize, dim, depth, heads, predDim, predDepth, mlpRatio, eps };
+}

@@ -7,7 +7,7 @@ import { gridOf } from '../model/presets.ts';
 import { encoderSpecs, predictorSpecs } from '../model/vit.ts';
 import { ParamStore } from '../model/params.ts';
 import { contextEncoderGraph, encoderGraph, predictorGraph, weightsIn } from '../onnx/inference.ts';
-import { FORMAT_VERSION, type Manifest } from '../format/manifest.ts';
+import { FORMAT_VERSION, architectureOf, type Manifest } from '../format/manifest.ts';
 import { contentHash, describeFile, writePackage } from '../format/package.ts';
 
 export interface ExportOptions {
@@ -51,18 +51,7 @@ export function exportRun(o: ExportOptions): Manifest {
     formatVersion: FORMAT_VERSION,
     id: o.id ?? basename(resolve(o.out)),
     contentHash: contentHash(described),
-    architecture: {
-      preset: cfg.preset,
-      imageSize: m.imageSize,
-      patchSize: m.patchSize,
-      dim: m.dim,
-      depth: m.depth,
-      heads: m.heads,
-      predDim: m.predDim,
-      predDepth: m.predDepth,
-      mlpRatio: m.mlpRatio,
-      eps: m.eps,
-    },
+    architecture: architectureOf(cfg.preset, m),
     preprocess: preprocessOf(cfg),
     patches: { size: m.patchSize, rows: grid.rows, cols: grid.cols },
     embeddingDim: m.dim,

@@ -6,7 +6,7 @@ import { tinyModel } from '../helpers.ts';
 import { encoderGraph, predictorGraph } from '../../onnx/inference.ts';
 import { ParamStore } from '../../model/params.ts';
 import { encoderSpecs, predictorSpecs } from '../../model/vit.ts';
-import { FORMAT_VERSION, type Manifest } from '../../format/manifest.ts';
+import { FORMAT_VERSION, architectureOf, type Manifest } from '../../format/manifest.ts';
 import { contentHash, describeFile, writePackage } from '../../format/package.ts';
 import type { ProbeHead } from '../../format/probe.ts';
 
@@ -40,18 +40,7 @@ export function makePackage(withProbe: boolean): string {
     formatVersion: FORMAT_VERSION,
     id: withProbe ? 'tiny-probe' : 'tiny',
     contentHash: contentHash(described),
-    architecture: {
-      preset: 'test',
-      imageSize: m.imageSize,
-      patchSize: m.patchSize,
-      dim: m.dim,
-      depth: m.depth,
-      heads: m.heads,
-      predDim: m.predDim,
-      predDepth: m.predDepth,
-      mlpRatio: m.mlpRatio,
-      eps: m.eps,
-    },
+    architecture: architectureOf('test', m),
     preprocess: { size: m.imageSize, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], resize: 'squash' },
     patches: { size: m.patchSize, rows: 4, cols: 4 },
     embeddingDim: m.dim,
