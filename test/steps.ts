@@ -9,6 +9,15 @@ import type { Engine, MicroBatch } from '../train/engine.ts';
 import { defaultMaskConfig, sampleMasks } from '../train/masks.ts';
 import { randomArray } from './helpers.ts';
 
+/** onnxruntime engine options of these comparisons: smooth-L1 with SIGReg, in chunks of 4. */
+export const engineOptions = {
+  loss: 'smooth-l1' as const,
+  numTargets: defaultMaskConfig.numTargets,
+  chunk: 4,
+  threads: 1,
+  sigreg: { weight: 0.1, projections: 8, seed: 1 },
+};
+
 export interface State {
   online: ParamStore;
   target: ParamStore;

@@ -11,7 +11,7 @@ import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { tinyModel, randomArray } from '../helpers.ts';
-import { initialState, maxAbsDiff, microBatch, runSteps } from '../steps.ts';
+import { engineOptions as opts, initialState, maxAbsDiff, microBatch, runSteps } from '../steps.ts';
 import { placementOf } from './placement.ts';
 import { GraphBuilder } from '../../onnx/graph.ts';
 import { encoderGraph } from '../../onnx/inference.ts';
@@ -24,20 +24,12 @@ import { probeDevices } from '../../runtime/devices.ts';
 import { createSession, Tensor, type Device } from '../../runtime/session.ts';
 import { readCheckpoint } from '../../train/checkpoint.ts';
 import { defaultAdamW } from '../../train/adamw.ts';
-import { defaultMaskConfig } from '../../train/masks.ts';
 import { DeviceEngine } from '../../train/ort/device.ts';
 import { OrtEngine, engineGraphs } from '../../train/ort/engine.ts';
 import { BatchFeeds } from '../../train/ort/feeds.ts';
 import { Service } from '../../serve/service.ts';
 
 const m = tinyModel;
-const opts = {
-  loss: 'smooth-l1' as const,
-  numTargets: defaultMaskConfig.numTargets,
-  chunk: 4,
-  threads: 1,
-  sigreg: { weight: 0.1, projections: 8, seed: 1 },
-};
 const dir = tempDir('ijepa-webgpu-');
 after(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -6,19 +6,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { tinyModel } from '../helpers.ts';
-import { initialState, maxAbsDiff, runSteps } from '../steps.ts';
+import { engineOptions as opts, initialState, maxAbsDiff, runSteps } from '../steps.ts';
 import { OrtEngine } from '../../train/ort/engine.ts';
 import { DeviceEngine } from '../../train/ort/device.ts';
-import { defaultMaskConfig } from '../../train/masks.ts';
 
 const m = tinyModel;
-const opts = {
-  loss: 'smooth-l1' as const,
-  numTargets: defaultMaskConfig.numTargets,
-  chunk: 4,
-  threads: 1,
-  sigreg: { weight: 0.1, projections: 8, seed: 1 },
-};
 
 test('device-resident AdamW + EMA (as graphs) = the host engine (JS) over 3 steps with accumulation and chunks', async () => {
   const host = initialState(m);
