@@ -130,7 +130,9 @@ export class BatchLoader {
     this.decodes++;
     let img = await decodeRgb(await this.ds.read(index));
     if (!a.cropScale && !a.views) img = { data: await resizeRgb(img, p), width: p.size, height: p.size };
-    if (img.data.length <= this.cacheLeft) {
+    // The next batch is loaded while this one trains, so at an epoch's turn one image can be
+    // decoded twice at once: it is kept (and counted) once.
+    if (img.data.length <= this.cacheLeft && !this.cache.has(index)) {
       this.cache.set(index, img);
       this.cacheLeft -= img.data.length;
     }
