@@ -13,7 +13,6 @@
  * usable snapshot it is rebuilt from the journal. When removed patches outnumber live ones more
  * than twice, the journal and the index are compacted on open (journal.ts `rewrite`).
  */
-import { createHash } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -27,6 +26,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { sha256 } from '../../format/package.ts';
 import { GalleryError } from './errors.ts';
 import { HnswIndex, searchEf } from './hnsw.ts';
 import { Journal, syncDir, type Op } from './journal.ts';
@@ -494,12 +494,18 @@ export class Gallery {
       fsyncSync(fd);
       closeSync(fd);
       const bytes = readFileSync(tmp);
-      const sha256 = createHash('sha256').update(bytes).digest('hex');
-      const file = `index-${sha256.slice(0, 16)}.hnsw`;
+      const digest = sha256(bytes);
+      const file = `index-${digest.slice(0, 16)}.hnsw`;
       renameSync(tmp, join(this.dir, file));
       writeAtomic(
         join(this.dir, INDEX_META),
-        JSON.stringify({ format: SNAPSHOT_FORMAT, file, records: this.journal.records, bytes: bytes.length, sha256 }),
+        JSON.stringify({
+          format: SNAPSHOT_FORMAT,
+          file,
+          records: this.journal.records,
+          bytes: bytes.length,
+          sha256: digest,
+        }),
       );
       syncDir(this.dir);
       for (const f of readdirSync(this.dir))
@@ -547,7 +553,7 @@ function loadSnapshot(
     if (meta.format !== SNAPSHOT_FORMAT) return `it is of an older format`;
     const idxPath = join(dir, meta.file);
     const bytes = existsSync(idxPath) ? readFileSync(idxPath) : Buffer.alloc(0);
-    if (bytes.length !== meta.bytes || createHash('sha256').update(bytes).digest('hex') !== meta.sha256)
+    if (bytes.length !== meta.bytes || sha256(bytes) !== meta.sha256)
       return `${idxPath} is missing, corrupt or truncated (checksum mismatch)`;
     if (meta.records > records) return `it covers ${meta.records} journal records but ${JOURNAL} has ${records}`;
     return { index: HnswIndex.load(idxPath, dim), records: meta.records };
