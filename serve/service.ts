@@ -51,7 +51,9 @@ export const defaultServiceOptions: ServiceOptions = {
 };
 
 /** An embedded image, with the pixels the model saw (the package's input size, RGB). */
-export type Outcome = { index: number; result: Embedded & { rgb: Uint8Array } } | { index: number; error: ApiError };
+/** One input's result, or its own error. */
+export type Each<T> = { index: number; result: T } | { index: number; error: ApiError };
+export type Outcome = Each<Embedded & { rgb: Uint8Array }>;
 
 export class Service {
   ready = false;
@@ -126,7 +128,20 @@ export class Service {
    * images over the request's pixel budget fail the request at once (413), before any decoding.
    * `signal` (the client went away) drops decodes and inference that have not started.
    */
-  async embedAll(items: ImageInput[], signal?: AbortSignal): Promise<Outcome[]> {
+  embedAll(items: ImageInput[], signal?: AbortSignal): Promise<Outcome[]> {
+    return this.eachDecoded(items, signal, async (rgb) => ({ ...(await this.batcher.submit(rgb, signal)), rgb }));
+  }
+
+  /** Decodes every input as embedAll does, without the encoder: for routes that run another model. */
+  decodeAll(items: ImageInput[], signal?: AbortSignal): Promise<Each<Uint8Array>[]> {
+    return this.eachDecoded(items, signal, async (rgb) => rgb);
+  }
+
+  private async eachDecoded<T>(
+    items: ImageInput[],
+    signal: AbortSignal | undefined,
+    then: (rgb: Uint8Array) => Promise<T>,
+  ): Promise<Each<T>[]> {
     const inspected = await Promise.all(
       items.map(async (it): Promise<{ index: number; img: Inspected } | { index: number; error: ApiError }> => {
         if (it.error) return { index: it.index, error: it.error };
@@ -145,13 +160,13 @@ export class Service {
       );
     }
     return Promise.all(
-      inspected.map(async (x): Promise<Outcome> => {
+      inspected.map(async (x): Promise<Each<T>> => {
         if ('error' in x) return x;
         try {
           const t0 = performance.now();
           const rgb = await decodeInspected(x.img, this.manifest.preprocess, this.decodeGate, signal);
           this.metrics.stage.observe({ stage: 'decode' }, (performance.now() - t0) / 1000);
-          return { index: x.index, result: { ...(await this.batcher.submit(rgb, signal)), rgb } };
+          return { index: x.index, result: await then(rgb) };
         } catch (e) {
           const error = this.apiError(e);
           if (error.code === 'client_closed') this.metrics.cancelled.inc();

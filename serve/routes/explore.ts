@@ -4,7 +4,7 @@ import { UMAP } from 'umap-js';
 import { ApiError } from '../errors.ts';
 import type { Service } from '../service.ts';
 import { galleryOf } from './gallery.ts';
-import { parseImages } from './inputs.ts';
+import { checkBox, parseImages } from './inputs.ts';
 
 /**
  * POST /v1/reconstruct: one image and a `box` of patches to hide → for each hidden patch, the
@@ -24,21 +24,15 @@ export async function reconstruct(svc: Service, req: Request, res: Response, sig
   const { rows, cols } = m.patches;
   if (!options.box)
     throw new ApiError('bad_request', `give the patches to hide as box=row0,col0,row1,col1 (grid ${rows}×${cols})`);
-  const [r0, c0, r1, c1] = options.box;
-  if (!(r0 >= 0 && c0 >= 0 && r1 <= rows && c1 <= cols && r0 < r1 && c0 < c1)) {
-    throw new ApiError(
-      'bad_request',
-      `box must satisfy 0 <= row0 < row1 <= ${rows} and 0 <= col0 < col1 <= ${cols} (patch grid units)`,
-    );
-  }
+  const [r0, c0, r1, c1] = checkBox(options.box, rows, cols);
   const hidden: number[] = [];
   for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) hidden.push(r * cols + c);
   if (hidden.length === rows * cols)
     throw new ApiError('bad_request', 'the box hides every patch: leave some visible to predict from');
-  const [outcome] = await svc.embedAll(items, signal);
-  if ('error' in outcome) throw outcome.error;
+  const [decoded] = await svc.decodeAll(items, signal);
+  if ('error' in decoded) throw decoded.error;
   const t0 = performance.now();
-  const pred = await svc.predictor.predict(outcome.result.rgb, hidden);
+  const pred = await svc.predictor.predict(decoded.result, hidden);
   const near = gallery.nearestPatches(pred, hidden.length, options.neighbours);
   svc.metrics.stage.observe({ stage: 'reconstruct' }, (performance.now() - t0) / 1000);
   res.json({
@@ -54,7 +48,8 @@ export async function reconstruct(svc: Service, req: Request, res: Response, sig
 const MAP_POINTS = 2000;
 const LABEL_KEYS = ['label', 'class', 'category'];
 
-let cached: { gallery: unknown; version: number; body: unknown } | null = null;
+/** The map of one gallery version, being computed or done: concurrent requests share one layout. */
+let cached: { gallery: unknown; version: number; body: Promise<unknown> } | null = null;
 
 /**
  * GET /v1/map: the gallery's pooled embeddings laid out in 2-D by UMAP (seeded, so the same
@@ -63,10 +58,17 @@ let cached: { gallery: unknown; version: number; body: unknown } | null = null;
  */
 export async function galleryMap(svc: Service, _req: Request, res: Response): Promise<void> {
   const gallery = galleryOf(svc);
-  if (cached?.gallery === gallery && cached.version === gallery.version) {
-    res.json(cached.body);
-    return;
+  if (cached?.gallery !== gallery || cached.version !== gallery.version) {
+    const mine = { gallery, version: gallery.version, body: layout(svc, gallery) };
+    cached = mine;
+    mine.body.catch(() => {
+      if (cached === mine) cached = null;
+    });
   }
+  res.json(await cached.body);
+}
+
+async function layout(svc: Service, gallery: ReturnType<typeof galleryOf>): Promise<unknown> {
   const { ids, pooled, metadata } = gallery.pooledSample(MAP_POINTS);
   const d = svc.manifest.embeddingDim;
   const rows = ids.map((_, i) => Array.from(pooled.subarray(i * d, (i + 1) * d)));
@@ -82,10 +84,8 @@ export async function galleryMap(svc: Service, _req: Request, res: Response): Pr
     const v = LABEL_KEYS.map((k) => m?.[k]).find((x) => typeof x === 'string' || typeof x === 'number');
     return v === undefined ? null : String(v);
   };
-  const body = {
+  return {
     total: gallery.size,
     points: ids.map((id, i) => ({ id, x: xy[i][0], y: xy[i][1], label: label(metadata[i]) })),
   };
-  cached = { gallery, version: gallery.version, body };
-  res.json(body);
 }

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { ApiError } from '../errors.ts';
 import { GalleryError, type Change, type Gallery } from '../gallery/gallery.ts';
 import type { Service } from '../service.ts';
-import { fromBase64, parseImages, type ImageInput } from './inputs.ts';
+import { checkBox, fromBase64, parseImages, type ImageInput } from './inputs.ts';
 
 const ID = /^[\w.:@/-]{1,128}$/;
 export const idSchema = z
@@ -167,18 +167,12 @@ export async function search(svc: Service, req: Request, res: Response, signal?:
   const gallery = galleryOf(svc);
   const { items, options } = parseImages(req, 1);
   if (items.length !== 1) throw new ApiError('bad_request', 'search takes exactly one image');
-  const [outcome] = await svc.embedAll(items, signal);
-  if ('error' in outcome) throw outcome.error;
   const m = svc.manifest;
   const { rows, cols } = m.patches;
   const d = m.embeddingDim;
-  const [r0, c0, r1, c1] = options.box ?? [0, 0, rows, cols];
-  if (!(r0 >= 0 && c0 >= 0 && r1 <= rows && c1 <= cols && r0 < r1 && c0 < c1)) {
-    throw new ApiError(
-      'bad_request',
-      `box must satisfy 0 <= row0 < row1 <= ${rows} and 0 <= col0 < col1 <= ${cols} (patch grid units)`,
-    );
-  }
+  const [r0, c0, r1, c1] = checkBox(options.box ?? [0, 0, rows, cols], rows, cols);
+  const [outcome] = await svc.embedAll(items, signal);
+  if ('error' in outcome) throw outcome.error;
   const positions: [number, number][] = [];
   const query = new Float32Array((r1 - r0) * (c1 - c0) * d);
   for (let r = r0; r < r1; r++)

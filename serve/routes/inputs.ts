@@ -20,10 +20,24 @@ export interface RequestOptions {
   topK: number;
   /** Search: hits to return, an optional patch box [row0, col0, row1, col1) and pooled scores. */
   k: number;
-  box?: [number, number, number, number];
+  box?: Box;
   pooled: boolean;
   /** Reconstruct: gallery patches per hidden patch. */
   neighbours: number;
+}
+
+export type Box = [number, number, number, number];
+
+/** A patch box [row0, col0, row1, col1) that lies inside the rows × cols grid, or a 400. */
+export function checkBox(box: Box, rows: number, cols: number): Box {
+  const [r0, c0, r1, c1] = box;
+  if (!(r0 >= 0 && c0 >= 0 && r1 <= rows && c1 <= cols && r0 < r1 && c0 < c1)) {
+    throw new ApiError(
+      'bad_request',
+      `box must satisfy 0 <= row0 < row1 <= ${rows} and 0 <= col0 < col1 <= ${cols} (patch grid units)`,
+    );
+  }
+  return box;
 }
 
 export interface ParsedImages {
