@@ -1,4 +1,5 @@
 /** Express wiring only: body parsers, routes, metrics, and the one error table. */
+import { setMaxListeners } from 'node:events';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import multer from 'multer';
 import { ApiError } from './errors.ts';
@@ -44,6 +45,9 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   app.use((_req, res, next) => {
     if (svc.draining) throw new ApiError('not_ready', 'the server is shutting down', 1);
     const aborted = new AbortController();
+    // Every image of a request listens on it, waiting to decode and waiting for inference: at
+    // most that many listeners, none of them a leak.
+    setMaxListeners(2 * o.maxImages + 1, aborted.signal);
     res.locals.signal = aborted.signal;
     res.on('close', () => {
       if (!res.writableFinished) aborted.abort();

@@ -456,3 +456,29 @@ test('large images are decoded through the shared gate, small ones straight away
   assert.deepEqual(weights, [1_200_000, 1_200_000]);
   assert.equal(gate.inUse, 0);
 });
+
+test('a request of many images leaves no listener-leak warning (each image listens on its request for cancellation)', async () => {
+  const svc = await Service.open(makePackage(false), { ...limits, maxImages: 32, maxBatch: 4 });
+  const t = await listen(svc);
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+  process.on('warning', onWarning);
+  try {
+    const r = await post(
+      '/v1/embeddings',
+      json({ images: Array.from({ length: 32 }, () => b64(img.png)) }),
+      {
+        'content-type': 'application/json',
+      },
+      t.base,
+    );
+    assert.equal(r.status, 200);
+    assert.equal((await r.json()).data.length, 32);
+    await new Promise((go) => setImmediate(go));
+  } finally {
+    process.off('warning', onWarning);
+    await new Promise((go) => t.server.close(go));
+    await svc.close();
+  }
+  assert.deepEqual(warnings, []);
+});
