@@ -30,7 +30,7 @@ type Objective = (theta: Float64Array, grad: Float64Array) => Promise<number>;
 /**
  * Mean cross-entropy + (l2/2)·‖W‖² at θ = [W (c×d, row-major), b (c)], evaluated by onnxruntime:
  * the forward graph (logits, log-softmax, loss) is differentiated by autodiff.ts, so the n×d×c
- * products run in Gemm instead of a JS loop (~50× faster on the probes' 10k × 768 features).
+ * products run in onnxruntime's matmul kernels instead of a JS loop (~50× faster on the probes' 10k × 768 features).
  */
 export async function ortObjective(
   x: Float32Array,

@@ -10,13 +10,12 @@
  * Those have no WebGPU kernels, and each would move tensors between the device and the host in
  * the middle of a step (test/unit/placement.test.ts). Ranks are static and inferred here.
  */
-import type { GraphBuilder, NodeRecord } from './graph.ts';
+import { type GraphBuilder, type NodeRecord, TO_END } from './graph.ts';
 
 /** Ops whose outputs carry no gradient (integers, shapes). */
 const NON_DIFFERENTIABLE = new Set(['Shape', 'Size', 'Range', 'Cast', 'Equal', 'Less', 'Greater', 'ConstantOfShape']);
 
 /** End bound for "to the end" (INT64_MAX is not representable exactly in a JS number). */
-const TO_END = 2 ** 62;
 
 /** Zeros shaped like x, on x's device (Expand of a scalar; ConstantOfShape has no WebGPU kernel). */
 function zerosLike(g: GraphBuilder, x: string): string {
@@ -121,11 +120,6 @@ const RULES: Record<string, Rule> = {
   },
   Cos: (c) => [c.op('Neg', [c.mul(c.dy[0], c.op('Sin', [c.x[0]]))])],
   Sin: (c) => [c.mul(c.dy[0], c.op('Cos', [c.x[0]]))],
-  Erf: (c) => {
-    // d erf(x)/dx = 2/√π · exp(−x²)
-    const e = c.op('Exp', [c.op('Neg', [c.mul(c.x[0], c.x[0])])]);
-    return [c.mul(c.dy[0], c.mul(e, c.g.scalar(2 / Math.sqrt(Math.PI))))];
-  },
   Clip: (c) => {
     // Pass-through where the forward value was not clipped.
     const inside = c.op('Cast', [c.op('Equal', [c.node.outputs[0], c.x[0]])], { to: 1 });
@@ -161,18 +155,6 @@ const RULES: Record<string, Rule> = {
       c.needs(0) ? dx : undefined,
       c.needs(1) ? c.unbroadcast(c.mul(dy, xhat), gamma) : undefined,
       c.needs(2) ? c.unbroadcast(dy, beta) : undefined,
-    ];
-  },
-  Gemm: (c) => {
-    const { transA = 0, transB = 0, alpha = 1, beta = 1 } = c.node.attrs as Record<string, number>;
-    if (transA || transB || alpha !== 1 || beta !== 1)
-      throw new Error('autodiff: only plain Gemm (no transposes, alpha = beta = 1)');
-    const [a, b, bias] = c.x;
-    const dy = c.dy[0];
-    return [
-      c.needs(0) ? c.op('Gemm', [dy, b], { transB: 1 }) : undefined,
-      c.needs(1) ? c.op('Gemm', [a, dy], { transA: 1 }) : undefined,
-      bias !== undefined && c.needs(2) ? c.unbroadcast(dy, bias) : undefined,
     ];
   },
   MatMul: (c) => {

@@ -13,6 +13,9 @@ export type ElemType = keyof typeof ELEM;
 
 export const OPSET = 17;
 
+/** End bound for "slice to the end" (INT64_MAX is not representable exactly in a JS number). */
+export const TO_END = 2 ** 62;
+
 /**
  * onnxruntime's contrib ops that the graphs use, by domain: each is one kernel on both the CPU
  * and the WebGPU provider where the standard-op form is several passes over the activations.

@@ -7,7 +7,7 @@ import type { Ops } from '../model/ops.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import type { ParamSpec } from '../model/vit.ts';
 import { ParamStore } from '../model/params.ts';
-import { type GraphBuilder, float } from './graph.ts';
+import { type GraphBuilder, TO_END, float } from './graph.ts';
 
 /** Parameters fed at run time: input `${prefix}${name}` for each spec. */
 export interface ParamInputs {
@@ -32,9 +32,6 @@ export interface IndexInputs {
   rows: Record<string, string>;
   tail: Record<string, string>;
 }
-
-/** End bound for "slice to the end" (INT64_MAX is not representable exactly in a JS number). */
-const TO_END = 2 ** 62;
 
 export class OnnxOps implements Ops<string> {
   private readonly declared = new Set<string>();

@@ -66,7 +66,7 @@ const p = (name: string, shape: number[]): ParamSpec => ({
 
 const CASES: Case[] = [
   {
-    name: 'linear (Gemm)',
+    name: 'linear (MatMul + Add)',
     inputs: { x: { shape: [2, 5, 6] } },
     params: [p('w', [6, 4]), p('b', [4])],
     f: (o, x) => o.linear(x.x, 'w', 'b'),
