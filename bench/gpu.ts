@@ -144,7 +144,6 @@ for (const name of presetList) {
   const engine = await DeviceEngine.create(m, s.online, s.target, s.adam, {
     ...engineOptions,
     device: 'webgpu',
-    adam: s.adam.config,
   });
   const gpu = await timeSteps(engine, s.adam, m, b, `${name} step, WebGPU, batch ${b}`);
   await engine.dispose();

@@ -25,17 +25,22 @@ export class AdamW {
     this.v = new Float32Array(size);
   }
 
+  /**
+   * Counts one more update and returns its scalars: the bias-corrected step size, 1 / (1 − β₂ᵗ)
+   * and the decoupled decay. Wherever the update runs (here, or as a graph on a device).
+   */
+  advance(lr: number, weightDecay: number): { stepSize: number; invC2: number; decay: number } {
+    const { beta1, beta2 } = this.config;
+    this.t++;
+    return { stepSize: lr / (1 - beta1 ** this.t), invC2: 1 / (1 - beta2 ** this.t), decay: lr * weightDecay };
+  }
+
   /** One update of `params` in place with gradient `grad` (already averaged over micro-batches). */
   step(params: Float32Array, grad: Float32Array, lr: number, weightDecay: number): void {
     const { beta1, beta2, eps } = this.config;
-    this.t++;
-    const c1 = 1 - beta1 ** this.t;
-    const c2 = 1 - beta2 ** this.t;
+    const { stepSize, invC2, decay } = this.advance(lr, weightDecay);
     const { m, v } = this;
     const mask = this.decayMask;
-    const stepSize = lr / c1;
-    const invC2 = 1 / c2;
-    const decay = lr * weightDecay;
     for (let i = 0; i < params.length; i++) {
       const g = grad[i];
       const mi = (m[i] = beta1 * m[i] + (1 - beta1) * g);

@@ -190,7 +190,6 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         : await DeviceEngine.create(cfg.model, online, target, optimizer, {
             ...ortOptions,
             device,
-            adam: optimizer.config,
           });
   log(
     engineName === 'tfjs'

@@ -115,7 +115,6 @@ test('three steps with weights, moments and the EMA target resident on WebGPU = 
   const gpu = await DeviceEngine.create(m, dev.online, dev.target, dev.adam, {
     ...opts,
     device: 'webgpu',
-    adam: dev.adam.config,
   });
   const [lc, lg] = [await runSteps(cpu, host.adam, m, 3, 2), await runSteps(gpu, dev.adam, m, 3, 2)];
   lc.forEach((l, i) => assert.ok(Math.abs(lg[i] - l) <= 1e-5 * l, `step ${i} loss ${lg[i]} vs ${l}`));

@@ -19,7 +19,6 @@ test('device-resident AdamW + EMA (as graphs) = the host engine (JS) over 3 step
   const b = await DeviceEngine.create(m, dev.online, dev.target, dev.adam, {
     ...opts,
     device: 'cpu',
-    adam: dev.adam.config,
   });
   const la = await runSteps(a, host.adam, m, 3, 2);
   const lb = await runSteps(b, dev.adam, m, 3, 2);

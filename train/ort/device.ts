@@ -12,7 +12,7 @@ import type { ParamStore } from '../../model/params.ts';
 import type { ParamSpec } from '../../model/vit.ts';
 import { ACC, GRAD, ONLINE, TARGET } from '../../onnx/training.ts';
 import { MOMENT1, MOMENT2, NEXT, gapGraph, updateGraph, type UpdateScalars } from '../../onnx/update.ts';
-import type { AdamW, AdamWConfig } from '../adamw.ts';
+import type { AdamW } from '../adamw.ts';
 import type { Engine, MicroBatch, ProbeResult, StepResult } from '../engine.ts';
 import type { ScheduleValues } from '../schedule.ts';
 import { engineGraphs } from './engine.ts';
@@ -20,7 +20,6 @@ import { BatchFeeds, type Feeds, type OrtEngineOptions } from './feeds.ts';
 
 export interface DeviceEngineOptions extends OrtEngineOptions {
   device: Device;
-  adam: AdamWConfig;
 }
 
 interface Sessions {
@@ -68,7 +67,7 @@ export class DeviceEngine implements Engine {
     const [step, probe, update, gap] = await Promise.all([
       createSession(graphs.step, { ...o, deviceOutputs: grads }),
       createSession(graphs.probe, o),
-      createSession(updateGraph(online.specs, target.specs, opts.adam), { ...o, deviceOutputs: 'all' }),
+      createSession(updateGraph(online.specs, target.specs, adam.config), { ...o, deviceOutputs: 'all' }),
       createSession(gapGraph(target.specs), o),
     ]);
     const transfer = await DeviceTransfer.create(device);
@@ -132,15 +131,8 @@ export class DeviceEngine implements Engine {
   }
 
   async update(s: ScheduleValues, adam: AdamW): Promise<void> {
-    adam.t++;
-    const { beta1, beta2 } = adam.config;
-    const c1 = 1 - beta1 ** adam.t;
-    const scalars: UpdateScalars = {
-      step_size: s.lr / c1,
-      inv_c2: 1 / (1 - beta2 ** adam.t),
-      decay: s.lr * s.weightDecay,
-      ema_rate: 1 - s.momentum,
-    };
+    const { stepSize, invC2, decay } = adam.advance(s.lr, s.weightDecay);
+    const scalars: UpdateScalars = { step_size: stepSize, inv_c2: invC2, decay, ema_rate: 1 - s.momentum };
     const feeds: Feeds = { ...Object.fromEntries(this.state) };
     for (const [k, v] of Object.entries(scalars)) feeds[k] = new Tensor('float32', Float32Array.of(v), []);
     for (const spec of this.specs) feeds[GRAD + spec.name] = this.acc[ACC + spec.name];
