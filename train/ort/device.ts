@@ -8,15 +8,14 @@
 import { DeviceTransfer, release } from '../../runtime/device.ts';
 import { createSession, Tensor, type Device, type Session } from '../../runtime/session.ts';
 import type { ModelConfig } from '../../model/presets.ts';
-import type { ParamStore } from '../../model/params.ts';
-import type { ParamSpec } from '../../model/vit.ts';
+import { ParamStore } from '../../model/params.ts';
 import { ACC, GRAD, ONLINE, TARGET } from '../../onnx/training.ts';
 import { MOMENT1, MOMENT2, NEXT, gapGraph, updateGraph, type UpdateScalars } from '../../onnx/update.ts';
 import type { AdamW } from '../adamw.ts';
 import type { Engine, MicroBatch, ProbeResult, StepResult } from '../engine.ts';
 import type { ScheduleValues } from '../schedule.ts';
 import { engineGraphs } from './engine.ts';
-import { BatchFeeds, type Feeds, type OrtEngineOptions } from './feeds.ts';
+import { BatchFeeds, probeResult, type Feeds, type OrtEngineOptions } from './feeds.ts';
 
 export interface DeviceEngineOptions extends OrtEngineOptions {
   device: Device;
@@ -35,8 +34,6 @@ export class DeviceEngine implements Engine {
   /** The step's gradient sum so far (`acc/`), or the zeros a step starts from. */
   private acc: Feeds;
   private readonly batch: BatchFeeds;
-  private readonly specs: ParamSpec[];
-  private readonly encoder: ParamSpec[];
 
   private constructor(
     model: ModelConfig,
@@ -48,8 +45,6 @@ export class DeviceEngine implements Engine {
     private readonly zeros: Feeds,
   ) {
     this.batch = new BatchFeeds(model, opts);
-    this.specs = online.specs;
-    this.encoder = target.specs;
     this.acc = zeros;
   }
 
@@ -79,28 +74,20 @@ export class DeviceEngine implements Engine {
     return engine;
   }
 
-  /** Uploads the host state (ParamStores, moments): at the start, or after a resume. */
+  /** Uploads the host state (ParamStores, moments), once, when the engine is created. */
   private async push(adam: AdamW): Promise<void> {
-    for (const [prefix, data] of this.slots(adam)) {
-      for (const s of prefix === TARGET ? this.encoder : this.specs) {
-        const view = data(s);
-        this.state.get(prefix + s.name) && release(this.state.get(prefix + s.name)!);
-        this.state.set(prefix + s.name, await this.transfer.upload(view, s.shape));
-      }
-    }
+    for (const [prefix, store] of this.slots(adam))
+      for (const s of store.specs)
+        this.state.set(prefix + s.name, await this.transfer.upload(store.view(s.name), s.shape));
   }
 
-  /** Each state prefix with the host array view of a parameter. */
-  private slots(adam: AdamW): [string, (s: ParamSpec) => Float32Array][] {
-    const at = (a: Float32Array) => (s: ParamSpec) => {
-      const off = this.online.offsets.get(s.name)!;
-      return a.subarray(off, off + this.online.sizes.get(s.name)!);
-    };
+  /** Each state prefix with the host arrays it mirrors, as named views. */
+  private slots(adam: AdamW): [string, ParamStore][] {
     return [
-      [ONLINE, (s) => this.online.view(s.name)],
-      [TARGET, (s) => this.target.view(s.name)],
-      [MOMENT1, at(adam.m)],
-      [MOMENT2, at(adam.v)],
+      [ONLINE, this.online],
+      [TARGET, this.target],
+      [MOMENT1, new ParamStore(this.online.specs, adam.m)],
+      [MOMENT2, new ParamStore(this.online.specs, adam.v)],
     ];
   }
 
@@ -110,20 +97,15 @@ export class DeviceEngine implements Engine {
     return out;
   }
 
-  async accumulate(mb: MicroBatch, gradScale: number, step: number): Promise<StepResult> {
-    const total = { loss: 0, predLoss: 0, sigreg: 0 };
-    const directions = this.batch.directions(step);
+  accumulate(mb: MicroBatch, gradScale: number, step: number): Promise<StepResult> {
     const weights = this.weights([ONLINE, TARGET]);
-    for (const { feeds, weight } of this.batch.chunks(mb)) {
+    return this.batch.sumChunks(mb, step, async (feeds, weight) => {
       const scale = new Tensor('float32', Float32Array.of(gradScale * weight), []);
-      const out = await this.sessions.step.run({ ...feeds, ...directions, ...weights, ...this.acc, grad_scale: scale });
-      total.loss += weight * (out.loss.data as Float32Array)[0];
-      total.predLoss += weight * (out.pred_loss.data as Float32Array)[0];
-      total.sigreg += weight * (out.sigreg.data as Float32Array)[0];
+      const out = await this.sessions.step.run({ ...feeds, ...weights, ...this.acc, grad_scale: scale });
       this.dropAcc();
-      this.acc = Object.fromEntries(this.specs.map((s) => [ACC + s.name, out[GRAD + s.name]]));
-    }
-    return total;
+      this.acc = Object.fromEntries(this.online.specs.map((s) => [ACC + s.name, out[GRAD + s.name]]));
+      return out;
+    });
   }
 
   private dropAcc(): void {
@@ -135,7 +117,7 @@ export class DeviceEngine implements Engine {
     const scalars: UpdateScalars = { step_size: stepSize, inv_c2: invC2, decay, ema_rate: 1 - s.momentum };
     const feeds: Feeds = { ...Object.fromEntries(this.state) };
     for (const [k, v] of Object.entries(scalars)) feeds[k] = new Tensor('float32', Float32Array.of(v), []);
-    for (const spec of this.specs) feeds[GRAD + spec.name] = this.acc[ACC + spec.name];
+    for (const spec of this.online.specs) feeds[GRAD + spec.name] = this.acc[ACC + spec.name];
     const out = await this.sessions.update.run(feeds);
     for (const [k, t] of this.state) {
       release(t);
@@ -146,26 +128,18 @@ export class DeviceEngine implements Engine {
   }
 
   async emaGap(): Promise<number> {
-    const out = await this.sessions.gap.run(this.weights([TARGET, ...this.encoder.map((s) => ONLINE + s.name)]));
+    const out = await this.sessions.gap.run(this.weights([TARGET, ...this.target.specs.map((s) => ONLINE + s.name)]));
     const [diff, norm] = [(out.diff2.data as Float32Array)[0], (out.norm2.data as Float32Array)[0]];
     return Math.sqrt(diff) / Math.sqrt(norm || 1);
   }
 
   async probe(mb: MicroBatch): Promise<ProbeResult> {
-    const f = this.batch.masks(mb);
-    const out = await this.sessions.probe.run({ patches: f.patches, tgt_rows: f.tgt_rows, ...this.weights([TARGET]) });
-    return {
-      tokens: out.tokens.data as Float32Array,
-      pooled: out.pooled.data as Float32Array,
-      zeroLoss: (out.zero_loss.data as Float32Array)[0],
-    };
+    return probeResult(await this.sessions.probe.run({ ...this.batch.probe(mb), ...this.weights([TARGET]) }));
   }
 
   async pull(adam: AdamW): Promise<void> {
-    for (const [prefix, data] of this.slots(adam)) {
-      for (const s of prefix === TARGET ? this.encoder : this.specs)
-        await this.transfer.download(this.state.get(prefix + s.name)!, data(s));
-    }
+    for (const [prefix, store] of this.slots(adam))
+      for (const s of store.specs) await this.transfer.download(this.state.get(prefix + s.name)!, store.view(s.name));
   }
 
   async dispose(): Promise<void> {

@@ -6,10 +6,10 @@
  */
 import { createSession, Tensor, type Session } from '../../runtime/session.ts';
 import type { ModelConfig } from '../../model/presets.ts';
-import type { ParamStore } from '../../model/params.ts';
+import { ParamStore } from '../../model/params.ts';
 import { GRAD, ONLINE, TARGET, probeGraph, stepGraph, viewsGraph } from '../../onnx/training.ts';
 import { HostEngine, type MicroBatch, type ProbeResult, type StepResult } from '../engine.ts';
-import { BatchFeeds, type Feeds, type OrtEngineOptions } from './feeds.ts';
+import { BatchFeeds, probeResult, type Feeds, type OrtEngineOptions } from './feeds.ts';
 
 export type { OrtEngineOptions } from './feeds.ts';
 
@@ -32,6 +32,8 @@ export function engineGraphs(
 
 export class OrtEngine extends HostEngine {
   private readonly weights: Feeds = {};
+  /** The diagnostics graph's weights: the target encoder's only. */
+  private readonly targetWeights: Feeds = {};
   private readonly gradBuf: Float32Array;
   private readonly fetches: Record<string, Tensor | null> = { loss: null, pred_loss: null, sigreg: null };
   private readonly batch: BatchFeeds;
@@ -45,21 +47,17 @@ export class OrtEngine extends HostEngine {
     private readonly diag: Session,
   ) {
     super(online, target);
-    for (const [prefix, store] of [
-      [ONLINE, online],
-      [TARGET, target],
-    ] as const) {
-      for (const s of store.specs) this.weights[prefix + s.name] = new Tensor('float32', store.view(s.name), s.shape);
-    }
-    this.gradBuf = new Float32Array(online.size);
-    for (const s of online.specs) {
-      const off = online.offsets.get(s.name)!;
-      this.fetches[GRAD + s.name] = new Tensor(
+    for (const s of online.specs) this.weights[ONLINE + s.name] = new Tensor('float32', online.view(s.name), s.shape);
+    for (const s of target.specs)
+      this.weights[TARGET + s.name] = this.targetWeights[TARGET + s.name] = new Tensor(
         'float32',
-        this.gradBuf.subarray(off, off + online.sizes.get(s.name)!),
+        target.view(s.name),
         s.shape,
       );
-    }
+    // Gradients land in one buffer laid out like the online parameters.
+    const grads = new ParamStore(online.specs, new Float32Array(online.size));
+    this.gradBuf = grads.data;
+    for (const s of online.specs) this.fetches[GRAD + s.name] = new Tensor('float32', grads.view(s.name), s.shape);
     this.batch = new BatchFeeds(model, opts);
   }
 
@@ -75,30 +73,18 @@ export class OrtEngine extends HostEngine {
     return new OrtEngine(model, online, target, opts, step, diag);
   }
 
-  async forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step = 0): Promise<StepResult> {
-    const total = { loss: 0, predLoss: 0, sigreg: 0 };
-    const directions = this.batch.directions(step);
-    for (const { feeds, weight } of this.batch.chunks(mb)) {
-      const out = await this.step.run({ ...feeds, ...directions, ...this.weights }, this.fetches);
-      total.loss += weight * (out.loss.data as Float32Array)[0];
-      total.predLoss += weight * (out.pred_loss.data as Float32Array)[0];
-      total.sigreg += weight * (out.sigreg.data as Float32Array)[0];
+  forwardBackward(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step = 0): Promise<StepResult> {
+    return this.batch.sumChunks(mb, step, async (feeds, weight) => {
+      const out = await this.step.run({ ...feeds, ...this.weights }, this.fetches);
       const s = gradScale * weight;
       const g = this.gradBuf;
       for (let i = 0; i < g.length; i++) gradAccum[i] += s * g[i];
-    }
-    return total;
+      return out;
+    });
   }
 
   async probe(mb: MicroBatch): Promise<ProbeResult> {
-    const f = this.batch.masks(mb);
-    const targetFeeds = Object.fromEntries(Object.entries(this.weights).filter(([k]) => k.startsWith(TARGET)));
-    const out = await this.diag.run({ patches: f.patches, tgt_rows: f.tgt_rows, ...targetFeeds });
-    return {
-      tokens: out.tokens.data as Float32Array,
-      pooled: out.pooled.data as Float32Array,
-      zeroLoss: (out.zero_loss.data as Float32Array)[0],
-    };
+    return probeResult(await this.diag.run({ ...this.batch.probe(mb), ...this.targetWeights }));
   }
 
   async dispose(): Promise<void> {

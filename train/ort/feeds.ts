@@ -7,7 +7,16 @@ import { Tensor } from '../../runtime/session.ts';
 import { gridOf, type ModelConfig } from '../../model/presets.ts';
 import { sigregDirections, type LossKind } from '../../model/objective.ts';
 import { PROJECTOR_DIM } from '../../model/vit.ts';
-import { chunksOf, predictorKeyMask, tailPositions, targetSourceIdx, tokenRows, type MicroBatch } from '../engine.ts';
+import {
+  chunksOf,
+  predictorKeyMask,
+  tailPositions,
+  targetSourceIdx,
+  tokenRows,
+  type MicroBatch,
+  type ProbeResult,
+  type StepResult,
+} from '../engine.ts';
 
 export interface OrtEngineOptions {
   loss: LossKind;
@@ -28,6 +37,17 @@ export interface OrtEngineOptions {
 
 export type Feeds = Record<string, Tensor>;
 
+const first = (t: Tensor) => (t.data as Float32Array)[0];
+
+/** The diagnostics graph's outputs as the engine contract's probe result. */
+export function probeResult(out: Feeds): ProbeResult {
+  return {
+    tokens: out.tokens.data as Float32Array,
+    pooled: out.pooled.data as Float32Array,
+    zeroLoss: first(out.zero_loss),
+  };
+}
+
 const int64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
 
 export class BatchFeeds {
@@ -47,8 +67,39 @@ export class BatchFeeds {
     return this.opts.views ? PROJECTOR_DIM : this.model.dim;
   }
 
-  /** The inputs of a micro-batch's masks and patches (the diagnostics graph reads `patches` and `tgt_rows`). */
-  masks(mb: MicroBatch): Feeds {
+  /** The diagnostics graph's inputs: the patches and the target tokens' rows. */
+  probe(mb: MicroBatch): Feeds {
+    const m = mb.masks;
+    const n = this.numPatches;
+    return {
+      patches: new Tensor('float32', mb.patches, [mb.batch, n, this.patchDim]),
+      tgt_rows: new Tensor('int64', tokenRows(m.tgtIdx, m.tgtLen, n), [m.numTargets * m.batch, m.tgtLen, 1]),
+    };
+  }
+
+  /**
+   * Runs a micro-batch chunk by chunk: `run` is one session run of the step graph on a chunk's
+   * inputs (and keeps that chunk's gradient as its engine does); the losses come back weighted by
+   * each chunk's share of the micro-batch.
+   */
+  async sumChunks(
+    mb: MicroBatch,
+    step: number,
+    run: (feeds: Feeds, weight: number) => Promise<Feeds>,
+  ): Promise<StepResult> {
+    const total = { loss: 0, predLoss: 0, sigreg: 0 };
+    const directions = this.directions(step);
+    for (const { feeds, weight } of this.chunks(mb)) {
+      const out = await run({ ...feeds, ...directions }, weight);
+      total.loss += weight * first(out.loss);
+      total.predLoss += weight * first(out.pred_loss);
+      total.sigreg += weight * first(out.sigreg);
+    }
+    return total;
+  }
+
+  /** The inputs of a micro-batch's masks and patches. */
+  private masks(mb: MicroBatch): Feeds {
     const m = mb.masks;
     const mb2 = m.numTargets * m.batch;
     const n = this.numPatches;
@@ -80,7 +131,7 @@ export class BatchFeeds {
   }
 
   /** SIGReg's random directions of this optimizer step, when the graph has SIGReg. */
-  directions(step: number): Feeds {
+  private directions(step: number): Feeds {
     const sg = this.opts.sigreg;
     if (!sg?.weight) return {};
     const d = this.sigregDim;
@@ -90,7 +141,7 @@ export class BatchFeeds {
   }
 
   /** The micro-batch's runs: chunks grouped by context length, or (objective `views`) whole images with all their views. */
-  *chunks(mb: MicroBatch): Generator<{ feeds: Feeds; weight: number }> {
+  private *chunks(mb: MicroBatch): Generator<{ feeds: Feeds; weight: number }> {
     const chunk = this.opts.chunk ?? mb.batch;
     if (!this.opts.views) {
       for (const { part, weight } of chunksOf(mb, chunk, this.numPatches * this.patchDim))
