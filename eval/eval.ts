@@ -6,6 +6,7 @@
 import type { Device } from '../runtime/device-kind.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { Embedder } from '../runtime/embedder.ts';
 import { normalizeChw } from '../format/preprocess.ts';
 import type { Manifest } from '../format/manifest.ts';
@@ -40,6 +41,7 @@ export interface EvalOptions {
   /** Skip the random-init and raw-pixel rows (a study computes them once per dataset). */
   noBaselines?: boolean;
   noKnn?: boolean;
+  /** onnxruntime threads for both encoders (default: all cores). */
   threads?: number;
   limit?: number;
   /** Score on at most this many test images (seeded subsample). */
@@ -144,7 +146,9 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
   mkdirSync(out, { recursive: true });
   const c = sp.classes.length;
   const readouts = o.readouts ?? ['mean'];
-  const embedder = await Embedder.open(o.model, { threads: o.threads, device: o.device });
+  // Evaluation is offline batch work: all cores unless told otherwise.
+  const session = { threads: o.threads ?? availableParallelism(), device: o.device };
+  const embedder = await Embedder.open(o.model, session);
   const m = embedder.manifest;
   const d = m.embeddingDim;
   // Decoded once: both encoders and the pixel baseline read the same images.
@@ -181,7 +185,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
       const random = await Embedder.fromGraph(
         m,
         encoderGraph(cfg, ParamStore.init(encoderSpecs(cfg), o.seed, 'random-init')),
-        { threads: o.threads, device: o.device },
+        session,
       );
       await probeRows(random, 'random-init', 'random-init same architecture');
       await random.close();

@@ -7,7 +7,9 @@ export class OnnxModel {
   private constructor(private readonly session: Session) {}
 
   static async load(model: string | Uint8Array, o: SessionOptions = {}): Promise<OnnxModel> {
-    return new OnnxModel(await createSession(model, { threads: 1, ...o }));
+    // One thread unless asked: a server runs several models and requests side by side. An
+    // explicit `threads: undefined` still means one.
+    return new OnnxModel(await createSession(model, { ...o, threads: o.threads ?? 1 }));
   }
 
   get inputNames(): readonly string[] {
