@@ -257,9 +257,8 @@ export function buildCli(): Command {
         model: opts.model,
         port: opts.port,
         host: opts.host,
-        // A GPU runs a large batch in about the time of a small one: wait a little longer to fill it.
-        maxBatch: opts.maxBatch ?? (opts.device === 'cpu' ? 32 : 256),
-        maxWaitMs: opts.maxWait ?? (opts.device === 'cpu' ? 5 : 10),
+        maxBatch: opts.maxBatch,
+        maxWaitMs: opts.maxWait,
         device: opts.device,
         maxQueue: opts.maxQueue,
         maxBytes: opts.maxBytes,

@@ -36,6 +36,11 @@ export interface ServiceOptions {
   apiKey?: string;
 }
 
+/** A GPU runs a large batch in about the time of a small one: it waits a little longer to fill one. */
+export function batchDefaults(device: Device): Pick<ServiceOptions, 'maxBatch' | 'maxWaitMs'> {
+  return device === 'cpu' ? { maxBatch: 32, maxWaitMs: 5 } : { maxBatch: 256, maxWaitMs: 10 };
+}
+
 export const defaultServiceOptions: ServiceOptions = {
   maxBytes: 10 * 1024 * 1024,
   maxPixels: 40_000_000,
@@ -50,9 +55,9 @@ export const defaultServiceOptions: ServiceOptions = {
   device: 'cpu',
 };
 
-/** An embedded image, with the pixels the model saw (the package's input size, RGB). */
 /** One input's result, or its own error. */
 export type Each<T> = { index: number; result: T } | { index: number; error: ApiError };
+/** An embedded image, with the pixels the model saw (the package's input size, RGB). */
 export type Outcome = Each<Embedded & { rgb: Uint8Array }>;
 
 export class Service {
@@ -109,7 +114,12 @@ export class Service {
   }
 
   static async open(modelDir: string, options: Partial<ServiceOptions> = {}): Promise<Service> {
-    const o = { ...defaultServiceOptions, ...options };
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+    const o: ServiceOptions = {
+      ...defaultServiceOptions,
+      ...batchDefaults(options.device ?? defaultServiceOptions.device),
+      ...given,
+    };
     const s = new Service(await Embedder.open(modelDir, { threads: o.threads, device: o.device }), o);
     if (s.embedder.files)
       s.predictor = await Predictor.open(s.embedder.files, { threads: o.threads, device: o.device });
