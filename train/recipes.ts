@@ -28,6 +28,8 @@ export function names(dir: string): string[] {
 
 /** A recipe file's overrides, with its name recorded as the config's `recipe` (provenance). */
 export function readRecipe(dir: string, name: string): ConfigOverrides {
+  const known = names(dir);
+  if (!known.includes(name)) throw new Error(`unknown recipe '${name}' (known: ${known.join(', ')})`);
   const path = join(dir, `${name}.json`);
   const parsed = recipeFileSchema.safeParse(JSON.parse(readFileSync(path, 'utf8')));
   if (!parsed.success)
@@ -36,7 +38,6 @@ export function readRecipe(dir: string, name: string): ConfigOverrides {
 }
 
 export function recipeOverrides(name: string): ConfigOverrides {
-  if (!recipeNames.includes(name)) throw new Error(`unknown recipe '${name}' (known: ${recipeNames.join(', ')})`);
   const r = readRecipe(DIR, name);
   if (r.model) throw new Error(`recipe '${name}' sets the architecture (model); that belongs to a preset`);
   return r;
