@@ -297,11 +297,6 @@ export class Gallery {
       }
     }
     if (ops.length === 0) return;
-    try {
-      JSON.stringify(ops);
-    } catch (e) {
-      throw new GalleryError('invalid', `gallery: cannot store this request (${(e as Error).message})`);
-    }
     this.journal.append(ops);
     this.dirty = true;
     this.version++;

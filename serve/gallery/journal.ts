@@ -78,8 +78,10 @@ export class Journal {
   }
 
   /**
-   * Writes `ops` as one line and syncs it. On any failure (disk full, a file-size limit, I/O) the
-   * line is cut off again and the error is a GalleryError('storage'): the journal is as before.
+   * Writes `ops` as one line and syncs it. A record that cannot be serialised is a
+   * GalleryError('invalid') before anything is written; on a failed write (disk full, a file-size
+   * limit, I/O) the line is cut off again and the error is a GalleryError('storage'): the journal is
+   * as before.
    */
   append(ops: Op[]): void {
     if (this.broken)
@@ -87,7 +89,13 @@ export class Journal {
         'storage',
         `gallery journal ${this.path}: an earlier failed write could not be undone; restart to recover`,
       );
-    const buf = line(ops);
+    let buf: Buffer;
+    try {
+      buf = line(ops);
+    } catch (e) {
+      // Serialised before a byte is written: a record JSON cannot hold (metadata nested too deep) changes nothing.
+      throw new GalleryError('invalid', `gallery: cannot store this request (${(e as Error).message})`);
+    }
     try {
       // writeSync may write less than asked (a disk filling up): loop until all is written, or it throws.
       for (let off = 0; off < buf.length; ) off += writeSync(this.fd, buf, off, buf.length - off);
