@@ -46,12 +46,20 @@ const send = (res: Response, type: string, body: string) =>
     })
     .send(body);
 
+/** A file of the page, read once, when first asked for, like the compiled script. */
+function once(name: string): () => string {
+  let text: string | undefined;
+  return () => (text ??= readFileSync(join(DIR, name), 'utf8'));
+}
+const html = once('index.html');
+const css = once('app.css');
+
 export async function page(_req: Request, res: Response): Promise<void> {
-  send(res, 'text/html; charset=utf-8', readFileSync(join(DIR, 'index.html'), 'utf8'));
+  send(res, 'text/html; charset=utf-8', html());
 }
 
 export async function styles(_req: Request, res: Response): Promise<void> {
-  send(res, 'text/css; charset=utf-8', readFileSync(join(DIR, 'app.css'), 'utf8'));
+  send(res, 'text/css; charset=utf-8', css());
 }
 
 export async function app(_req: Request, res: Response): Promise<void> {
