@@ -13,7 +13,6 @@ import type { Manifest } from '../format/manifest.ts';
 import { LabeledImages } from './images.ts';
 import { classificationReport } from './logreg.ts';
 import {
-  extractFeatures,
   extractReadouts,
   describeL2,
   describeTest,
@@ -151,18 +150,23 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
   const embedder = await Embedder.open(o.model, session);
   const m = embedder.manifest;
   const d = m.embeddingDim;
-  // Decoded once: both encoders and the pixel baseline read the same images.
-  const opened = { log, progress: o.progress };
+  // Decoded once: both encoders and the pixel baseline read the same images. Without the
+  // baselines they are read once, so they are decoded as they are embedded.
+  const opened = { log, progress: o.progress, keep: !o.noBaselines };
   const train = await LabeledImages.open(sp.train, sp.trainItems, m.preprocess, { ...opened, what: 'train images' });
   const test = await LabeledImages.open(sp.test, sp.testItems, m.preprocess, { ...opened, what: 'test images' });
   const rows: EvalRow[] = [];
   // The model under test, named by what trained it (packages that predate the record: I-JEPA).
   const subject = m.training.objective === 'views' ? 'multi-view (LeJEPA)' : 'I-JEPA';
   const label = (r: Readout) => (r === 'mean' ? 'linear probe' : `linear probe, ${r} readout`);
-  /** Linear-probe rows for one frozen encoder, every readout from one pass over the data. */
-  const probeRows = async (e: Embedder, kind: string, name: string) => {
-    const tr = await extractReadouts(e, train, readouts, { progress: o.progress, what: `${name}: train` });
-    const te = await extractReadouts(e, test, readouts, { progress: o.progress, what: `${name}: test` });
+  /**
+   * Linear-probe rows for one frozen encoder, every readout from one pass over the data; `also`
+   * adds readouts extracted in the same pass without rows of their own (kNN's pooled features).
+   */
+  const probeRows = async (e: Embedder, kind: string, name: string, also: Readout[] = []) => {
+    const extract = [...new Set([...readouts, ...also])];
+    const tr = await extractReadouts(e, train, extract, { progress: o.progress, what: `${name}: train` });
+    const te = await extractReadouts(e, test, extract, { progress: o.progress, what: `${name}: test` });
     for (const r of readouts) {
       const { report: rep, l2 } = await fitAndScore(tr.get(r)!, te.get(r)!, readoutDim(r, d), c, o.l2);
       rows.push({
@@ -178,7 +182,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     return { tr: tr.get('mean'), te: te.get('mean') };
   };
   try {
-    const pooled = await probeRows(embedder, 'ijepa', subject);
+    const pooled = await probeRows(embedder, 'ijepa', subject, o.noKnn ? [] : ['mean']);
 
     if (!o.noBaselines) {
       const cfg = modelConfig(m);
@@ -197,10 +201,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
     }
 
     if (!o.noKnn) {
-      const tr =
-        pooled.tr ?? (await extractFeatures(embedder, train, { progress: o.progress, what: `${subject}: train` }));
-      const te =
-        pooled.te ?? (await extractFeatures(embedder, test, { progress: o.progress, what: `${subject}: test` }));
+      const [tr, te] = [pooled.tr!, pooled.te!];
       const knn = classificationReport(knnPredict(tr, te, d, c, o.k, o.temperature), te.y, c);
       rows.push({
         method: `${subject} kNN (k=${o.k}, cosine, T=${o.temperature})`,
