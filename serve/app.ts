@@ -2,7 +2,7 @@
 import { setMaxListeners } from 'node:events';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import multer from 'multer';
-import { ApiError } from './errors.ts';
+import { ApiError, fromLayer } from './errors.ts';
 import type { Service } from './service.ts';
 import { classify, embeddings } from './routes/embed.ts';
 import {
@@ -193,6 +193,8 @@ function multipartError(err: unknown): ApiError {
 /** Errors from body parsers become API errors; anything else is internal. */
 function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
+  const below = fromLayer(err);
+  if (below) return below;
   const e = err as { type?: string; code?: string; message?: string; status?: number };
   if (e?.type === 'entity.too.large')
     return new ApiError(

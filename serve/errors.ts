@@ -1,5 +1,6 @@
 /** API errors: one code per failure kind, mapped to an HTTP status in one table. Bodies are {error, code}. */
-import type { RuntimeError, RuntimeErrorCode } from '../runtime/errors.ts';
+import { RuntimeError, type RuntimeErrorCode } from '../runtime/errors.ts';
+import { GalleryError, type GalleryErrorKind } from './gallery/errors.ts';
 
 export const STATUS = {
   bad_request: 400,
@@ -61,3 +62,23 @@ const RUNTIME_CODES: Record<RuntimeErrorCode, ErrorCode> = {
   busy: 'overloaded',
   cancelled: 'client_closed',
 };
+
+/** A failed gallery write changed nothing: storage trouble is 507, a record JSON cannot hold is 400. */
+export function fromGallery(e: GalleryError): ApiError {
+  return new ApiError(GALLERY_CODES[e.kind], e.message);
+}
+
+const GALLERY_CODES: Record<GalleryErrorKind, ErrorCode> = {
+  storage: 'insufficient_storage',
+  invalid: 'bad_request',
+  corrupt: 'internal',
+  mismatch: 'internal',
+  in_use: 'internal',
+};
+
+/** The API error of a failure from below the routes (runtime, gallery), or null for any other. */
+export function fromLayer(e: unknown): ApiError | null {
+  if (e instanceof RuntimeError) return fromRuntime(e);
+  if (e instanceof GalleryError) return fromGallery(e);
+  return null;
+}

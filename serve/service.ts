@@ -6,8 +6,7 @@ import { Gallery } from './gallery/gallery.ts';
 import { Batcher, type Embedded } from './batcher.ts';
 import { decodeInspected, inspectImage, type DecodeLimits, type Inspected } from '../runtime/decode.ts';
 import { Gate } from '../runtime/gate.ts';
-import { ApiError, fromRuntime } from './errors.ts';
-import { RuntimeError } from '../runtime/errors.ts';
+import { ApiError, fromLayer } from './errors.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { probeSchema, type ProbeHead } from '../format/probe.ts';
 import { checkReadout, readoutDim } from '../format/readout.ts';
@@ -188,8 +187,7 @@ export class Service {
 
   private apiError(e: unknown): ApiError {
     if (e instanceof ApiError) return e;
-    if (e instanceof RuntimeError) return fromRuntime(e);
-    return new ApiError('internal', (e as Error).message);
+    return fromLayer(e) ?? new ApiError('internal', (e as Error).message);
   }
 
   /** Runs a request's handler, counted so that shutdown can wait for the running ones. */

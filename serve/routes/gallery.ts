@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import sharp from 'sharp';
 import { z } from 'zod';
 import { ApiError } from '../errors.ts';
-import { GalleryError, type Change, type Gallery } from '../gallery/gallery.ts';
+import type { Change, Gallery } from '../gallery/gallery.ts';
 import type { Service } from '../service.ts';
 import { checkBox, fromBase64, parseImages, type ImageInput } from './inputs.ts';
 
@@ -38,18 +38,6 @@ const itemSchema = z
   .strict();
 /** POST /v1/gallery as JSON: one item, or several; /openapi.json is generated from it. */
 export const addSchema = z.union([z.object({ items: z.array(itemSchema).min(1) }).strict(), itemSchema]);
-
-/** A gallery write, its failures as API errors (nothing was changed by a failed one). */
-function write<T>(f: () => T): T {
-  try {
-    return f();
-  } catch (e) {
-    if (!(e instanceof GalleryError)) throw e;
-    if (e.kind === 'storage') throw new ApiError('insufficient_storage', e.message);
-    if (e.kind === 'invalid') throw new ApiError('bad_request', e.message);
-    throw new ApiError('internal', e.message);
-  }
-}
 
 export function galleryOf(svc: Service): Gallery {
   if (!svc.gallery) throw new ApiError('no_gallery', 'this server has no gallery: start it with --gallery <dir>');
@@ -139,7 +127,7 @@ export async function addToGallery(svc: Service, req: Request, res: Response, si
     }
   });
   // One journal record for the whole request: every image of it is stored, or (on failure) none.
-  write(() => gallery.commit(changes));
+  gallery.commit(changes);
   res.json({ added, errors, size: gallery.size });
 }
 
@@ -159,7 +147,7 @@ export async function getFromGallery(svc: Service, req: Request, res: Response):
 export async function deleteFromGallery(svc: Service, req: Request, res: Response): Promise<void> {
   const id = idOf(req);
   const gallery = galleryOf(svc);
-  if (!write(() => gallery.remove(id))) throw new ApiError('not_found', `no gallery image '${id}'`);
+  if (!gallery.remove(id)) throw new ApiError('not_found', `no gallery image '${id}'`);
   res.json({ deleted: id });
 }
 
