@@ -171,41 +171,41 @@ export async function train(o: RunOptions): Promise<RunSummary> {
   const device = o.device ?? 'cpu';
   if (device !== 'cpu' && engineName !== 'ort')
     throw new Error(`--device ${device} runs the onnxruntime engine only (--engine ort)`);
+  // A GPU runs a micro-batch whole unless the config splits it (memory); a CPU in chunks of 32.
+  const chunk = cfg.chunk ?? (device === 'cpu' ? 32 : undefined);
   const ortOptions = {
     loss: cfg.loss,
     numTargets: cfg.masks.numTargets,
-    // A GPU runs a micro-batch whole unless the config splits it (memory); a CPU in chunks of 32.
-    chunk: cfg.chunk ?? (device === 'cpu' ? 32 : undefined),
+    chunk,
     threads: o.threads,
     sigreg: { ...cfg.sigreg, seed: cfg.seed },
     targetLayers: cfg.targetLayers,
     targetView: cfg.augment.targetFlip,
     views: views || undefined,
   };
-  const engine: Engine =
-    engineName === 'tfjs'
-      ? await tfjsEngine(cfg, online, target, o.backend)
-      : device === 'cpu'
-        ? await OrtEngine.create(cfg.model, online, target, ortOptions)
-        : await DeviceEngine.create(cfg.model, online, target, optimizer, {
-            ...ortOptions,
-            device,
-          });
-  log(
-    engineName === 'tfjs'
-      ? `engine: TF.js (${o.backend})`
-      : device === 'cpu'
-        ? `engine: onnxruntime, ${o.threads ?? availableParallelism()} thread(s)`
-        : `engine: onnxruntime on ${device} (weights, moments and EMA target on the device)`,
-  );
-
   const cpu = `${cpus()[0]?.model.trim() ?? 'unknown CPU'}`;
-  const hardware =
+  const threads = o.threads ?? availableParallelism();
+  // The engine, what the log calls it, and what the checkpoint records as the hardware.
+  const [engine, what, hardware]: [Engine, string, string] =
     engineName === 'tfjs'
-      ? `TF.js ${o.backend}, ${cpu}`
+      ? [
+          await tfjsEngine(cfg, online, target, o.backend, chunk ?? 32),
+          `TF.js (${o.backend})`,
+          `TF.js ${o.backend}, ${cpu}`,
+        ]
       : device === 'cpu'
-        ? `onnxruntime on the CPU, ${o.threads ?? availableParallelism()} thread(s), ${cpu}`
-        : `onnxruntime on ${device}`;
+        ? [
+            await OrtEngine.create(cfg.model, online, target, ortOptions),
+            `onnxruntime, ${threads} thread(s)`,
+            `onnxruntime on the CPU, ${threads} thread(s), ${cpu}`,
+          ]
+        : [
+            await DeviceEngine.create(cfg.model, online, target, optimizer, { ...ortOptions, device }),
+            `onnxruntime on ${device} (weights, moments and EMA target on the device)`,
+            `onnxruntime on ${device}`,
+          ];
+  log(`engine: ${what}`);
+
   const save = async () => {
     await engine.pull(optimizer);
     writeCheckpoint(ckptPath, { config: cfg, data: o.data, state: { ...state, plan }, model: cfg.model, hardware }, [
@@ -391,6 +391,7 @@ async function tfjsEngine(
   online: ParamStore,
   target: ParamStore,
   backend: BackendName,
+  chunk: number,
 ): Promise<Engine> {
   let tfjs: [typeof import('./tfjs/backend.ts'), typeof import('./tfjs/engine.ts')];
   try {
@@ -406,7 +407,7 @@ async function tfjsEngine(
     sigregWeight: cfg.sigreg.weight,
     sigregProjections: cfg.sigreg.projections,
     seed: cfg.seed,
-    chunk: cfg.chunk ?? 32,
+    chunk,
     targetLayers: cfg.targetLayers,
   });
 }
