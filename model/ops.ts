@@ -1,12 +1,13 @@
 /**
  * The operations the ViT is written in. One model definition (vit.ts) runs on any implementation:
- * TF.js tensors for training (ops-tfjs.ts), ONNX nodes for export.
+ * ONNX nodes for the training graphs and export (onnx/ops.ts), TF.js tensors for the reference engine
+ * (train/tfjs/ops.ts).
  *
  * Shapes follow ONNX conventions so both implementations agree: in `reshape`, 0 copies the input
  * dimension and -1 is inferred; broadcasting is numpy-style.
  */
 export interface Ops<T> {
-  /** A trainable parameter, by name (see vit.ts `paramSpecs`). */
+  /** A trainable parameter, by name (see vit.ts `encoderSpecs`, `predictorSpecs`). */
   param(name: string): T;
   /** A fixed tensor (positional embeddings), cached by key. */
   constant(key: string, data: Float32Array, shape: number[]): T;

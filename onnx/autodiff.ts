@@ -8,7 +8,7 @@
  * shape takes it from a float forward tensor with a `Shape` node and feeds it straight to a
  * shape input (Expand, Reshape, Slice): no int64 arithmetic, no Sum, Size or ConstantOfShape.
  * Those have no WebGPU kernels, and each would move tensors between the device and the host in
- * the middle of a step (test/unit/placement.test.ts). Ranks are static and inferred here.
+ * the middle of a step (test/gpu/placement.ts). Ranks are static and inferred here.
  */
 import { type GraphBuilder, type NodeRecord, TO_END } from './graph.ts';
 

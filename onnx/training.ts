@@ -153,9 +153,10 @@ export interface StepGraphOptions {
 
 /**
  * One training step on a micro-batch: inputs `patches`, `ctx_idx`, `ctx_mask`, `key_mask`,
- * `tgt_idx` (as the TF.js engine builds them; `directions` [D, P] with SIGReg; `target_patches`
- * and `tgt_src_idx` with a target view), the online and
- * target weights → `loss`, `pred_loss`, `sigreg` and the gradient of every online parameter.
+ * `tgt_idx` and their token rows (`ctx_rows`, `tgt_rows`, `tgt_tail`; train/ort/feeds.ts builds
+ * them; `directions` [D, P] with SIGReg; `target_patches` and `tgt_src_rows` with a target view),
+ * the online and target weights → `loss`, `pred_loss`, `sigreg` and the gradient of every online
+ * parameter.
  */
 export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o: StepGraphOptions = {}): Uint8Array {
   const g = new GraphBuilder('ijepa_train_step');

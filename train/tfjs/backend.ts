@@ -4,8 +4,8 @@
  * Workarounds for @tensorflow/tfjs-backend-wasm (each has a test against the cpu backend):
  * - Transpose: the wasm kernel moves ~12M elements/s on rank ≥ 4; a JS loop over the heap is ~20× faster.
  * - UnsortedSegmentSum (the gradient of gather) has no wasm kernel; registered here in JS.
- * - gather with batchDims=1 and GatherNd's missing gradient are avoided by flattened gathers (ops-tfjs.ts).
- * - BatchMatMul with transpose flags leaves XNNPACK: the linear backward transposes explicitly (ops-tfjs.ts).
+ * - gather with batchDims=1 and GatherNd's missing gradient are avoided by flattened gathers (ops.ts).
+ * - BatchMatMul with transpose flags leaves XNNPACK: the linear backward transposes explicitly (ops.ts).
  * - oneHot(…, 'float32') is wrong on wasm: nothing here uses it.
  * - Identity copies its input; the engine clones every tensor it saves for the backward pass, so
  *   this doubled memory traffic. Registered here as a shared reference, as the cpu backend does.

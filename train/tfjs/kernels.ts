@@ -2,7 +2,7 @@
  * Fused kernels written in JS over the backends' own memory (the wasm heap, the cpu backend's
  * arrays), with registered gradients. They replace chains of elementwise kernels (each a full pass
  * over memory, and ~1 ns/element on wasm) with one pass, and avoid tf.customGrad's identity copies.
- * Backends without them (tfjs-node) use the composite ops in ops-tfjs.ts; a test checks both agree.
+ * Backends without them (tfjs-node) use the composite ops in ops.ts; a test checks both agree.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { KERNELS_WASM_BASE64 } from './simd/kernels-wasm.ts';
