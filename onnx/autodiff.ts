@@ -13,7 +13,7 @@
 import { type GraphBuilder, type NodeRecord, TO_END } from './graph.ts';
 
 /** Ops whose outputs carry no gradient (integers, shapes). */
-const NON_DIFFERENTIABLE = new Set(['Shape', 'Size', 'Range', 'Cast', 'Equal', 'Less', 'Greater', 'ConstantOfShape']);
+const NON_DIFFERENTIABLE = new Set(['Shape', 'Range', 'Cast', 'Equal', 'Less', 'Greater']);
 
 /** End bound for "to the end" (INT64_MAX is not representable exactly in a JS number). */
 
@@ -298,15 +298,11 @@ class Ranks {
       case 'Sub':
       case 'Mul':
       case 'Div':
-      case 'Sum':
       case 'MatMul':
         return Math.max(...n.inputs.map(this.of));
-      case 'Gemm':
-        return 2;
       case 'Reshape':
       case 'Expand':
-      case 'ConstantOfShape':
-        return this.length(n.inputs[n.op === 'ConstantOfShape' ? 0 : 1]);
+        return this.length(n.inputs[1]);
       case 'Transpose':
         return (n.attrs.perm as number[]).length;
       case 'Squeeze':
@@ -330,8 +326,6 @@ class Ranks {
       }
       case 'Shape':
         return 1;
-      case 'Size':
-        return 0;
       default:
         return r0(); // elementwise, normalisation, softmax, concat, split, slice, pad
     }
