@@ -18,7 +18,7 @@ const ACCEPTED = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'avif', 'heif'])
 
 /**
  * Images up to a megapixel (3 MB of RGB) skip the gate: they cannot add up to much, and they
- * should not wait behind a queue of 36-megapixel ones (a 28×28 PNG waited 17 s behind 32).
+ * should not wait behind a queue of 36-megapixel ones (docs/api.md, "Limits and batching").
  */
 const UNGATED_PIXELS = 1_000_000;
 

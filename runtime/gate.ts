@@ -3,7 +3,8 @@ import { RuntimeError } from './errors.ts';
 /**
  * A weighted first-come semaphore. Decoding holds the full-resolution RGB of an image in memory
  * (a 36-megapixel PNG is ~108 MB before it is resized), so the server bounds the pixels being
- * decoded at once: without it a 5 MB request of 32 such images took 3.6 GB. The work waiting is
+ * decoded at once: without it, one small request of many such images holds gigabytes (docs/api.md,
+ * "Limits and batching"). The work waiting is
  * bounded too (`maxWaiting`, beyond which `run` fails as busy), and a waiter whose signal aborts
  * leaves the queue without running.
  */

@@ -3,8 +3,9 @@ import hnswlib from 'hnswlib-node';
 import type { PatchIndex } from './patch-index.ts';
 
 /**
- * HNSW search breadth by index size, from `npm run bench:serve` (recall@10 vs exact on clustered
- * 192-d vectors): 100k patches reach 0.998 at ef 128; 1M reach 0.986 at ef 256 (0.906 at 128).
+ * HNSW search breadth by index size: recall at a given ef falls as the index grows, so large
+ * indexes search wider. Chosen from the recall@10 that `npm run bench:serve` measures (docs/api.md,
+ * "Serving benchmark").
  */
 export function searchEf(patches: number): number {
   return patches <= 200_000 ? 128 : 256;
