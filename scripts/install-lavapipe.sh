@@ -12,13 +12,12 @@ if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
 . /etc/os-release
 if [[ "${VERSION_CODENAME:-}" == bookworm ]]; then
   if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d; then
-    $sudo tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null <<'SRC'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+    # Backports from the mirror and keyring this machine already uses for bookworm.
+    IFS=$'\t' read -r uri keyring < <("$(dirname "$0")/debian-mirror.sh")
+    {
+      printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\n' "$uri"
+      if [[ -n $keyring ]]; then printf 'Signed-By: %s\n' "$keyring"; fi
+    } | $sudo tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
   fi
   $sudo apt-get update -qq
   # The /suite form takes only the driver from backports, not the whole GL stack.

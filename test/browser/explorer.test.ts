@@ -1,7 +1,8 @@
 /**
  * The explorer page in a real browser (Debian's Chromium, driven by playwright-core): a real
  * server with the bundled model and a gallery of the test fixtures. Screenshots of each state go
- * to test-artifacts/explorer/.
+ * to test-artifacts/explorer/. Without Chromium these tests are skipped, saying what to install
+ * (test/requires.ts), or fail where IJEPA_REQUIRE names browser.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -10,13 +11,15 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { tempDir } from '../tmp.ts';
+import { chromiumPath, skipUnless } from '../requires.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 const BIN = join(ROOT, 'bin/ijepa.js');
 const FIXTURES = join(ROOT, 'test/fixtures/fmnist');
 const SHOTS = join(ROOT, 'test-artifacts/explorer');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const CHROMIUM = chromiumPath();
 const KEY = 'explorer-key';
+const skip = skipUnless('browser');
 
 let server: ReturnType<typeof spawn>;
 let base = '';
@@ -24,6 +27,7 @@ let browser: Browser;
 let page: Page;
 
 before(async () => {
+  if (skip) return;
   assert.ok(
     existsSync(CHROMIUM),
     `no browser at ${CHROMIUM}: install Debian's chromium (apt-get install chromium) or set CHROMIUM`,
@@ -124,7 +128,7 @@ async function select(from: [number, number], to: [number, number] = from): Prom
 
 const boot = readFileSync(join(FIXTURES, '9-Ankle_boot-0.png'));
 
-test('the page is served with a strict Content-Security-Policy and nothing from elsewhere', async () => {
+test('the page is served with a strict Content-Security-Policy and nothing from elsewhere', { skip }, async () => {
   const r = await fetch(`${base}/`);
   assert.equal(r.status, 200);
   const csp = r.headers.get('content-security-policy')!;
@@ -134,7 +138,7 @@ test('the page is served with a strict Content-Security-Policy and nothing from 
   assert.match((await fetch(`${base}/app.js`)).headers.get('content-type')!, /javascript/);
 });
 
-test('an uploaded image shows its patch grid and the top class the API gives', async () => {
+test('an uploaded image shows its patch grid and the top class the API gives', { skip }, async () => {
   await page.setInputFiles('#file', join(FIXTURES, '9-Ankle_boot-0.png'));
   await page.waitForFunction(() => document.querySelectorAll('#classes li').length === 5);
   const top = (await api('/v1/classify?top_k=1', boot)).data[0].predictions[0].label;
@@ -143,7 +147,9 @@ test('an uploaded image shows its patch grid and the top class the API gives', a
   await shot('1-query');
 });
 
-test('selecting a patch finds gallery images with their matching patches outlined where the API says', async () => {
+test('selecting a patch finds gallery images with their matching patches outlined where the API says', {
+  skip,
+}, async () => {
   await select([3, 3]);
   assert.match((await page.locator('#selection').textContent())!, /rows 3–3, columns 3–3/);
   await page.click('#search-box');
@@ -180,7 +186,7 @@ test('selecting a patch finds gallery images with their matching patches outline
   await shot('2-patch-search');
 });
 
-test('hiding a block shows a reconstruction from gallery patches', async () => {
+test('hiding a block shows a reconstruction from gallery patches', { skip }, async () => {
   await select([2, 2], [4, 4]);
   await page.click('#hide');
   await page.waitForFunction(() => document.querySelectorAll('#recon figure').length === 3);
@@ -189,7 +195,7 @@ test('hiding a block shows a reconstruction from gallery patches', async () => {
   await shot('3-reconstruction');
 });
 
-test('adding and deleting a gallery image changes the list', async () => {
+test('adding and deleting a gallery image changes the list', { skip }, async () => {
   const count = async () => Number(/of (\d+)/.exec((await page.locator('#page').textContent())!)?.[1]);
   const before = await count();
   await page.fill('#add-id', 'added-by-page');
@@ -209,7 +215,7 @@ test('adding and deleting a gallery image changes the list', async () => {
   assert.equal((await fetch(`${base}/v1/gallery/added-by-page`)).status, 404);
 });
 
-test("a file that is not an image shows the server's error", async () => {
+test("a file that is not an image shows the server's error", { skip }, async () => {
   const bad = join(tempDir('ijepa-explorer-bad-'), 'notes.png');
   writeFileSync(bad, 'these are not pixels');
   await page.setInputFiles('#file', bad);
@@ -218,7 +224,7 @@ test("a file that is not an image shows the server's error", async () => {
   await shot('5-bad-file');
 });
 
-test('at 360 px wide the page stacks into one column and stays usable', async () => {
+test('at 360 px wide the page stacks into one column and stays usable', { skip }, async () => {
   await page.setViewportSize({ width: 360, height: 800 });
   const query = (await page.locator('#query-panel').boundingBox())!;
   const results = (await page.locator('#results-panel').boundingBox())!;

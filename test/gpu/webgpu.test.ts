@@ -2,9 +2,11 @@
  * onnxruntime's WebGPU provider, on whatever adapter this machine has (CI: Mesa's lavapipe, a
  * software Vulkan driver): no graph falls back to the CPU, a step and the device-resident
  * optimizer equal the CPU engine, checkpoints move between devices, and the server's embeddings
- * agree. Without an adapter every test here fails, saying what to install.
+ * agree. Without an adapter these tests are skipped, saying what to install (test/requires.ts), or
+ * fail where IJEPA_REQUIRE names webgpu.
  */
 import { tempDir } from '../tmp.ts';
+import { skipUnless } from '../requires.ts';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,7 +21,7 @@ import { probeGraph, stepGraph, viewsGraph } from '../../onnx/training.ts';
 import { gapGraph, updateGraph } from '../../onnx/update.ts';
 import { ParamStore } from '../../model/params.ts';
 import { encoderSpecs, predictorSpecs } from '../../model/vit.ts';
-import { identityGraph } from '../../runtime/device.ts';
+import { identityGraph } from '../../runtime/transfer.ts';
 import { probeDevices } from '../../runtime/devices.ts';
 import { createSession, Tensor, type Device } from '../../runtime/session.ts';
 import { readCheckpoint } from '../../train/checkpoint.ts';
@@ -30,15 +32,18 @@ import { BatchFeeds } from '../../train/ort/feeds.ts';
 import { Service } from '../../serve/service.ts';
 
 const m = tinyModel;
+const skip = skipUnless('webgpu');
 const dir = tempDir('ijepa-webgpu-');
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-test('a WebGPU adapter is present', () => {
+test('a WebGPU adapter is present', { skip }, () => {
   const webgpu = probeDevices().find((d) => d.device === 'webgpu')!;
   assert.ok(webgpu.available, `these tests need a WebGPU adapter:\n  ${webgpu.detail.join('\n  ')}`);
 });
 
-test('no emitted graph places a node on the CPU under WebGPU (no host round trips inside a step)', async () => {
+test('no emitted graph places a node on the CPU under WebGPU (no host round trips inside a step)', {
+  skip,
+}, async () => {
   const online = [...encoderSpecs(m), ...predictorSpecs(m)];
   const graphs: Record<string, Uint8Array> = {
     'step (MSE)': stepGraph(m, 4, 'mse'),
@@ -93,7 +98,9 @@ async function stepOn(device: Device) {
   return Object.fromEntries(Object.entries(out).map(([k, t]) => [k, t.data as Float32Array]));
 }
 
-test('one training step on WebGPU = on the CPU: loss within 1e-5 (relative), every gradient within 1e-4', async (t) => {
+test('one training step on WebGPU = on the CPU: loss within 1e-5 (relative), every gradient within 1e-4', {
+  skip,
+}, async (t) => {
   const [cpu, gpu] = [await stepOn('cpu'), await stepOn('webgpu')];
   const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
   assert.ok(rel(gpu.loss[0], cpu.loss[0]) <= 1e-5, `loss ${gpu.loss[0]} vs ${cpu.loss[0]}`);
@@ -111,7 +118,9 @@ test('one training step on WebGPU = on the CPU: loss within 1e-5 (relative), eve
   );
 });
 
-test('three steps with weights, moments and the EMA target resident on WebGPU = the CPU engine (within 1e-5)', async (t) => {
+test('three steps with weights, moments and the EMA target resident on WebGPU = the CPU engine (within 1e-5)', {
+  skip,
+}, async (t) => {
   const host = initialState(m);
   const dev = initialState(m);
   const cpu = await OrtEngine.create(m, host.online, host.target, opts);
@@ -206,7 +215,9 @@ const finalState = (out: string) => {
   return { step: (c.meta.state as { step: number }).step, arrays: c.arrays };
 };
 
-test('a run checkpointed on WebGPU resumes on the CPU, and one from the CPU on WebGPU: both reach the uninterrupted run', async () => {
+test('a run checkpointed on WebGPU resumes on the CPU, and one from the CPU on WebGPU: both reach the uninterrupted run', {
+  skip,
+}, async () => {
   const whole = join(dir, 'cpu-whole');
   await train(whole, 'cpu');
   for (const [first, second] of [
@@ -228,7 +239,7 @@ test('a run checkpointed on WebGPU resumes on the CPU, and one from the CPU on W
   }
 });
 
-test("the server's embeddings on WebGPU = on the CPU (within 1e-4)", async (t) => {
+test("the server's embeddings on WebGPU = on the CPU (within 1e-4)", { skip }, async (t) => {
   const model = join(import.meta.dirname, '../../models/fmnist-vit-tiny');
   const [cpu, gpu] = [
     await Service.open(model),

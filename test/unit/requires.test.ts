@@ -1,0 +1,51 @@
+/**
+ * Optional prerequisites: missing, their tests are skipped with the reason and the install
+ * command, listed once before the totals; named in IJEPA_REQUIRE (as CI does), they fail the run.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { required } from '../requires.ts';
+
+const ROOT = join(import.meta.dirname, '../..');
+
+/** The browser tests, run as `npm test` runs them, with no Chromium where they look for it. */
+function browserTests(require?: string) {
+  const env: NodeJS.ProcessEnv = { ...process.env, CHROMIUM: join(ROOT, 'no-such-chromium') };
+  delete env.IJEPA_REQUIRE;
+  delete env.NODE_TEST_CONTEXT;
+  if (require !== undefined) env.IJEPA_REQUIRE = require;
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', '--test', '--test-reporter=./test/reporter.mjs', 'test/browser/explorer.test.ts'],
+    { cwd: ROOT, env, encoding: 'utf8', timeout: 120_000 },
+  );
+  return { status: r.status, out: r.stdout + r.stderr };
+}
+
+test('a missing prerequisite skips its tests, saying why and how to install it, once before the totals', () => {
+  const { status, out } = browserTests();
+  assert.equal(status, 0, out);
+  assert.match(out, /# skipped 7\n/);
+  assert.match(
+    out,
+    /# skipped, with the reason:\n#\s+test\/browser\/explorer\.test\.ts: no browser at .*no-such-chromium; install: apt-get install chromium/,
+  );
+  assert.ok(out.indexOf('with the reason') < out.indexOf('# tests 7'), 'the reasons come before the totals');
+});
+
+test('IJEPA_REQUIRE turns the skip into a failure', () => {
+  for (const require of ['browser', 'all', 'webgpu, browser']) {
+    const { status, out } = browserTests(require);
+    assert.notEqual(status, 0, `IJEPA_REQUIRE=${require} passed:\n${out}`);
+    assert.match(out, /no browser at .*no-such-chromium/);
+    assert.match(out, /# skipped 0\n/);
+  }
+});
+
+test('IJEPA_REQUIRE refuses a name it does not know, so a typo cannot turn failures back into skips', () => {
+  assert.deepEqual([...required('webgpu,browser')], ['webgpu', 'browser']);
+  assert.deepEqual([...required('')], []);
+  assert.throws(() => required('webgpu,browsr'), /IJEPA_REQUIRE names 'browsr'; known: webgpu, browser, all/);
+});
