@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { presetNames, type PresetName } from '../model/presets.ts';
 import type { ConfigOverrides } from '../train/config.ts';
 import { READOUTS } from '../format/readout.ts';
-import { DEVICES } from '../runtime/device-kind.ts';
+import { DEVICES } from '../runtime/device.ts';
 
 const READOUT_CHOICES = [...READOUTS];
 

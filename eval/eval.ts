@@ -3,7 +3,7 @@
  * features vs the same architecture at random initialisation vs raw pixels, each with a linear
  * probe, plus a kNN classifier on the I-JEPA features. Deterministic given the seed.
  */
-import type { Device } from '../runtime/device-kind.ts';
+import type { Device } from '../runtime/device.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';

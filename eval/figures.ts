@@ -7,7 +7,7 @@
  *                 matched (cosine) against target-encoder patch embeddings of other images, and
  *                 that patch's pixels are pasted in: original | context | reconstruction.
  */
-import type { Device } from '../runtime/device-kind.ts';
+import type { Device } from '../runtime/device.ts';
 import { mkdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';

@@ -3,7 +3,7 @@
  * preprocessing) → multinomial logistic regression → accuracy, macro-F1, per-class table; the head
  * is written into the package as probe.json.
  */
-import type { Device } from '../runtime/device-kind.ts';
+import type { Device } from '../runtime/device.ts';
 import type { Dataset } from '../train/data/dataset.ts';
 import { openDataset } from '../train/data/open.ts';
 import { classificationReport, fitLogReg, standardize, standardizer, type LogRegModel } from './logreg.ts';

@@ -7,8 +7,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism, cpus } from 'node:os';
-import { identityGraph } from './device.ts';
-import { WEBGPU_HELP, type Device } from './session.ts';
+import { WEBGPU_HELP, type Device } from './device.ts';
+import { identityGraph } from './transfer.ts';
 
 export interface DeviceReport {
   device: Device;

@@ -6,14 +6,12 @@
  */
 import { availableParallelism } from 'node:os';
 import * as ort from 'onnxruntime-node';
+import { WEBGPU_HELP, type Device } from './device.ts';
 import { RuntimeError } from './errors.ts';
 
 export { Tensor } from 'onnxruntime-node';
 export type Session = ort.InferenceSession;
-
-import type { Device } from './device-kind.ts';
-
-export { DEVICES, type Device } from './device-kind.ts';
+export type { Device } from './device.ts';
 
 export interface SessionOptions {
   device?: Device;
@@ -25,7 +23,7 @@ export interface SessionOptions {
   profile?: string;
   /**
    * Outputs left on the device (webgpu): the next run takes them as inputs without a copy. Read
-   * them back with `download` (device.ts), never with Tensor.getData(), which aborts the process.
+   * them back with `download` (transfer.ts), never with Tensor.getData(), which aborts the process.
    */
   deviceOutputs?: readonly string[] | 'all';
   /** onnxruntime's log severity (0 = verbose: node placement goes to stderr). */
@@ -33,12 +31,6 @@ export interface SessionOptions {
   /** Files the graph's external-data initializers point to, by the name they use. */
   externalData?: { path: string; data: Uint8Array }[];
 }
-
-/** How to get a WebGPU adapter where there is none; docs/gpu.md has the whole setup. */
-export const WEBGPU_HELP =
-  'onnxruntime-node runs WebGPU through Dawn, which needs a Vulkan driver on Linux: a GPU driver ' +
-  '(NVIDIA containers: NVIDIA_DRIVER_CAPABILITIES must include graphics), or, without a GPU, Mesa ≥ 25 lavapipe ' +
-  '(Debian 12: apt-get install mesa-vulkan-drivers/bookworm-backports libvulkan1). `ijepa devices` says what is missing.';
 
 export async function createSession(model: string | Uint8Array, o: SessionOptions = {}): Promise<Session> {
   const device = o.device ?? 'cpu';

@@ -5,7 +5,8 @@
  * rank. On the CPU the same calls are plain copies, so code written against them runs anywhere.
  */
 import onnxProto from 'onnx-proto';
-import { createSession, Tensor, type Device, type Session } from './session.ts';
+import type { Device } from './device.ts';
+import { createSession, Tensor, type Session } from './session.ts';
 
 const { onnx } = onnxProto;
 

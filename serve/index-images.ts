@@ -3,7 +3,7 @@
  * offline. Resumable: images already in the gallery (by id = path relative to --images) are skipped,
  * and each added image is durable as soon as it is added.
  */
-import type { Device } from '../runtime/device-kind.ts';
+import type { Device } from '../runtime/device.ts';
 import cliProgress from 'cli-progress';
 import { relative } from 'node:path';
 import { readFile } from 'node:fs/promises';

@@ -1,5 +1,5 @@
 /** The loaded model and everything requests share: embedder, batcher, probe head, limits, metrics. */
-import type { Device } from '../runtime/device-kind.ts';
+import type { Device } from '../runtime/device.ts';
 import { Embedder } from '../runtime/embedder.ts';
 import { Predictor } from '../runtime/predictor.ts';
 import { Gallery } from './gallery/gallery.ts';

@@ -5,7 +5,7 @@
  * onnx/update.ts); the host reads back the losses every step, the diagnostics when asked, and
  * the whole state only for checkpoints (`pull`).
  */
-import { DeviceTransfer, release } from '../../runtime/device.ts';
+import { DeviceTransfer, release } from '../../runtime/transfer.ts';
 import { createSession, Tensor, type Device, type Session } from '../../runtime/session.ts';
 import type { ModelConfig } from '../../model/presets.ts';
 import { ParamStore } from '../../model/params.ts';
