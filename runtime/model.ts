@@ -1,7 +1,8 @@
 /** A graph with named float32 / int64 feeds and float32 outputs: the package encoder, predictor and figures' graphs. */
 import { createSession, Tensor, type Session, type SessionOptions } from './session.ts';
 
-export type Feeds = Record<string, { data: Float32Array | BigInt64Array; dims: number[] }>;
+/** Host arrays by input name; `run` wraps each in a Tensor (train/ort's `Feeds` are Tensors already). */
+export type HostFeeds = Record<string, { data: Float32Array | BigInt64Array; dims: number[] }>;
 
 export class OnnxModel {
   private constructor(private readonly session: Session) {}
@@ -16,7 +17,7 @@ export class OnnxModel {
     return this.session.inputNames;
   }
 
-  async run(feeds: Feeds): Promise<Record<string, { data: Float32Array; dims: readonly number[] }>> {
+  async run(feeds: HostFeeds): Promise<Record<string, { data: Float32Array; dims: readonly number[] }>> {
     const inputs: Record<string, Tensor> = {};
     for (const [k, v] of Object.entries(feeds))
       inputs[k] = new Tensor(v.data instanceof Float32Array ? 'float32' : 'int64', v.data, v.dims);
