@@ -3,6 +3,7 @@
  * README and docs, with no browser or Python. Only what the figures need.
  */
 import sharp from 'sharp';
+import { CLASS_COLORS } from '../format/palette.ts';
 
 export interface Series {
   name: string;
@@ -196,28 +197,16 @@ export function scatterSvg(
   const m = { l: 16, r: 150, t: 30, b: 16 };
   const sx = (x: number) => m.l + ((x - xlo) / Math.max(xhi - xlo, 1e-12)) * (size - m.l - m.r);
   const sy = (y: number) => size - m.b - ((y - ylo) / Math.max(yhi - ylo, 1e-12)) * (size - m.t - m.b);
-  const colors = [
-    '#1f77b4',
-    '#ff7f0e',
-    '#2ca02c',
-    '#d62728',
-    '#9467bd',
-    '#8c564b',
-    '#e377c2',
-    '#7f7f7f',
-    '#bcbd22',
-    '#17becf',
-  ];
   const out = [
     `<text x="${size / 2}" y="20" text-anchor="middle" font-size="12" font-weight="bold">${esc(title)}</text>`,
   ];
   for (let i = 0; i < n; i++)
     out.push(
-      `<circle cx="${sx(xs[i]).toFixed(1)}" cy="${sy(ys[i]).toFixed(1)}" r="2.2" fill="${colors[labels[i] % colors.length]}" fill-opacity="0.75"/>`,
+      `<circle cx="${sx(xs[i]).toFixed(1)}" cy="${sy(ys[i]).toFixed(1)}" r="2.2" fill="${CLASS_COLORS[labels[i] % CLASS_COLORS.length]}" fill-opacity="0.75"/>`,
     );
   classes.forEach((c, k) => {
     const y = m.t + 14 + k * 16;
-    out.push(`<circle cx="${size - m.r + 14}" cy="${y - 4}" r="5" fill="${colors[k % colors.length]}"/>`);
+    out.push(`<circle cx="${size - m.r + 14}" cy="${y - 4}" r="5" fill="${CLASS_COLORS[k % CLASS_COLORS.length]}"/>`);
     out.push(`<text x="${size - m.r + 24}" y="${y}" font-size="11">${esc(c)}</text>`);
   });
   return svg(size, size, out.join('\n'));

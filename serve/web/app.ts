@@ -3,6 +3,8 @@
  * behind a hidden block, browse and edit the gallery, and map it. Plain DOM and canvas over the
  * server's own routes; built by esbuild when the server starts (serve/routes/web.ts).
  */
+import { CLASS_COLORS } from '../../format/palette.ts';
+
 type Box = [number, number, number, number];
 
 interface ModelInfo {
@@ -23,18 +25,6 @@ interface Hit {
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const status = $('status');
 const queryCanvas = $<HTMLCanvasElement>('query');
-const PALETTE = [
-  '#1f77b4',
-  '#ff7f0e',
-  '#2ca02c',
-  '#d62728',
-  '#9467bd',
-  '#8c564b',
-  '#e377c2',
-  '#7f7f7f',
-  '#bcbd22',
-  '#17becf',
-];
 
 let info: ModelInfo;
 let query: { blob: Blob; bitmap: ImageBitmap } | null = null;
@@ -438,7 +428,7 @@ async function loadMap(): Promise<void> {
     const sx = (x: number) => pad + ((x - x0) / (x1 - x0 || 1)) * (canvas.width - 2 * pad);
     const sy = (y: number) => pad + ((y - y0) / (y1 - y0 || 1)) * (canvas.height - 2 * pad);
     const labels = [...new Set(body.points.map((p) => p.label ?? ''))].sort();
-    const color = (l: string | null) => (l === null ? '#555' : PALETTE[labels.indexOf(l) % PALETTE.length]);
+    const color = (l: string | null) => (l === null ? '#555' : CLASS_COLORS[labels.indexOf(l) % CLASS_COLORS.length]);
     points = body.points.map((p) => ({ ...p, px: sx(p.x), py: sy(p.y) }));
     for (const p of points) {
       ctx.fillStyle = color(p.label);
@@ -531,5 +521,3 @@ async function start(): Promise<void> {
 }
 
 void start();
-
-export {};
