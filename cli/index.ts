@@ -166,7 +166,7 @@ export function buildCli(): Command {
     .addOption(
       new Option(
         '--readout <kind>',
-        'features the head reads: mean of all patches, or the cell means of a 2×2 / 4×4 split of the patch grid',
+        'features the head reads: mean of all patches, or the cell means of a G×G split of the patch grid (gridG; grid8 on an 8×8 grid: every patch)',
       )
         .choices(READOUT_CHOICES)
         .default('mean'),
