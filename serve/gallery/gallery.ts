@@ -50,6 +50,9 @@ interface Entry {
   image?: Buffer;
 }
 
+/** An entry before the index has labelled its patches. */
+type Unlabelled = Omit<Entry, 'labels'>;
+
 /** What `get` tells of an image. */
 export interface ImageInfo {
   id: string;
@@ -205,33 +208,46 @@ export class Gallery {
     }
   }
 
-  /** Applies a journal operation in memory; `indexIt`: also to the index (not for records its snapshot holds). */
+  /**
+   * Applies a journal operation read back on open; `indexIt`: also to the index (not for records
+   * its snapshot holds).
+   */
   private apply(op: Op, indexIt: boolean): void {
     if (op.op === 'delete') {
-      const e = this.entries.get(op.id);
-      if (!e) return;
-      // Also for records the snapshot covers: removal is kept beside the index, not in its snapshot.
-      this.index.remove(e.labels);
-      for (const l of e.labels) this.owners[l] = null;
-      this.removed += e.labels.length;
-      this.entries.delete(op.id);
+      this.drop(op.id);
       return;
     }
-    const patches = fromB64(op.patches);
-    const n = op.rows * op.cols;
-    const labels = Array.from({ length: n }, (_, p) => this.owners.push([op.id, p]) - 1);
-    if (indexIt) this.index.add(patches, labels);
-    this.entries.set(op.id, {
-      id: op.id,
-      metadata: op.metadata,
-      rows: op.rows,
-      cols: op.cols,
-      patches,
-      pooled: fromB64(op.pooled),
-      labels,
-      addedAt: op.addedAt,
-      ...(op.image ? { image: Buffer.from(op.image, 'base64') } : {}),
-    });
+    this.put(
+      {
+        id: op.id,
+        metadata: op.metadata,
+        rows: op.rows,
+        cols: op.cols,
+        patches: fromB64(op.patches),
+        pooled: fromB64(op.pooled),
+        addedAt: op.addedAt,
+        ...(op.image ? { image: Buffer.from(op.image, 'base64') } : {}),
+      },
+      indexIt,
+    );
+  }
+
+  /** Adds an image in memory, labelling its patches; `indexIt`: also to the index. */
+  private put(e: Unlabelled, indexIt: boolean): void {
+    const labels = Array.from({ length: e.rows * e.cols }, (_, p) => this.owners.push([e.id, p]) - 1);
+    if (indexIt) this.index.add(e.patches, labels);
+    this.entries.set(e.id, { ...e, labels });
+  }
+
+  /** Removes an image in memory and from the index; an id not present is a no-op. */
+  private drop(id: string): void {
+    const e = this.entries.get(id);
+    if (!e) return;
+    // Also for records the snapshot covers: removal is kept beside the index, not in its snapshot.
+    this.index.remove(e.labels);
+    for (const l of e.labels) this.owners[l] = null;
+    this.removed += e.labels.length;
+    this.entries.delete(id);
   }
 
   /**
@@ -248,7 +264,7 @@ export class Gallery {
     this.removed = 0;
     this.entries.clear();
     this.index = HnswIndex.create(this.dim);
-    for (const e of live) this.apply(this.addOp(e), true);
+    for (const e of live) this.put(e, true);
     this.dirty = true;
     this.snapshot();
     this.log(
@@ -256,7 +272,7 @@ export class Gallery {
     );
   }
 
-  private addOp(e: Omit<Entry, 'labels' | 'image'> & { image?: Uint8Array }): Op {
+  private addOp(e: Unlabelled): Op {
     return {
       op: 'add',
       id: e.id,
@@ -278,21 +294,32 @@ export class Gallery {
   commit(changes: Change[]): void {
     if (this.closed) throw new GalleryError('storage', `gallery ${this.dir} is closed`);
     const ops: Op[] = [];
+    /** The same operations in memory, in order: an id to drop or an image to put. */
+    const steps: (string | Unlabelled)[] = [];
     const present = new Set(this.entries.keys());
     const addedAt = new Date().toISOString();
     for (const c of changes) {
       const id = 'add' in c ? c.add.id : c.remove;
-      if (present.has(id)) ops.push({ op: 'delete', id });
+      if (present.has(id)) {
+        ops.push({ op: 'delete', id });
+        steps.push(id);
+      }
       present.delete(id);
       if ('add' in c) {
         const a = c.add;
-        const normalised = {
-          ...a,
+        const entry: Unlabelled = {
+          id,
+          metadata: a.metadata,
+          rows: a.rows,
+          cols: a.cols,
           patches: normalize(a.patches, this.dim),
           pooled: normalize(a.pooled, this.dim),
           addedAt,
+          // An empty PNG is no image, as its empty base64 reads back on open.
+          ...(a.image?.length ? { image: Buffer.from(a.image) } : {}),
         };
-        ops.push(this.addOp(normalised));
+        ops.push(this.addOp(entry));
+        steps.push(entry);
         present.add(id);
       }
     }
@@ -300,7 +327,10 @@ export class Gallery {
     this.journal.append(ops);
     this.dirty = true;
     this.version++;
-    for (const op of ops) this.apply(op, true);
+    for (const s of steps) {
+      if (typeof s === 'string') this.drop(s);
+      else this.put(s, true);
+    }
   }
 
   /** Adds (or replaces) an image; durable when this returns. */
