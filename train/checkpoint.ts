@@ -1,12 +1,13 @@
 /**
- * Checkpoints: one file, written to a temporary name, fsynced and renamed over the old one, so a
- * kill -9 at any moment leaves either the previous checkpoint or the new one, never a torn file.
+ * Checkpoints: one file, written to a temporary name, fsynced and renamed over the old one
+ * (format/atomic.ts), so a kill -9 at any moment leaves either the previous checkpoint or the new
+ * one, never a torn file.
  * Layout: magic, header length (u32 LE), JSON header, zero padding to 4 bytes, then the float32
  * arrays named in the header, in order.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { writeAtomic } from '../format/atomic.ts';
 
 const MAGIC = Buffer.from('IJEPACK1');
 
@@ -41,22 +42,7 @@ export function writeCheckpoint(path: string, meta: Record<string, unknown>, arr
   const pad = (4 - ((MAGIC.length + 4 + json.length) % 4)) % 4;
   const len = Buffer.alloc(4);
   len.writeUInt32LE(json.length + pad);
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w');
-  try {
-    for (const part of [MAGIC, len, json, Buffer.alloc(pad, 0x20)]) writeSync(fd, part);
-    for (const [, a] of arrays) writeSync(fd, bytesOf(a));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  const dfd = openSync(dirname(path), 'r');
-  try {
-    fsyncSync(dfd);
-  } finally {
-    closeSync(dfd);
-  }
+  writeAtomic(path, [MAGIC, len, json, Buffer.alloc(pad, 0x20), ...arrays.map(([, a]) => bytesOf(a))]);
 }
 
 export function readCheckpoint(path: string): Checkpoint {

@@ -13,23 +13,13 @@
  * usable snapshot it is rebuilt from the journal. When removed patches outnumber live ones more
  * than twice, the journal and the index are compacted on open (journal.ts `rewrite`).
  */
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { moveInto, syncDir, syncFile, writeAtomic } from '../../format/atomic.ts';
 import { sha256 } from '../../format/package.ts';
 import { GalleryError } from './errors.ts';
 import { HnswIndex, searchEf } from './hnsw.ts';
-import { Journal, syncDir, type Op } from './journal.ts';
+import { Journal, type Op } from './journal.ts';
 import { GalleryLock } from './lock.ts';
 import type { PatchIndex } from './patch-index.ts';
 
@@ -127,21 +117,6 @@ const fromB64 = (s: string) => {
   const b = Buffer.from(s, 'base64');
   return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
 };
-
-/** Writes a small file so that it is either absent or whole: beside it, synced, renamed into place. */
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp`;
-  try {
-    writeFileSync(tmp, text);
-    const fd = openSync(tmp, 'r+');
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(tmp, path);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-}
 
 export class Gallery {
   private readonly entries = new Map<string, Entry>();
@@ -515,13 +490,11 @@ export class Gallery {
       // read the file back before trusting it.
       if (HnswIndex.load(tmp, this.dim).stored !== this.index.stored)
         throw new Error('the written index reads back short');
-      const fd = openSync(tmp, 'r+');
-      fsyncSync(fd);
-      closeSync(fd);
+      syncFile(tmp);
       const bytes = readFileSync(tmp);
       const digest = sha256(bytes);
       const file = `index-${digest.slice(0, 16)}.hnsw`;
-      renameSync(tmp, join(this.dir, file));
+      moveInto(tmp, join(this.dir, file));
       writeAtomic(
         join(this.dir, INDEX_META),
         JSON.stringify({
@@ -532,7 +505,6 @@ export class Gallery {
           sha256: digest,
         }),
       );
-      syncDir(this.dir);
       for (const f of readdirSync(this.dir))
         if (/^index-[0-9a-f]{16}\.hnsw$/.test(f) && f !== file) rmSync(join(this.dir, f));
       this.dirty = false;

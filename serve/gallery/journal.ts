@@ -13,12 +13,11 @@ import {
   ftruncateSync,
   openSync,
   readFileSync,
-  renameSync,
   rmSync,
   truncateSync,
   writeSync,
 } from 'node:fs';
-import { dirname } from 'node:path';
+import { moveInto, writeSynced } from '../../format/atomic.ts';
 import { GalleryError } from './errors.ts';
 
 export type Op =
@@ -48,14 +47,9 @@ function line(ops: Op[]): Buffer {
   return Buffer.from(`${lineHash(payload)} ${payload}\n`);
 }
 
-/** Syncs a directory, so that a rename or unlink in it is durable. */
-export function syncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+/** The lines of `records`, one at a time (a compaction need not hold them all). */
+function* lines(records: Op[][]): Generator<Buffer> {
+  for (const ops of records) yield line(ops);
 }
 
 export class Journal {
@@ -122,26 +116,16 @@ export class Journal {
    */
   rewrite(ops: Op[][]): void {
     const tmp = `${this.path}.compact`;
-    const fd = openSync(tmp, 'w');
-    let size = 0;
+    let size: number;
     try {
-      for (const group of ops) {
-        const buf = line(group);
-        for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
-        size += buf.length;
-      }
-      fsyncSync(fd);
+      size = writeSynced(tmp, lines(ops));
     } catch (e) {
-      closeSync(fd);
-      rmSync(tmp, { force: true });
       throw new GalleryError(
         'storage',
         `gallery journal ${this.path}: compaction failed, journal unchanged (${(e as Error).message})`,
       );
     }
-    closeSync(fd);
-    renameSync(tmp, this.path);
-    syncDir(dirname(this.path));
+    moveInto(tmp, this.path);
     closeSync(this.fd);
     this.fd = openSync(this.path, 'a');
     this.size = size;
