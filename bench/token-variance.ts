@@ -22,7 +22,7 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
 });
 if (!positionals.length) throw new Error('usage: npm run bench:tokens -- <model dir>... [--data DIR] [--images N]');
-const sp = labeledSplits(values.data!, undefined, 0, undefined, true);
+const sp = labeledSplits({ data: values.data!, seed: 0, validation: true });
 const items = sp.testItems.slice(0, Number(values.images));
 
 async function shares(e: Embedder) {

@@ -20,6 +20,7 @@ import {
   labeledSplits,
   type Features,
   type L2,
+  type SplitOptions,
 } from './probe.ts';
 import { readoutDim, type Readout } from '../format/readout.ts';
 import { encoderGraph } from '../onnx/inference.ts';
@@ -27,14 +28,10 @@ import { encoderSpecs } from '../model/vit.ts';
 import type { ModelConfig } from '../model/presets.ts';
 import { ParamStore } from '../model/params.ts';
 
-export interface EvalOptions {
+export interface EvalOptions extends SplitOptions {
   /** Where the encoders run. */
   device?: Device;
   model: string;
-  data: string;
-  test?: string;
-  /** Score on the validation split of the training data (recipe decisions); the test split is not read. */
-  validation?: boolean;
   /** Probe readouts to report for the frozen encoders (default: mean). */
   readouts?: Readout[];
   /** Skip the random-init and raw-pixel rows (a study computes them once per dataset). */
@@ -42,12 +39,8 @@ export interface EvalOptions {
   noKnn?: boolean;
   /** onnxruntime threads for both encoders (default: all cores). */
   threads?: number;
-  limit?: number;
-  /** Score on at most this many test images (seeded subsample). */
-  testLimit?: number;
   /** Progress bars (images/s, ETA) on stderr. */
   progress?: boolean;
-  seed: number;
   l2: L2;
   k: number;
   temperature: number;
@@ -139,7 +132,7 @@ export function knnPredict(
 
 export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdown: string }> {
   const log = o.log ?? ((s: string) => console.error(s));
-  const sp = labeledSplits(o.data, o.test, o.seed, o.limit, o.validation, o.testLimit);
+  const sp = labeledSplits(o);
   // Before the probes, not after: a missing --out directory must not cost a finished evaluation.
   const out = o.out ?? o.model;
   mkdirSync(out, { recursive: true });

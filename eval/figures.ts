@@ -197,7 +197,7 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
   const pd = m.patchSize * m.patchSize * m.channels;
   const online = new ParamStore([...encoderSpecs(m), ...predictorSpecs(m)], ckpt.arrays.get('online'));
   const target = new ParamStore(encoderSpecs(m), ckpt.arrays.get('target'));
-  const sp = labeledSplits(o.data, undefined, seed, undefined, cfg.holdout);
+  const sp = labeledSplits({ data: o.data, seed, validation: cfg.holdout });
   mkdirSync(out, { recursive: true });
   const pick = (items: number[], k: number, stream: string) =>
     Array.from(Rng.for(seed, stream).permutation(items.length).subarray(0, Math.min(k, items.length)), (i) => items[i]);

@@ -71,20 +71,12 @@ export async function extractReadouts(
   );
 }
 
-export interface ProbeOptions {
+export interface ProbeOptions extends SplitOptions {
   /** Where the encoder runs. */
   device?: Device;
   model: string;
-  data: string;
-  test?: string;
-  /** Score on the validation split of the training data instead of the test split. */
-  validation?: boolean;
   readout?: Readout;
   l2: L2;
-  limit?: number;
-  /** Score on at most this many test images (seeded subsample). */
-  testLimit?: number;
-  seed: number;
   log?: (s: string) => void;
   progress?: boolean;
 }
@@ -121,20 +113,30 @@ export interface Splits {
   testTotal: number;
 }
 
+/** Which labeled items a probe trains and is scored on. */
+export interface SplitOptions {
+  /** Labeled training data. */
+  data: string;
+  /** Labeled test data (default: the source's own test split, else a seeded 20% hold-out). */
+  test?: string;
+  /** Score on the fixed validation split of `data` instead (data/split.ts); the test split is not touched. */
+  validation?: boolean;
+  /** Seeds the hold-out and the subsamples. */
+  seed: number;
+  /** At most this many training items (seeded subsample). */
+  limit?: number;
+  /** At most this many test items (seeded subsample). */
+  testLimit?: number;
+}
+
 /**
  * Labeled train/test items: with `validation`, the fixed validation split of the training data
- * (data/split.ts; the test split is not touched); else --test if given, else the source's own
+ * (data/split.ts; the test split is not touched); else `test` if given, else the source's own
  * test split (IDX t10k, STL-10 test), else a seeded 20% hold-out. `limit` and `testLimit`
  * subsample the training and test items, seeded.
  */
-export function labeledSplits(
-  data: string,
-  testPath: string | undefined,
-  seed: number,
-  limit?: number,
-  validation = false,
-  testLimit?: number,
-): Splits {
+export function labeledSplits(o: SplitOptions): Splits {
+  const { data, test: testPath, seed, limit, validation = false, testLimit } = o;
   const train = openDataset(data, 'train');
   const classes = labeled(train, data);
   let trainItems = [...Array(train.size).keys()];
@@ -186,7 +188,7 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
   const log = o.log ?? ((s: string) => console.error(s));
   const embedder = await Embedder.open(o.model, { device: o.device });
   try {
-    const sp = labeledSplits(o.data, o.test, o.seed, o.limit, o.validation, o.testLimit);
+    const sp = labeledSplits(o);
     const { classes, testSplit } = sp;
     const readout = o.readout ?? 'mean';
     const d = readoutDim(readout, embedder.manifest.embeddingDim);
