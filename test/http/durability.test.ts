@@ -22,6 +22,7 @@ import { Journal } from '../../serve/gallery/journal.ts';
 import { checkAccess } from '../../serve/main.ts';
 import { Service } from '../../serve/service.ts';
 import { makePackage } from './fixtures.ts';
+import { startServer as startProcess, type Running } from './processes.ts';
 
 const BIN = join(import.meta.dirname, '../../bin/ijepa.js');
 const pkg = makePackage(false);
@@ -38,41 +39,7 @@ async function pattern(seed: number, w = 24): Promise<Buffer> {
     .toBuffer();
 }
 
-interface Running {
-  child: ChildProcess;
-  base: string;
-  log(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-/** `ijepa serve` in a child process; `fileSizeKb` runs it under `ulimit -f` (writes past it fail like a full disk). */
-async function startServer(args: string[], fileSizeKb?: number): Promise<Running> {
-  const cmd = [process.execPath, BIN, 'serve', '--model', pkg, '--port', '0', ...args];
-  const child = fileSizeKb
-    ? spawn('bash', ['-c', `ulimit -f ${fileSizeKb}; exec "$@"`, 'bash', ...cmd], {
-        stdio: ['ignore', 'ignore', 'pipe'],
-      })
-    : spawn(cmd[0], cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
-  let buf = '';
-  child.stderr!.on('data', (d) => (buf += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
-  const base = await new Promise<string>((resolve, reject) => {
-    const poll = setInterval(() => {
-      const m = /"address":"([\d.]+:\d+)"/.exec(buf);
-      if (m) {
-        clearInterval(poll);
-        resolve(`http://${m[1]}`);
-      }
-    }, 20);
-    void exited.then(({ code }) => {
-      clearInterval(poll);
-      reject(new Error(`server exited (${code}): ${buf}`));
-    });
-  });
-  return { child, base, log: () => buf, exited };
-}
+const startServer = (args: string[], fileSizeKb?: number) => startProcess(pkg, args, fileSizeKb);
 
 const addPng = async (base: string, id: string, png: Buffer) =>
   fetch(`${base}/v1/gallery?id=${id}`, {
