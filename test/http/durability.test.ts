@@ -6,7 +6,7 @@
  */
 import { tempDir } from '../tmp.ts';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { appendFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
@@ -22,7 +22,7 @@ import { Journal } from '../../serve/gallery/journal.ts';
 import { checkAccess } from '../../serve/main.ts';
 import { Service } from '../../serve/service.ts';
 import { makePackage } from './fixtures.ts';
-import { startServer as startProcess, type Running } from './processes.ts';
+import { startServer as startProcess } from './processes.ts';
 
 const BIN = join(import.meta.dirname, '../../bin/ijepa.js');
 const pkg = makePackage(false);
