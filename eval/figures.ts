@@ -9,11 +9,11 @@
  */
 import type { Device } from '../runtime/device.ts';
 import { mkdirSync, readFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { UMAP } from 'umap-js';
 import { readCheckpoint } from '../train/checkpoint.ts';
-import { parseConfig } from '../train/config.ts';
+import { parseConfig, type TrainConfig } from '../train/config.ts';
 import { CHECKPOINT_FILE, METRICS_FILE, preprocessOf } from '../train/loop.ts';
 import { sampleMasks, type MaskBatch } from '../train/masks.ts';
 import { gridOf, type ModelConfig } from '../model/presets.ts';
@@ -26,8 +26,12 @@ import { contextEncoderGraph } from '../onnx/inference.ts';
 import { predictorKeyMask } from '../train/engine.ts';
 import { linePanelsSvg, scatterSvg, writePng, type LinePanel } from './plot.ts';
 import { OnnxModel } from '../runtime/model.ts';
-import { normalizeChw, normalizePatches, toRgb, type Preprocess } from '../format/preprocess.ts';
+import { Embedder } from '../runtime/embedder.ts';
+import { normalizePatches, type Preprocess } from '../format/preprocess.ts';
+import { FORMAT_VERSION, architectureOf, type Manifest } from '../format/manifest.ts';
+import { contentHash, describeFile } from '../format/package.ts';
 import type { Dataset } from '../train/data/dataset.ts';
+import { LabeledImages, type ImageBatch } from './images.ts';
 
 export interface FigureOptions {
   /** Where the encoder and predictor run. */
@@ -48,23 +52,62 @@ export interface FigureOptions {
 
 /** Pixels per image in the picture grids. */
 const CELL = 128;
+/** Images per encoder run. */
+const EMBED_BATCH = 64;
 
-async function loadImages(
-  ds: Dataset,
-  items: number[],
-  p: Preprocess,
-): Promise<{ rgb: Uint8Array[]; labels: number[] }> {
-  const rgb: Uint8Array[] = [];
-  const labels: number[] = [];
-  for (const i of items) {
-    try {
-      rgb.push(await toRgb(await ds.read(i), p));
-      labels.push(ds.label(i) ?? 0);
-    } catch {
-      // unreadable: left out of the figures
-    }
+/** Readable images of `items`, decoded once in batches; unreadable ones are skipped with a warning. */
+async function decoded(ds: Dataset, items: number[], p: Preprocess, log: (s: string) => void): Promise<ImageBatch> {
+  // One pass: decoded as they are read.
+  const images = await LabeledImages.open(ds, items, p, { log, keep: false });
+  const all: ImageBatch = { rgb: [], labels: [] };
+  for await (const b of images.batches(EMBED_BATCH)) {
+    all.rgb.push(...b.rgb);
+    all.labels.push(...b.labels);
   }
-  return { rgb, labels };
+  return all;
+}
+
+/** Patch embeddings [n, N, D] and pooled embeddings [n, D] of the images, in the probes' batches. */
+async function embedAll(
+  embedder: Embedder,
+  rgb: Uint8Array[],
+): Promise<{ tokens: Float32Array; pooled: Float32Array }> {
+  const { rows, cols } = embedder.manifest.patches;
+  const d = embedder.manifest.embeddingDim;
+  const tokens = new Float32Array(rgb.length * rows * cols * d);
+  const pooled = new Float32Array(rgb.length * d);
+  for (let s = 0; s < rgb.length; s += EMBED_BATCH) {
+    const e = await embedder.embed(rgb.slice(s, s + EMBED_BATCH));
+    tokens.set(e.tokens, s * rows * cols * d);
+    pooled.set(e.pooled, s * d);
+  }
+  return { tokens, pooled };
+}
+
+/** The run's target encoder as `ijepa export` would package it, for the embedder that eval uses. */
+function runManifest(run: string, cfg: TrainConfig, meta: Record<string, unknown>, encoder: Uint8Array): Manifest {
+  const m = cfg.model;
+  const grid = gridOf(m);
+  const state = meta.state as { step: number; imagesSeen: number; elapsedSec: number };
+  const files = { encoder: describeFile('encoder.onnx', encoder) };
+  return {
+    formatVersion: FORMAT_VERSION,
+    id: basename(resolve(run)),
+    contentHash: contentHash(files),
+    architecture: architectureOf(cfg.preset, m),
+    preprocess: preprocessOf(cfg),
+    patches: { size: m.patchSize, rows: grid.rows, cols: grid.cols },
+    embeddingDim: m.dim,
+    files,
+    training: {
+      data: String(meta.data ?? ''),
+      steps: state.step,
+      imagesSeen: state.imagesSeen,
+      seed: cfg.seed,
+      elapsedSec: Math.round(state.elapsedSec),
+      exportedAt: new Date().toISOString(),
+    },
+  };
 }
 
 /** An RGB image upscaled (nearest neighbour, so patches stay crisp) as a data URI. */
@@ -205,7 +248,7 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
 
   // Masks and reconstruction share images and masks.
   const count = o.count ?? 8;
-  const shown = await loadImages(sp.test, pick(sp.testItems, count, 'figures-shown'), pre);
+  const shown = await decoded(sp.test, pick(sp.testItems, count, 'figures-shown'), pre, log);
   const b = shown.rgb.length;
   const masks = sampleMasks(Rng.for(seed, 'figures-masks'), grid, b, cfg.masks);
   await masksFigure(shown.rgb, masks, m, join(out, 'masks.png'));
@@ -216,27 +259,15 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
     written.push(join(out, 'curves.png'));
   }
 
-  const encoder = await OnnxModel.load(encoderGraph(m, target), { device: o.device });
+  const encoder = encoderGraph(m, target);
+  const embedder = await Embedder.fromGraph(runManifest(o.run, cfg, ckpt.meta, encoder), encoder, {
+    device: o.device,
+  });
   try {
-    const encode = async (rgb: Uint8Array[]) => {
-      const per = 3 * m.imageSize * m.imageSize;
-      const tokens = new Float32Array(rgb.length * n * m.dim);
-      const pooled = new Float32Array(rgb.length * m.dim);
-      for (let s = 0; s < rgb.length; s += 64) {
-        const part = rgb.slice(s, s + 64);
-        const input = new Float32Array(part.length * per);
-        part.forEach((x, i) => normalizeChw(x, pre, input, i * per));
-        const r = await encoder.run({ images: { data: input, dims: [part.length, 3, m.imageSize, m.imageSize] } });
-        tokens.set(r.tokens.data, s * n * m.dim);
-        pooled.set(r.pooled.data, s * m.dim);
-      }
-      return { tokens, pooled };
-    };
-
     // Feature map.
     log('figures: feature map (UMAP)');
-    const mapped = await loadImages(sp.test, pick(sp.testItems, o.mapPoints ?? 2000, 'figures-map'), pre);
-    const { pooled } = await encode(mapped.rgb);
+    const mapped = await decoded(sp.test, pick(sp.testItems, o.mapPoints ?? 2000, 'figures-map'), pre, log);
+    const { pooled } = await embedAll(embedder, mapped.rgb);
     const rows = Array.from({ length: mapped.rgb.length }, (_, i) =>
       Array.from(pooled.subarray(i * m.dim, (i + 1) * m.dim)),
     );
@@ -261,8 +292,8 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
 
     // Nearest-patch reconstruction.
     log('figures: nearest-patch reconstruction');
-    const gallery = await loadImages(sp.train, pick(sp.trainItems, o.gallery ?? 1000, 'figures-gallery'), pre);
-    const gTokens = normalizeRows((await encode(gallery.rgb)).tokens, gallery.rgb.length * n, m.dim, m.eps);
+    const gallery = await decoded(sp.train, pick(sp.trainItems, o.gallery ?? 1000, 'figures-gallery'), pre, log);
+    const gTokens = normalizeRows((await embedAll(embedder, gallery.rgb)).tokens, gallery.rgb.length * n, m.dim, m.eps);
     const patches = new Float32Array(b * n * pd);
     shown.rgb.forEach((x, i) => normalizePatches(x, pre, m.patchSize, patches, i * n * pd));
     const ctxEncoder = await OnnxModel.load(contextEncoderGraph(m, online), { device: o.device });
@@ -296,7 +327,7 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
     await reconFigure(shown.rgb, masks, predUnit, gTokens, gallery.rgb, m, join(out, 'recon.png'));
     written.push(join(out, 'recon.png'));
   } finally {
-    await encoder.release();
+    await embedder.close();
   }
   return written;
 }
