@@ -81,6 +81,7 @@ export interface ProbeOptions extends SplitOptions {
   progress?: boolean;
 }
 
+/** A linear probe's fit and its scores on the test (or validation) images. */
 export interface ProbeResult {
   trainCount: number;
   testCount: number;

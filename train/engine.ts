@@ -28,7 +28,8 @@ export interface StepResult {
   sigreg: number;
 }
 
-export interface ProbeResult {
+/** What the diagnostics pass (`Engine.probe`) returns: the collapse diagnostics' inputs. */
+export interface DiagnosticsOutput {
   /** Target-encoder tokens [B·N, D] before the target layer norm. */
   tokens: Float32Array;
   /** Pooled target-encoder features [B, D]. */
@@ -42,7 +43,8 @@ export interface Engine {
   accumulate(mb: MicroBatch, gradScale: number, step: number): StepResult | Promise<StepResult>;
   /** AdamW on the step's gradients (counted in `adam.t`), then the EMA into the target; clears the gradients. */
   update(s: ScheduleValues, adam: AdamW): void | Promise<void>;
-  probe(mb: MicroBatch): ProbeResult | Promise<ProbeResult>;
+  /** The target encoder on `mb` and the zero-predictor loss, for the diagnostics (no gradients). */
+  probe(mb: MicroBatch): DiagnosticsOutput | Promise<DiagnosticsOutput>;
   /** ‖θ − θ̄‖ / ‖θ‖ over the encoder weights. */
   emaGap(): number | Promise<number>;
   /** Copies state the engine holds elsewhere (a device) into the ParamStores and `adam`'s moments. */
@@ -73,7 +75,7 @@ export abstract class HostEngine implements Engine {
     step: number,
   ): StepResult | Promise<StepResult>;
 
-  abstract probe(mb: MicroBatch): ProbeResult | Promise<ProbeResult>;
+  abstract probe(mb: MicroBatch): DiagnosticsOutput | Promise<DiagnosticsOutput>;
   abstract dispose(): void | Promise<void>;
 
   /** After the update changed the ParamStores (TF.js mirrors them into its variables). */

@@ -12,10 +12,10 @@ import { ParamStore } from '../../model/params.ts';
 import { ACC, GRAD, ONLINE, TARGET } from '../../onnx/training.ts';
 import { MOMENT1, MOMENT2, NEXT, gapGraph, updateGraph, type UpdateScalars } from '../../onnx/update.ts';
 import type { AdamW } from '../adamw.ts';
-import type { Engine, MicroBatch, ProbeResult, StepResult } from '../engine.ts';
+import type { Engine, MicroBatch, DiagnosticsOutput, StepResult } from '../engine.ts';
 import type { ScheduleValues } from '../schedule.ts';
 import { engineGraphs } from './engine.ts';
-import { BatchFeeds, probeResult, type Feeds, type OrtEngineOptions } from './feeds.ts';
+import { BatchFeeds, diagnosticsOutput, type Feeds, type OrtEngineOptions } from './feeds.ts';
 
 export interface DeviceEngineOptions extends OrtEngineOptions {
   device: Device;
@@ -133,8 +133,8 @@ export class DeviceEngine implements Engine {
     return Math.sqrt(diff) / Math.sqrt(norm || 1);
   }
 
-  async probe(mb: MicroBatch): Promise<ProbeResult> {
-    return probeResult(await this.sessions.probe.run({ ...this.batch.probe(mb), ...this.weights([TARGET]) }));
+  async probe(mb: MicroBatch): Promise<DiagnosticsOutput> {
+    return diagnosticsOutput(await this.sessions.probe.run({ ...this.batch.probe(mb), ...this.weights([TARGET]) }));
   }
 
   async pull(adam: AdamW): Promise<void> {

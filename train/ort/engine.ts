@@ -8,8 +8,8 @@ import { createSession, Tensor, type Session } from '../../runtime/session.ts';
 import type { ModelConfig } from '../../model/presets.ts';
 import { ParamStore } from '../../model/params.ts';
 import { GRAD, ONLINE, TARGET, probeGraph, stepGraph, viewsGraph } from '../../onnx/training.ts';
-import { HostEngine, type MicroBatch, type ProbeResult, type StepResult } from '../engine.ts';
-import { BatchFeeds, probeResult, type Feeds, type OrtEngineOptions } from './feeds.ts';
+import { HostEngine, type MicroBatch, type DiagnosticsOutput, type StepResult } from '../engine.ts';
+import { BatchFeeds, diagnosticsOutput, type Feeds, type OrtEngineOptions } from './feeds.ts';
 
 export type { OrtEngineOptions } from './feeds.ts';
 
@@ -83,8 +83,8 @@ export class OrtEngine extends HostEngine {
     });
   }
 
-  async probe(mb: MicroBatch): Promise<ProbeResult> {
-    return probeResult(await this.diag.run({ ...this.batch.probe(mb), ...this.targetWeights }));
+  async probe(mb: MicroBatch): Promise<DiagnosticsOutput> {
+    return diagnosticsOutput(await this.diag.run({ ...this.batch.probe(mb), ...this.targetWeights }));
   }
 
   async dispose(): Promise<void> {

@@ -14,7 +14,7 @@ import {
   targetSourceIdx,
   tokenRows,
   type MicroBatch,
-  type ProbeResult,
+  type DiagnosticsOutput,
   type StepResult,
 } from '../engine.ts';
 
@@ -39,8 +39,8 @@ export type Feeds = Record<string, Tensor>;
 
 const first = (t: Tensor) => (t.data as Float32Array)[0];
 
-/** The diagnostics graph's outputs as the engine contract's probe result. */
-export function probeResult(out: Feeds): ProbeResult {
+/** The diagnostics graph's outputs as the engine contract's DiagnosticsOutput. */
+export function diagnosticsOutput(out: Feeds): DiagnosticsOutput {
   return {
     tokens: out.tokens.data as Float32Array,
     pooled: out.pooled.data as Float32Array,

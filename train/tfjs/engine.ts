@@ -15,7 +15,7 @@ import {
   targetSourceIdx,
   HostEngine,
   type MicroBatch,
-  type ProbeResult,
+  type DiagnosticsOutput,
   type StepResult,
 } from '../engine.ts';
 import { predictionLoss, sigreg } from './loss.ts';
@@ -174,7 +174,7 @@ export class TfjsEngine extends HostEngine {
   }
 
   /** Target-encoder features for diagnostics, plus the zero-predictor loss on this batch's targets. */
-  probe(mb: MicroBatch): ProbeResult {
+  probe(mb: MicroBatch): DiagnosticsOutput {
     const m = mb.masks;
     const [tokens, pooled, zero] = tf.tidy(() => {
       const x = this.inputs(mb);
