@@ -1,5 +1,6 @@
 /**
- * Training configuration: preset + optional JSON file + CLI flags → one validated config.
+ * Training configuration: a preset's base config + recipe + optional JSON file + CLI flags → one
+ * validated config.
  * Parsed once at the boundary; the rest of the trainer gets typed slices of it.
  */
 import { readFileSync } from 'node:fs';
@@ -98,7 +99,14 @@ export const trainConfigSchema = z
 
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
 
-export function defaultConfig(preset: PresetName): TrainConfig {
+/**
+ * What every recipe overrides (train/recipes/*.json, study/variants/*.json): a preset's
+ * architecture with the published I-JEPA optimisation, masks and crops, an MSE loss and no
+ * SIGReg. No command trains this alone: `--recipe reference` is it with smooth-L1, and
+ * `--recipe default` (the CLI's default) is smooth-L1 with SIGReg, a lower learning rate and
+ * whole images.
+ */
+export function baseConfig(preset: PresetName): TrainConfig {
   return {
     preset,
     recipe: 'none',
@@ -169,9 +177,9 @@ export function readConfigFile(path: string): ConfigOverrides {
   return raw as ConfigOverrides;
 }
 
-/** preset defaults ← file ← flags, validated as a whole. */
+/** The preset's base config ← recipe ← file ← flags (each layer a ConfigOverrides), validated as a whole. */
 export function resolveConfig(preset: PresetName, ...layers: (ConfigOverrides | undefined)[]): TrainConfig {
-  let c: unknown = defaultConfig(preset);
+  let c: unknown = baseConfig(preset);
   for (const l of layers) c = merge(c, l);
   const parsed = trainConfigSchema.safeParse(c);
   if (!parsed.success) throw new Error(`invalid training config:\n${formatIssues(parsed.error)}`);
