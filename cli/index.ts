@@ -1,4 +1,5 @@
 /** `ijepa` command line. Each command imports its implementation lazily, so `--help` stays fast. */
+import { availableParallelism } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { presetNames, type PresetName } from '../model/presets.ts';
 import type { ConfigOverrides } from '../train/config.ts';
@@ -38,6 +39,16 @@ function l2Option(v: string): number | 'auto' {
   if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`--l2 must be a number ≥ 0 or 'auto', got '${v}'`);
   return n;
 }
+
+/**
+ * One rule for the onnxruntime threads of the commands that run graphs offline (train, probe,
+ * eval, figures, study): --threads, else all cores. `serve` keeps its own default (see there).
+ */
+const threadsOption = (what: string) =>
+  new Option('--threads <n>', `onnxruntime intra-op threads for ${what} (default: all cores)`).argParser(
+    int('--threads'),
+  );
+const threadsOf = (given: number | undefined): number => given ?? availableParallelism();
 
 const deviceOption = (what: string) =>
   new Option('--device <name>', `where ${what} runs (\`ijepa devices\` lists what this machine has)`)
@@ -79,7 +90,7 @@ export function buildCli(): Command {
         .choices(['ort', 'tfjs'])
         .default('ort'),
     )
-    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)', int('--threads'))
+    .addOption(threadsOption('the onnxruntime engine on the CPU'))
     .addOption(deviceOption('the onnxruntime engine (webgpu: weights, moments and EMA stay on the GPU)'))
     .addOption(
       new Option('--backend <name>', 'TF.js backend (--engine tfjs)')
@@ -116,7 +127,7 @@ export function buildCli(): Command {
         resume: opts.resume,
         backend: opts.backend,
         engine: opts.engine,
-        threads: opts.threads,
+        threads: threadsOf(opts.threads),
         device: opts.device,
         plain: opts.plain ?? !process.stderr.isTTY,
       });
@@ -172,6 +183,7 @@ export function buildCli(): Command {
         .default('mean'),
     )
     .option('--validation', 'score on the validation split of --data (for recipe decisions) instead of the test split')
+    .addOption(threadsOption('feature extraction'))
     .addOption(deviceOption('the encoder'))
     .action(async (opts) => {
       const { runProbe } = await import('../eval/probe.ts');
@@ -186,6 +198,7 @@ export function buildCli(): Command {
         progress: process.stderr.isTTY,
         readout: opts.readout,
         validation: opts.validation,
+        threads: threadsOf(opts.threads),
         device: opts.device,
       });
       console.log(
@@ -225,7 +238,12 @@ export function buildCli(): Command {
       maxRequestBytes,
       64 * 1024 * 1024,
     )
-    .option('--threads <n>', 'onnxruntime intra-op threads', int('--threads'), 1)
+    .option(
+      '--threads <n>',
+      "onnxruntime intra-op threads per model; not all cores, as the offline commands use: the server's cores also decode images and answer requests, and its throughput comes from batching across requests",
+      int('--threads'),
+      1,
+    )
     .addOption(deviceOption('the encoder'))
     .option(
       '--max-request-pixels <n>',
@@ -329,7 +347,7 @@ export function buildCli(): Command {
     .option('--validation', 'score on the validation split of --data (recipe decisions); the test split is not read')
     .option('--no-baselines', 'skip the random-init and raw-pixel rows')
     .option('--no-knn', 'skip the kNN row')
-    .option('--threads <n>', 'onnxruntime threads for feature extraction (default: all cores)', int('--threads'))
+    .addOption(threadsOption('feature extraction'))
     .addOption(deviceOption('feature extraction'))
     .action(async (opts) => {
       const { runEval } = await import('../eval/eval.ts');
@@ -349,7 +367,7 @@ export function buildCli(): Command {
         validation: opts.validation,
         noBaselines: !opts.baselines,
         noKnn: !opts.knn,
-        threads: opts.threads,
+        threads: threadsOf(opts.threads),
         device: opts.device,
       });
       console.log(r.markdown);
@@ -368,6 +386,7 @@ export function buildCli(): Command {
     .option('--map-points <n>', 'held-out images in the feature map', int('--map-points'), 2000)
     .option('--gallery <n>', 'gallery images for the nearest-patch reconstruction', int('--gallery'), 1000)
     .option('--seed <n>', 'seed for the picked images and masks', int('--seed', 0), 0)
+    .addOption(threadsOption('the encoder and predictor'))
     .addOption(deviceOption('the encoder and predictor'))
     .action(async (opts) => {
       const { makeFigures } = await import('../eval/figures.ts');
@@ -379,6 +398,7 @@ export function buildCli(): Command {
         mapPoints: opts.mapPoints,
         gallery: opts.gallery,
         seed: opts.seed,
+        threads: threadsOf(opts.threads),
         device: opts.device,
       });
       console.log(files.join('\n'));
@@ -395,7 +415,7 @@ export function buildCli(): Command {
     .option('--recipes <names>', 'comma-separated study variants (study/variants/)', 'reference')
     .option('--budgets <minutes>', 'comma-separated time budgets in minutes', '15')
     .option('--seeds <list>', 'comma-separated seeds', '0')
-    .option('--threads <n>', 'onnxruntime threads per run (default: all cores)', int('--threads'))
+    .addOption(threadsOption('each run (training and probes)'))
     .option('--limit <n>', 'labeled training images for the probes (seeded subsample)', int('--limit'))
     .option('--config <file>', 'JSON overrides applied after each recipe (e.g. model, batch)')
     .option('--readouts <names>', `comma-separated probe readouts (${READOUTS.join(', ')})`, 'mean,grid2')
@@ -435,7 +455,7 @@ export function buildCli(): Command {
           out: opts.out,
           preset: opts.preset,
           recipes,
-          threads: opts.threads,
+          threads: threadsOf(opts.threads),
           limit: opts.limit,
           readouts: readouts as never,
           layers: opts.layers ? list(opts.layers, '--layers', (x) => (/^\d+$/.test(x) ? Number(x) : NaN)) : undefined,

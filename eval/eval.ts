@@ -6,7 +6,6 @@
 import type { Device } from '../runtime/device.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { availableParallelism } from 'node:os';
 import { Embedder } from '../runtime/embedder.ts';
 import { normalizeChw } from '../format/preprocess.ts';
 import type { Manifest } from '../format/manifest.ts';
@@ -37,8 +36,8 @@ export interface EvalOptions extends SplitOptions {
   /** Skip the random-init and raw-pixel rows (a study computes them once per dataset). */
   noBaselines?: boolean;
   noKnn?: boolean;
-  /** onnxruntime threads for both encoders (default: all cores). */
-  threads?: number;
+  /** onnxruntime threads for both encoders (the CLI's default: all cores). */
+  threads: number;
   /** Progress bars (images/s, ETA) on stderr. */
   progress?: boolean;
   l2: L2;
@@ -138,8 +137,7 @@ export async function runEval(o: EvalOptions): Promise<{ rows: EvalRow[]; markdo
   mkdirSync(out, { recursive: true });
   const c = sp.classes.length;
   const readouts = o.readouts ?? ['mean'];
-  // Evaluation is offline batch work: all cores unless told otherwise.
-  const session = { threads: o.threads ?? availableParallelism(), device: o.device };
+  const session = { threads: o.threads, device: o.device };
   const embedder = await Embedder.open(o.model, session);
   const m = embedder.manifest;
   const d = m.embeddingDim;

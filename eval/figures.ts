@@ -36,6 +36,8 @@ import { LabeledImages, type ImageBatch } from './images.ts';
 export interface FigureOptions {
   /** Where the encoder and predictor run. */
   device?: Device;
+  /** onnxruntime threads of the encoder and predictor (the CLI's default: all cores). */
+  threads: number;
   run: string;
   /** Labeled data; held-out images come from its test split (or the validation split for --holdout runs). */
   data: string;
@@ -260,9 +262,8 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
   }
 
   const encoder = encoderGraph(m, target);
-  const embedder = await Embedder.fromGraph(runManifest(o.run, cfg, ckpt.meta, encoder), encoder, {
-    device: o.device,
-  });
+  const session = { device: o.device, threads: o.threads };
+  const embedder = await Embedder.fromGraph(runManifest(o.run, cfg, ckpt.meta, encoder), encoder, session);
   try {
     // Feature map.
     log('figures: feature map (UMAP)');
@@ -296,8 +297,8 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
     const gTokens = normalizeRows((await embedAll(embedder, gallery.rgb)).tokens, gallery.rgb.length * n, m.dim, m.eps);
     const patches = new Float32Array(b * n * pd);
     shown.rgb.forEach((x, i) => normalizePatches(x, pre, m.patchSize, patches, i * n * pd));
-    const ctxEncoder = await OnnxModel.load(contextEncoderGraph(m, online), { device: o.device });
-    const predictor = await OnnxModel.load(predictorGraph(m, online), { device: o.device });
+    const ctxEncoder = await OnnxModel.load(contextEncoderGraph(m, online), session);
+    const predictor = await OnnxModel.load(predictorGraph(m, online), session);
     const int64 = (a: Int32Array) => BigInt64Array.from(a, (v) => BigInt(v));
     const context = (
       await ctxEncoder.run({

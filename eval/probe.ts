@@ -74,6 +74,8 @@ export async function extractReadouts(
 export interface ProbeOptions extends SplitOptions {
   /** Where the encoder runs. */
   device?: Device;
+  /** onnxruntime threads of the encoder (the CLI's default: all cores). */
+  threads: number;
   model: string;
   readout?: Readout;
   l2: L2;
@@ -187,7 +189,7 @@ export function describeTest(sp: Splits): string {
 
 export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
   const log = o.log ?? ((s: string) => console.error(s));
-  const embedder = await Embedder.open(o.model, { device: o.device });
+  const embedder = await Embedder.open(o.model, { device: o.device, threads: o.threads });
   try {
     const sp = labeledSplits(o);
     const { classes, testSplit } = sp;

@@ -26,7 +26,8 @@ export interface StudyOptions {
   recipes: string[];
   budgets: number[];
   seeds: number[];
-  threads?: number;
+  /** onnxruntime threads of each run's training and probes (the CLI's default: all cores). */
+  threads: number;
   /** Overrides applied after each recipe (e.g. a smaller model or batch). */
   config?: ConfigOverrides;
   /** Labeled training images for the probes (validation split stays whole). */

@@ -6,7 +6,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { availableParallelism, cpus } from 'node:os';
+import { cpus } from 'node:os';
 import type { TrainConfig } from './config.ts';
 import type { BackendName } from './tfjs/backend.ts';
 import { openDataset } from './data/open.ts';
@@ -34,8 +34,8 @@ export interface RunOptions {
   resume: boolean;
   /** Which engine runs forward/backward; checkpoints are the same for both. */
   engine?: EngineName;
-  /** onnxruntime intra-op threads (default: all cores). */
-  threads?: number;
+  /** onnxruntime intra-op threads on the CPU (the CLI's default: all cores). */
+  threads: number;
   /** Where the onnxruntime engine runs; on a GPU its whole training state stays there. */
   device?: Device;
   backend: BackendName;
@@ -84,7 +84,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
     engine: o.engine ?? 'ort',
     device: o.device ?? 'cpu',
     backend: o.backend,
-    threads: o.threads ?? availableParallelism(),
+    threads: o.threads,
   };
   checkEngineChoice(choice, cfg.objective);
 
