@@ -4,8 +4,9 @@ The same work as the trainer's step on the same preset (model/presets.ts): the E
 on every patch (no gradient), the context encoder on `--ctx` patches per image, the predictor on
 the context repeated for `--targets` blocks of `--tgt` patches, smooth-L1 on the layer-normalised
 targets plus SIGReg (0.1) on the pooled context, backward, AdamW and the EMA update. The layers
-are those of the replica in bench/gpu-scaling/ijepa_torch.py (pre-norm blocks, fused qkv, exact
-GELU, eps 1e-6, sin-cos positions); only the lengths matter for the time, so indices are random.
+follow model/vit.ts (pre-norm blocks, fused qkv, exact GELU, eps 1e-6, sin-cos positions, residual
+projections initialised at 0.02 / sqrt(2 (layer + 1))) and SIGReg model/objective.ts; only the
+lengths matter for the time, so indices are random.
 
   python3 bench/gpu/torch_step.py --dim 768 --depth 12 --heads 12 --pred-dim 384 --pred-depth 6 \
       --pred-heads 12 --image 224 --patch 16 --batch 64 --ctx 150 --tgt 30 --targets 4 --precision fp32
@@ -14,16 +15,75 @@ Prints one JSON line: {"imgPerSec", "secPerStep", "device", "precision", ...}.
 """
 import argparse
 import json
-import os
-import sys
+import math
 import time
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'gpu-scaling'))
-from ijepa_torch import Block, key_bias, sigreg, sincos2d, trunc_  # noqa: E402
+# SIGReg's quadrature (model/objective.ts): knots on [0, T_MAX].
+KNOTS = 17
+T_MAX = 4.0
+
+
+def sincos2d(dim, rows, cols):
+    """2-D sin-cos positions: half the channels encode the row, half the column (model/posembed.ts)."""
+    def one(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2))
+        out = np.einsum('p,f->pf', pos, omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+    gy, gx = np.meshgrid(np.arange(rows, dtype=np.float64), np.arange(cols, dtype=np.float64), indexing='ij')
+    emb = np.concatenate([one(dim // 2, gy.reshape(-1)), one(dim // 2, gx.reshape(-1))], axis=1)
+    return torch.from_numpy(emb).float()
+
+
+def trunc_(t, std=0.02):
+    return nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads, layer, eps=1e-6):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.fc2 = nn.Linear(4 * dim, dim)
+        for lin in (self.qkv, self.fc1):
+            trunc_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        for lin in (self.proj, self.fc2):
+            trunc_(lin.weight, 0.02 / math.sqrt(2 * (layer + 1)))
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x, bias=None):
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        logits = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+        if bias is not None:
+            logits = logits + bias
+        x = x + self.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(b, n, d))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+def key_bias(mask):
+    """[B, L] 1 = real token -> additive [B, 1, 1, L]: padded keys get -1e9, real keys 0."""
+    return ((mask - 1) * 1e9)[:, None, None, :]
+
+
+def sigreg(x, directions):
+    """Epps-Pulley statistic of each 1-D projection against N(0, 1), mean over projections, times n (model/objective.ts)."""
+    t = torch.linspace(0, T_MAX, KNOTS, device=x.device)
+    dt = T_MAX / (KNOTS - 1)
+    gauss = torch.exp(-0.5 * t * t)
+    w = gauss * dt * torch.where((torch.arange(KNOTS, device=x.device) == 0) | (torch.arange(KNOTS, device=x.device) == KNOTS - 1), 1.0, 2.0)
+    tx = t[:, None, None] * (x @ directions)[None]  # [K, n, P]
+    err = (tx.cos().mean(1) - gauss[:, None]) ** 2 + tx.sin().mean(1) ** 2
+    return (err * w[:, None]).sum(0).mean() * x.shape[0]
 
 
 class Encoder(nn.Module):
