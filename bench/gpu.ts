@@ -27,7 +27,7 @@ import { probeDevices } from '../runtime/devices.ts';
 import { createSession, Tensor, type Device } from '../runtime/session.ts';
 import { AdamW } from '../train/adamw.ts';
 import type { Engine, MicroBatch } from '../train/engine.ts';
-import { stepFlops } from '../train/flops.ts';
+import { stepFlops } from './flops.ts';
 import { defaultMaskConfig, sampleMasks } from '../train/masks.ts';
 import { DeviceEngine } from '../train/ort/device.ts';
 import { OrtEngine } from '../train/ort/engine.ts';

@@ -27,7 +27,7 @@ import type { MicroBatch } from '../train/engine.ts';
 import { OrtEngine } from '../train/ort/engine.ts';
 import { sampleMasks, type MaskBatch } from '../train/masks.ts';
 import { Rng } from '../model/rng.ts';
-import { stepFlops } from '../train/flops.ts';
+import { stepFlops } from './flops.ts';
 import { GraphBuilder } from '../onnx/graph.ts';
 import { cfg, engineOptions, grad, grid, m, microBatch, online, target } from './step.ts';
 import { preprocessOf } from '../train/loop.ts';
