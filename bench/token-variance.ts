@@ -1,7 +1,7 @@
 /**
  * npm run bench:tokens -- <model dir>... [--data DIR] — where the variance of frozen patch tokens
- * lives: position, image or patch (train/diagnostics.ts tokenVarianceShares), on 512 images of
- * the seeded validation split, for each model package and a random-init encoder of the first
+ * lives: position, image or patch (bench/token-shares.ts), on 512 images of the seeded
+ * validation split, for each model package and a random-init encoder of the first
  * one's architecture. An analysis of the recipe study (docs/recipe-study.md), not a test.
  */
 import { parseArgs } from 'node:util';
@@ -12,7 +12,7 @@ import { modelConfig } from '../eval/eval.ts';
 import { encoderGraph } from '../onnx/inference.ts';
 import { encoderSpecs } from '../model/vit.ts';
 import { ParamStore } from '../model/params.ts';
-import { tokenVarianceShares } from '../train/diagnostics.ts';
+import { tokenVarianceShares } from './token-shares.ts';
 
 const { values, positionals } = parseArgs({
   options: {
