@@ -2,7 +2,7 @@
  * Matmul FLOPs of one I-JEPA step (2·m·n·k per product; elementwise work is not counted), for
  * reporting achieved GFLOP/s. Backward passes cost twice their forward.
  */
-import type { MaskBatch } from './masks.ts';
+import type { MaskBatch } from '../train/masks.ts';
 import type { ModelConfig } from '../model/presets.ts';
 
 function blockFlops(tokens: number, width: number, mlpRatio: number): number {
