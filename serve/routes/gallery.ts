@@ -7,11 +7,21 @@ import type { Change, Gallery } from '../gallery/gallery.ts';
 import type { Service } from '../service.ts';
 import { checkBox, fromBase64, parseImages, type ImageInput } from './inputs.ts';
 
-const ID = /^[\w.:@/-]{1,128}$/;
+/**
+ * Segments joined by '/', none empty, '.' or '..': URL parsers resolve dot segments (a browser
+ * sends `/v1/gallery/../gallery/a` as `/v1/gallery/a`) and some proxies merge '//', so such an id
+ * could not be named by its route.
+ */
+const SEGMENT = String.raw`(?!\.\.?(?:/|$))[\w.:@-]+`;
+const ID = new RegExp(`^${SEGMENT}(?:/${SEGMENT})*$`);
+const ID_RULE =
+  "ids are 1-128 characters of letters, digits and _ . : @ - in segments separated by '/', none of them empty, '.' or '..'";
 export const idSchema = z
   .string()
-  .regex(ID, 'ids are 1-128 characters of letters, digits and _ . : @ / -')
-  .describe("gallery id; may contain '/'");
+  .min(1, ID_RULE)
+  .max(128, ID_RULE)
+  .regex(ID, ID_RULE)
+  .describe("gallery id: segments separated by '/', none of them empty, '.' or '..'");
 /** Deeper metadata is refused: a journal record must serialise (5,000 levels overflowed the stack). */
 export const MAX_METADATA_DEPTH = 32;
 
@@ -44,18 +54,26 @@ export function galleryOf(svc: Service): Gallery {
   return svc.gallery;
 }
 
+/** A query parameter given at most once: a repeated one is refused rather than one of its values kept. */
+function queryOnce(req: Request, name: string): string | undefined {
+  const v = req.query[name];
+  if (v === undefined || typeof v === 'string') return v;
+  throw new ApiError('bad_request', `query parameter ${name} is given more than once`);
+}
+
 export async function addToGallery(svc: Service, req: Request, res: Response, signal?: AbortSignal): Promise<void> {
   const gallery = galleryOf(svc);
   let items: { id: string; metadata?: Record<string, unknown>; input: ImageInput }[];
   let single = false;
   if ((req.headers['content-type'] ?? '').toLowerCase().startsWith('image/')) {
-    const id = idSchema.safeParse(req.query.id);
+    const id = idSchema.safeParse(queryOnce(req, 'id'));
     if (!id.success) throw new ApiError('bad_request', `query parameter id: ${id.error.issues[0].message}`);
     let metadata: Record<string, unknown> | undefined;
-    if (typeof req.query.metadata === 'string') {
+    const given = queryOnce(req, 'metadata');
+    if (given !== undefined) {
       let raw: unknown;
       try {
-        raw = JSON.parse(req.query.metadata);
+        raw = JSON.parse(given);
       } catch {
         throw new ApiError('bad_request', 'query parameter metadata must be a JSON object');
       }
@@ -175,7 +193,13 @@ export async function search(svc: Service, req: Request, res: Response, signal?:
 }
 
 const pageSchema = z.object({
-  offset: z.string().regex(/^\d+$/, 'must be a decimal integer').transform(Number).optional(),
+  // Bounded so that every offset is an exact integer and echoes as itself.
+  offset: z
+    .string()
+    .regex(/^\d+$/, 'must be a decimal integer')
+    .refine((s) => Number(s) <= Number.MAX_SAFE_INTEGER, `must be at most ${Number.MAX_SAFE_INTEGER}`)
+    .transform(Number)
+    .optional(),
   limit: z
     .string()
     .regex(/^\d+$/, 'must be a decimal integer')

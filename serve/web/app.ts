@@ -4,6 +4,7 @@
  * server's own routes; built by esbuild when the server starts (serve/routes/web.ts).
  */
 import { CLASS_COLORS } from '../../format/palette.ts';
+import { imageUrl, itemUrl } from './paths.ts';
 
 type Box = [number, number, number, number];
 
@@ -58,8 +59,6 @@ async function api(path: string, init: RequestInit = {}): Promise<Response> {
   return r;
 }
 
-const imageUrl = (id: string) => `/v1/images/${id.split('/').map(encodeURIComponent).join('/')}`;
-const itemUrl = (id: string) => `/v1/gallery/${id.split('/').map(encodeURIComponent).join('/')}`;
 const bitmaps = new Map<string, Promise<ImageBitmap>>();
 function galleryBitmap(id: string): Promise<ImageBitmap> {
   let b = bitmaps.get(id);

@@ -5,17 +5,20 @@
  * (test/requires.ts), or fail where IJEPA_REQUIRE names browser.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { Gallery } from '../../serve/gallery/gallery.ts';
+import { startServer } from '../http/processes.ts';
 import { tempDir } from '../tmp.ts';
 import { chromiumPath, skipUnless } from '../requires.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 const BIN = join(ROOT, 'bin/ijepa.js');
 const FIXTURES = join(ROOT, 'test/fixtures/fmnist');
+const MODEL = join(ROOT, 'models/fmnist-vit-tiny');
 const SHOTS = join(ROOT, 'test-artifacts/explorer');
 const CHROMIUM = chromiumPath();
 const KEY = 'explorer-key';
@@ -213,6 +216,61 @@ test('adding and deleting a gallery image changes the list', { skip }, async () 
   await page.click('#gallery li[data-id="added-by-page"] button[aria-label="delete added-by-page"]');
   await page.waitForFunction((n) => document.querySelector('#page')!.textContent!.endsWith(`of ${n}`), before);
   assert.equal((await fetch(`${base}/v1/gallery/added-by-page`)).status, 404);
+});
+
+test("an id with a dot segment is refused with the server's reason, and nothing is added", { skip }, async () => {
+  const total = async () => (await (await fetch(`${base}/v1/gallery?limit=1`)).json()).total as number;
+  const before = await total();
+  await page.fill('#add-id', 'a/../b');
+  await page.setInputFiles('#add-file', join(FIXTURES, '9-Ankle_boot-23.png'));
+  await page.click('#add-form button');
+  await page.waitForFunction(() => /empty, '\.' or '\.\.'/.test(document.querySelector('#status')!.textContent!));
+  assert.equal(await page.getAttribute('#status', 'class'), 'error');
+  assert.equal(await total(), before);
+});
+
+test('Delete removes exactly the item shown: an id with an encoded-looking segment, and one with a dot segment', {
+  skip,
+}, async () => {
+  // `ijepa index` names images by their path, which may hold a folder named %2e%2e (a browser
+  // reads that unescaped as '..'); a gallery written before dot segments were refused may hold one.
+  const images = tempDir('ijepa-explorer-ids-');
+  mkdirSync(join(images, 'enc', '%2e%2e'), { recursive: true });
+  copyFileSync(join(FIXTURES, '9-Ankle_boot-23.png'), join(images, 'fm3.png'));
+  copyFileSync(join(FIXTURES, '9-Ankle_boot-23.png'), join(images, 'enc', '%2e%2e', 'fm3.png'));
+  const gallery = tempDir('ijepa-explorer-ids-gallery-');
+  const indexed = spawnSync(
+    process.execPath,
+    [BIN, 'index', '--model', MODEL, '--images', images, '--gallery', gallery],
+    {
+      encoding: 'utf8',
+    },
+  );
+  assert.equal(indexed.status, 0, indexed.stderr);
+  const m = JSON.parse(readFileSync(join(MODEL, 'manifest.json'), 'utf8'));
+  const { rows, cols } = m.patches;
+  const v = Float32Array.from({ length: rows * cols * m.embeddingDim }, (_, i) => Math.sin(i));
+  const g = Gallery.open(gallery, m.id, m.embeddingDim);
+  g.add('../gallery/fm3.png', v, v.subarray(0, m.embeddingDim), rows, cols);
+  g.close();
+  const other = await startServer(MODEL, ['--gallery', gallery, '--api-key', KEY]);
+  const p = await browser.newPage();
+  try {
+    await p.goto(`${other.base}/`);
+    await p.waitForSelector('body[data-ready="true"]');
+    await p.fill('#key', KEY);
+    for (const id of ['enc/%2e%2e/fm3.png', '../gallery/fm3.png']) {
+      await p.click(`#gallery li[data-id="${id}"] button[aria-label="delete ${id}"]`);
+      await p.waitForSelector(`#gallery li[data-id="${id}"]`, { state: 'detached', timeout: 10_000 });
+      assert.equal(await p.locator('#status').textContent(), `Deleted ${id}.`);
+    }
+    const left = (await (await fetch(`${other.base}/v1/gallery`)).json()).items.map((it: { id: string }) => it.id);
+    assert.deepEqual(left, ['fm3.png']);
+  } finally {
+    await p.close();
+    other.child.kill('SIGTERM');
+    await other.exited;
+  }
 });
 
 test("a file that is not an image shows the server's error", { skip }, async () => {
