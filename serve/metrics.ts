@@ -6,8 +6,8 @@ export function createMetrics() {
   client.collectDefaultMetrics({ register: registry });
   const requests = new client.Counter({
     name: 'ijepa_http_requests_total',
-    help: 'HTTP requests by route and status',
-    labelNames: ['route', 'status'] as const,
+    help: 'HTTP requests by method, route and status (no method for unmatched requests)',
+    labelNames: ['method', 'route', 'status'] as const,
     registers: [registry],
   });
   const stage = new client.Histogram({

@@ -109,7 +109,7 @@ test('health, readiness, models, OpenAPI, metrics', async () => {
   assert.equal(searchBody.additionalProperties, false);
   await post('/v1/embeddings', img.png, { 'content-type': 'image/png' });
   const metrics = await (await fetch(`${base}/metrics`)).text();
-  assert.match(metrics, /ijepa_http_requests_total\{route="\/v1\/embeddings",status="200"\} \d+/);
+  assert.match(metrics, /ijepa_http_requests_total\{method="POST",route="\/v1\/embeddings",status="200"\} \d+/);
   assert.match(metrics, /ijepa_stage_seconds_bucket\{le="[\d.]+",stage="decode"\}/);
   assert.match(metrics, /ijepa_stage_seconds_bucket\{le="[\d.]+",stage="inference"\}/);
   assert.match(metrics, /ijepa_batch_size_count \d+/);
@@ -380,7 +380,7 @@ test('bad inputs: each gets the right 4xx and a JSON {error, code}, never a cras
   // Still healthy after all that, and body-parser refusals are counted under their route.
   assert.equal((await post('/v1/embeddings', img.png, ct('image/png'))).status, 200);
   const metrics = await (await fetch(`${base}/metrics`)).text();
-  assert.match(metrics, /ijepa_http_requests_total\{route="\/v1\/embeddings",status="413"\} \d+/);
+  assert.match(metrics, /ijepa_http_requests_total\{method="POST",route="\/v1\/embeddings",status="413"\} \d+/);
   assert.doesNotMatch(metrics, /ijepa_http_requests_total\{route="unmatched",status="4(00|13|15)"\}/);
 });
 
