@@ -18,6 +18,8 @@ export const STATUS = {
   unsupported_format: 415,
   image_too_large: 422,
   animated_image: 422,
+  /** The answer asked for would be too large in that form; a compact one is offered. */
+  response_too_large: 422,
   overloaded: 429,
   /** The client went away before its answer (nginx's 499); nobody reads it. */
   client_closed: 499,

@@ -65,9 +65,9 @@ export function openapi(svc: Service) {
       '/v1/embeddings': {
         post: {
           summary:
-            'pooled embedding per image, optionally the patch grid; Accept: application/octet-stream for float32/float16 bytes (X-Shape, X-Dtype headers)',
-          parameters: query(['patches', 'dtype']),
-          requestBody: imagesBody(['patches', 'dtype']),
+            'pooled embedding per image, optionally the patch grid; encoding=base64 for base64 float32/float16 values per image, Accept: application/octet-stream for float32/float16 bytes (X-Shape, X-Dtype headers)',
+          parameters: query(['patches', 'dtype', 'encoding']),
+          requestBody: imagesBody(['patches', 'dtype', 'encoding']),
           responses: { ...ok('embeddings, per-image errors inline'), ...errors(...images) },
         },
       },
@@ -83,7 +83,12 @@ export function openapi(svc: Service) {
         get: {
           summary: 'the gallery images in the order they were added, a page at a time',
           parameters: [
-            { name: 'offset', in: 'query', required: false, schema: { type: 'integer', minimum: 0 } },
+            {
+              name: 'offset',
+              in: 'query',
+              required: false,
+              schema: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+            },
             { name: 'limit', in: 'query', required: false, schema: { type: 'integer', minimum: 1, maximum: 200 } },
           ],
           responses: {

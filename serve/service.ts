@@ -2,7 +2,7 @@
 import type { Device } from '../runtime/device.ts';
 import { Embedder } from '../runtime/embedder.ts';
 import { Predictor } from '../runtime/predictor.ts';
-import { Gallery } from './gallery/gallery.ts';
+import { GARBAGE_BYTES, Gallery } from './gallery/gallery.ts';
 import { Batcher, type Embedded } from './batcher.ts';
 import { decodeInspected, inspectImage, type DecodeLimits, type Inspected } from '../runtime/decode.ts';
 import { Gate } from '../runtime/gate.ts';
@@ -11,6 +11,7 @@ import { createMetrics, type Metrics } from './metrics.ts';
 import { probeSchema, type ProbeHead } from '../format/probe.ts';
 import { checkReadout, readoutDim } from '../format/readout.ts';
 import type { Manifest } from '../format/manifest.ts';
+import { toRgb } from '../format/preprocess.ts';
 import type { ImageInput } from './routes/inputs.ts';
 
 export interface ServiceOptions {
@@ -26,11 +27,17 @@ export interface ServiceOptions {
   maxRequestPixels: number;
   /** Bytes of request bodies being received at once, all requests together. */
   maxInflightBytes: number;
+  /** Embedding values one JSON answer may hold as numbers; more must be asked for as base64 or binary. */
+  maxJsonNumbers: number;
   threads: number;
   /** Where the encoder runs. */
   device: Device;
   /** Directory of a persistent patch gallery (optional). */
   gallery?: string;
+  /** A gallery built with another encoder re-embeds its stored pictures at start, instead of being refused. */
+  reembed?: boolean;
+  /** Journal bytes of replaced and deleted gallery images kept (or the live bytes, if more) before it compacts online. */
+  galleryGarbageBytes: number;
   /** Required on mutating gallery routes when set. */
   apiKey?: string;
 }
@@ -50,8 +57,11 @@ export const defaultServiceOptions: ServiceOptions = {
   maxQueue: 512,
   maxRequestPixels: 256_000_000,
   maxInflightBytes: 128 * 1024 * 1024,
+  // One image's patch grid of a ViT-L/16 at 224 px (196 × 1024) fits; a batch of them does not.
+  maxJsonNumbers: 262_144,
   threads: 1,
   device: 'cpu',
+  galleryGarbageBytes: GARBAGE_BYTES,
 };
 
 /** One input's result, or its own error. */
@@ -122,7 +132,7 @@ export class Service {
     const s = new Service(await Embedder.open(modelDir, { threads: o.threads, device: o.device }), o);
     if (s.embedder.files)
       s.predictor = await Predictor.open(s.embedder.files, { threads: o.threads, device: o.device });
-    if (o.gallery) s.gallery = Gallery.open(o.gallery, s.manifest.id, s.manifest.embeddingDim, (m) => console.error(m));
+    if (o.gallery) await s.openGallery(o.gallery, o);
     // Ready means a real forward pass worked, not only that the files loaded.
     const size = s.manifest.preprocess.size;
     const probe = await s.batcher.submit(new Uint8Array(size * size * 3).fill(128));
@@ -130,6 +140,23 @@ export class Service {
       throw new Error('the encoder produced non-finite embeddings on a gray image');
     s.ready = true;
     return s;
+  }
+
+  /** Opens the gallery, checked against (or, with `reembed`, re-embedded by) this package's encoder. */
+  private async openGallery(dir: string, o: ServiceOptions): Promise<void> {
+    const m = this.manifest;
+    const log = (line: string) => console.error(line);
+    const encoder = m.files.encoder.sha256;
+    if (o.reembed) {
+      // The pictures are this package's input pixels when its input size is theirs: decoded, not resized.
+      const embed = async (pictures: Buffer[]) => {
+        const rgb = await Promise.all(pictures.map((data) => toRgb({ kind: 'encoded', data }, m.preprocess)));
+        const e = await this.embedder.embed(rgb);
+        return { tokens: e.tokens, pooled: e.pooled, rows: m.patches.rows, cols: m.patches.cols };
+      };
+      await Gallery.reembed(dir, { modelId: m.id, dim: m.embeddingDim, encoder }, embed, log, o.maxBatch);
+    }
+    this.gallery = Gallery.open(dir, m.id, m.embeddingDim, log, { encoder, garbageBytes: o.galleryGarbageBytes });
   }
 
   /**

@@ -4,7 +4,7 @@ import { ApiError } from '../errors.ts';
 import { probeProbabilities } from '../../format/probe.ts';
 import { readFeatures } from '../../format/readout.ts';
 import type { Outcome, Service } from '../service.ts';
-import { parseImages } from './inputs.ts';
+import { parseImages, type RequestOptions } from './inputs.ts';
 
 /** IEEE half-precision bits of a float32 value (round to nearest even). */
 export function toHalf(v: number): number {
@@ -48,14 +48,31 @@ function failIfSingle(single: boolean, outcomes: Outcome[]): void {
   if (single && 'error' in first) throw first.error;
 }
 
+/** Values as little-endian bytes of `dtype` (this host's order: onnxruntime-node runs only on little-endian CPUs). */
+function bytesOf(values: Float32Array, dtype: RequestOptions['dtype']): Buffer {
+  if (dtype === 'float32') return Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+  const half = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) half[i] = toHalf(values[i]);
+  return Buffer.from(half.buffer);
+}
+
 export async function embeddings(svc: Service, req: Request, res: Response, signal?: AbortSignal): Promise<void> {
   const { items, single, options } = parseImages(req, svc.options.maxImages);
-  const outcomes = await svc.embedAll(items, signal);
-  failIfSingle(single, outcomes);
   const m = svc.manifest;
   const [rows, cols] = [m.patches.rows, m.patches.cols];
   const d = m.embeddingDim;
-  if ((req.headers.accept ?? '').includes('application/octet-stream')) {
+  const binary = (req.headers.accept ?? '').includes('application/octet-stream');
+  // Refused before any decoding or inference.
+  const numbers = items.length * (options.patches ? (rows * cols + 1) * d : d);
+  if (!binary && options.encoding === 'json' && numbers > svc.options.maxJsonNumbers) {
+    throw new ApiError(
+      'response_too_large',
+      `the JSON answer for ${items.length} images${options.patches ? ' with patches' : ''} would hold ${numbers} numbers; the limit is ${svc.options.maxJsonNumbers}: ask for encoding=base64 (each image's values as base64 of float32 or float16 bytes) or accept: application/octet-stream`,
+    );
+  }
+  const outcomes = await svc.embedAll(items, signal);
+  failIfSingle(single, outcomes);
+  if (binary) {
     const failed = outcomes.filter((o): o is Extract<Outcome, { error: ApiError }> => 'error' in o);
     if (failed.length) {
       const e = failed[0].error;
@@ -72,12 +89,7 @@ export async function embeddings(svc: Service, req: Request, res: Response, sign
       values.set('result' in o ? (options.patches ? o.result.tokens : o.result.pooled) : [], i * per),
     );
     const shape = options.patches ? [outcomes.length, rows, cols, d] : [outcomes.length, d];
-    let body: Buffer;
-    if (options.dtype === 'float16') {
-      const half = new Uint16Array(values.length);
-      for (let i = 0; i < values.length; i++) half[i] = toHalf(values[i]);
-      body = Buffer.from(half.buffer);
-    } else body = Buffer.from(values.buffer);
+    const body = bytesOf(values, options.dtype);
     res.set({
       'content-type': 'application/octet-stream',
       'x-shape': shape.join(','),
@@ -85,6 +97,22 @@ export async function embeddings(svc: Service, req: Request, res: Response, sign
       'x-model': m.id,
     });
     res.send(body);
+    return;
+  }
+  if (options.encoding === 'base64') {
+    const b64 = (v: Float32Array) => bytesOf(v, options.dtype).toString('base64');
+    res.json({
+      model: m.id,
+      geometry: geometry(svc),
+      encoding: 'base64',
+      dtype: options.dtype,
+      data: outcomes.map((o) => {
+        if ('error' in o) return { index: o.index, ...o.error.toJSON() };
+        const out: Record<string, unknown> = { index: o.index, embedding: b64(o.result.pooled) };
+        if (options.patches) out.patches = b64(o.result.tokens);
+        return out;
+      }),
+    });
     return;
   }
   res.json({

@@ -17,6 +17,8 @@ export interface ImageInput {
 export interface RequestOptions {
   patches: boolean;
   dtype: 'float32' | 'float16';
+  /** Embedding values in a JSON answer: numbers, or base64 of their little-endian `dtype` bytes. */
+  encoding: 'json' | 'base64';
   topK: number;
   /** Search: hits to return, an optional patch box [row0, col0, row1, col1) and pooled scores. */
   k: number;
@@ -64,7 +66,16 @@ const count = (max: number) => {
 /** Request options, from the query string, the JSON body or form fields; /openapi.json is generated from these. */
 export const optionsSchema = z.object({
   patches: bool.optional().describe('also return the patch grid [rows, cols, D]'),
-  dtype: z.enum(['float32', 'float16']).optional().describe('element type of an application/octet-stream answer'),
+  dtype: z
+    .enum(['float32', 'float16'])
+    .optional()
+    .describe('element type of an application/octet-stream answer, or of encoding=base64'),
+  encoding: z
+    .enum(['json', 'base64'])
+    .optional()
+    .describe(
+      'embeddings in a JSON answer as arrays of numbers (json, the default) or, per image, base64 of their little-endian dtype bytes (base64)',
+    ),
   top_k: count(1000).optional().describe('classes to return (default 5)'),
   k: count(100).optional().describe('gallery images to return (default 10)'),
   neighbours: count(16).optional().describe('gallery patches per hidden patch (default 1)'),
@@ -99,11 +110,13 @@ export function fromBase64(s: string, index: number): ImageInput {
 }
 
 function options(...sources: unknown[]): RequestOptions {
-  const merged: Record<string, unknown> = {};
+  // No prototype: a source's own `__proto__` key (a form field `__proto__[patches]`) stays a plain key.
+  const merged: Record<string, unknown> = Object.create(null);
   for (const s of sources) if (s && typeof s === 'object') Object.assign(merged, s);
   const parsed = optionsSchema.safeParse({
     patches: merged.patches,
     dtype: merged.dtype,
+    encoding: merged.encoding,
     top_k: merged.top_k,
     k: merged.k,
     box: merged.box,
@@ -119,6 +132,7 @@ function options(...sources: unknown[]): RequestOptions {
   return {
     patches: d.patches ?? false,
     dtype: d.dtype ?? 'float32',
+    encoding: d.encoding ?? 'json',
     topK: d.top_k ?? 5,
     k: d.k ?? 10,
     box: d.box,
