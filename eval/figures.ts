@@ -13,7 +13,7 @@ import { basename, join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { UMAP } from 'umap-js';
 import { readCheckpoint } from '../train/checkpoint.ts';
-import { parseConfig, type TrainConfig } from '../train/config.ts';
+import { parseConfig } from '../train/config.ts';
 import { CHECKPOINT_FILE, METRICS_FILE, preprocessOf } from '../train/loop.ts';
 import { sampleMasks, type MaskBatch } from '../train/masks.ts';
 import { gridOf, type ModelConfig } from '../model/presets.ts';
@@ -28,8 +28,8 @@ import { linePanelsSvg, scatterSvg, writePng, type LinePanel } from './plot.ts';
 import { OnnxModel } from '../runtime/model.ts';
 import { Embedder } from '../runtime/embedder.ts';
 import { normalizePatches, type Preprocess } from '../format/preprocess.ts';
-import { FORMAT_VERSION, architectureOf, type Manifest } from '../format/manifest.ts';
-import { contentHash, describeFile } from '../format/package.ts';
+import { describeFile } from '../format/package.ts';
+import { runManifest } from '../train/export.ts';
 import type { Dataset } from '../train/data/dataset.ts';
 import { LabeledImages, type ImageBatch } from './images.ts';
 
@@ -84,32 +84,6 @@ async function embedAll(
     pooled.set(e.pooled, s * d);
   }
   return { tokens, pooled };
-}
-
-/** The run's target encoder as `ijepa export` would package it, for the embedder that eval uses. */
-function runManifest(run: string, cfg: TrainConfig, meta: Record<string, unknown>, encoder: Uint8Array): Manifest {
-  const m = cfg.model;
-  const grid = gridOf(m);
-  const state = meta.state as { step: number; imagesSeen: number; elapsedSec: number };
-  const files = { encoder: describeFile('encoder.onnx', encoder) };
-  return {
-    formatVersion: FORMAT_VERSION,
-    id: basename(resolve(run)),
-    contentHash: contentHash(files),
-    architecture: architectureOf(cfg.preset, m),
-    preprocess: preprocessOf(cfg),
-    patches: { size: m.patchSize, rows: grid.rows, cols: grid.cols },
-    embeddingDim: m.dim,
-    files,
-    training: {
-      data: String(meta.data ?? ''),
-      steps: state.step,
-      imagesSeen: state.imagesSeen,
-      seed: cfg.seed,
-      elapsedSec: Math.round(state.elapsedSec),
-      exportedAt: new Date().toISOString(),
-    },
-  };
 }
 
 /** An RGB image upscaled (nearest neighbour, so patches stay crisp) as a data URI. */
@@ -263,7 +237,17 @@ export async function makeFigures(o: FigureOptions): Promise<string[]> {
 
   const encoder = encoderGraph(m, target);
   const session = { device: o.device, threads: o.threads };
-  const embedder = await Embedder.fromGraph(runManifest(o.run, cfg, ckpt.meta, encoder), encoder, session);
+  const embedder = await Embedder.fromGraph(
+    runManifest(
+      ckpt.meta,
+      cfg,
+      m,
+      { encoder: describeFile('encoder.onnx', encoder) },
+      { id: basename(resolve(o.run)) },
+    ),
+    encoder,
+    session,
+  );
   try {
     // Feature map.
     log('figures: feature map (UMAP)');

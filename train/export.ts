@@ -1,9 +1,9 @@
 /** `ijepa export`: run directory → model package (ONNX encoder + predictor, manifest). */
 import { join, basename, resolve } from 'node:path';
 import { readCheckpoint } from './checkpoint.ts';
-import { parseConfig } from './config.ts';
+import { parseConfig, type TrainConfig } from './config.ts';
 import { CHECKPOINT_FILE, preprocessOf } from './loop.ts';
-import { gridOf } from '../model/presets.ts';
+import { gridOf, type ModelConfig } from '../model/presets.ts';
 import { encoderSpecs, predictorSpecs } from '../model/vit.ts';
 import { ParamStore } from '../model/params.ts';
 import { contextEncoderGraph, encoderGraph, predictorGraph, weightsIn } from '../onnx/inference.ts';
@@ -30,7 +30,7 @@ export function checkLayers(layers: number, depth: number): void {
 export function exportRun(o: ExportOptions): Manifest {
   const ckpt = readCheckpoint(join(o.run, CHECKPOINT_FILE));
   const cfg = parseConfig(ckpt.meta.config, o.run);
-  const state = ckpt.meta.state as { step: number; imagesSeen: number; elapsedSec: number };
+  const _state = ckpt.meta.state as { step: number; imagesSeen: number; elapsedSec: number };
   const full = cfg.model;
   const layers = o.layers ?? full.depth;
   checkLayers(layers, full.depth);
@@ -46,19 +46,39 @@ export function exportRun(o: ExportOptions): Manifest {
     files['context_encoder.onnx'] = contextEncoderGraph(full, weightsIn(files['encoder.onnx'], 'encoder.onnx', full));
     described.context = describeFile('context_encoder.onnx', files['context_encoder.onnx']);
   }
-  const grid = gridOf(m);
-  const manifest: Manifest = {
-    formatVersion: FORMAT_VERSION,
+  const manifest = runManifest(ckpt.meta, cfg, m, described, {
     id: o.id ?? basename(resolve(o.out)),
-    contentHash: contentHash(described),
+    classes: o.classes,
+  });
+  writePackage(o.out, manifest, files);
+  return manifest;
+}
+
+/**
+ * The manifest of a package of a run's encoder `m` (the run's model, or its first blocks) whose
+ * files are `files`: for `ijepa export`, and for tools that run a run's encoder as a package would.
+ */
+export function runManifest(
+  meta: Record<string, unknown>,
+  cfg: TrainConfig,
+  m: ModelConfig,
+  files: Manifest['files'],
+  o: { id: string; classes?: string[] },
+): Manifest {
+  const state = meta.state as { step: number; imagesSeen: number; elapsedSec: number };
+  const grid = gridOf(m);
+  return {
+    formatVersion: FORMAT_VERSION,
+    id: o.id,
+    contentHash: contentHash(files),
     architecture: architectureOf(cfg.preset, m),
     preprocess: preprocessOf(cfg),
     patches: { size: m.patchSize, rows: grid.rows, cols: grid.cols },
     embeddingDim: m.dim,
-    files: described,
+    files,
     ...(o.classes ? { classes: o.classes } : {}),
     training: {
-      data: String(ckpt.meta.data ?? ''),
+      data: String(meta.data ?? ''),
       steps: state.step,
       imagesSeen: state.imagesSeen,
       seed: cfg.seed,
@@ -66,9 +86,7 @@ export function exportRun(o: ExportOptions): Manifest {
       exportedAt: new Date().toISOString(),
       recipe: cfg.recipe,
       objective: cfg.objective,
-      ...(typeof ckpt.meta.hardware === 'string' ? { hardware: ckpt.meta.hardware } : {}),
+      ...(typeof meta.hardware === 'string' ? { hardware: meta.hardware } : {}),
     },
   };
-  writePackage(o.out, manifest, files);
-  return manifest;
 }
