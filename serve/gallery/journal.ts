@@ -9,15 +9,18 @@ import { createHash } from 'node:crypto';
 import {
   closeSync,
   existsSync,
+  fsync,
   fsyncSync,
   ftruncateSync,
   openSync,
   readFileSync,
+  renameSync,
   rmSync,
   truncateSync,
   writeSync,
 } from 'node:fs';
-import { moveInto, writeSynced } from '../../format/atomic.ts';
+import { dirname } from 'node:path';
+import { syncDir } from '../../format/atomic.ts';
 import { GalleryError } from './errors.ts';
 
 export type Op =
@@ -47,9 +50,54 @@ function line(ops: Op[]): Buffer {
   return Buffer.from(`${lineHash(payload)} ${payload}\n`);
 }
 
-/** The lines of `records`, one at a time (a compaction need not hold them all). */
-function* lines(records: Op[][]): Generator<Buffer> {
-  for (const ops of records) yield line(ops);
+/** Writes all of `buf` at the end of `fd` (writeSync may write less than asked: a disk filling up). */
+function writeAll(fd: number, buf: Uint8Array): void {
+  for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off, buf.length - off);
+}
+
+/**
+ * A whole journal being written beside the live one (a compaction, a re-embedding): nothing reads
+ * it until it is synced and renamed over the journal, so a crash before that leaves the old one.
+ */
+export class JournalFile {
+  bytes = 0;
+  records = 0;
+  private fd: number | null;
+
+  constructor(readonly path: string) {
+    this.fd = openSync(path, 'w');
+  }
+
+  /** Appends one record: its operations, or a line as `Journal.append` returned it. */
+  write(record: Op[] | Buffer): void {
+    if (this.fd === null) throw new Error(`${this.path} is closed`);
+    const buf = Buffer.isBuffer(record) ? record : line(record);
+    writeAll(this.fd, buf);
+    this.bytes += buf.length;
+    this.records++;
+  }
+
+  /** Syncs what is written so far in the thread pool: the event loop goes on meanwhile. */
+  sync(): Promise<void> {
+    const fd = this.fd;
+    if (fd === null) return Promise.reject(new Error(`${this.path} is closed`));
+    return new Promise((resolve, reject) => fsync(fd, (e) => (e ? reject(e) : resolve())));
+  }
+
+  /** Syncs and closes it: ready to be renamed into place. */
+  finish(): void {
+    if (this.fd === null) throw new Error(`${this.path} is closed`);
+    fsyncSync(this.fd);
+    closeSync(this.fd);
+    this.fd = null;
+  }
+
+  /** Closes and removes it (a compaction given up); a no-op once done. */
+  discard(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+    rmSync(this.path, { force: true });
+  }
 }
 
 export class Journal {
@@ -75,9 +123,9 @@ export class Journal {
    * Writes `ops` as one line and syncs it. A record that cannot be serialised is a
    * GalleryError('invalid') before anything is written; on a failed write (disk full, a file-size
    * limit, I/O) the line is cut off again and the error is a GalleryError('storage'): the journal is
-   * as before.
+   * as before. Returns the line written.
    */
-  append(ops: Op[]): void {
+  append(ops: Op[]): Buffer {
     if (this.broken)
       throw new GalleryError(
         'storage',
@@ -91,8 +139,7 @@ export class Journal {
       throw new GalleryError('invalid', `gallery: cannot store this request (${(e as Error).message})`);
     }
     try {
-      // writeSync may write less than asked (a disk filling up): loop until all is written, or it throws.
-      for (let off = 0; off < buf.length; ) off += writeSync(this.fd, buf, off, buf.length - off);
+      writeAll(this.fd, buf);
       fsyncSync(this.fd);
     } catch (e) {
       try {
@@ -108,32 +155,58 @@ export class Journal {
     }
     this.size += buf.length;
     this.records++;
+    return buf;
+  }
+
+  /** A replacement journal to write (compaction), at the name an open clears away. */
+  begin(): JournalFile {
+    return new JournalFile(`${this.path}.compact`);
   }
 
   /**
-   * Replaces the journal by `ops` (compaction): written beside it, synced, then renamed over it,
-   * so a crash leaves the old journal or the new one.
+   * Makes `f` the journal: synced, renamed over it, the directory synced. Throws before the rename
+   * with the journal unchanged; a failure after it (the new file is the journal, but the rename may
+   * not be durable) stops all writes until a reopen.
    */
-  rewrite(ops: Op[][]): void {
-    const tmp = `${this.path}.compact`;
-    let size: number;
+  install(f: JournalFile): void {
+    f.finish();
+    renameSync(f.path, this.path);
+    this.broken = true;
+    const fd = openSync(this.path, 'a');
+    closeSync(this.fd);
+    this.fd = fd;
+    this.size = f.bytes;
+    this.records = f.records;
+    syncDir(dirname(this.path));
+    this.broken = false;
+  }
+
+  /**
+   * Replaces the journal by `records` (compaction on open): written beside it, synced, then renamed
+   * over it, so a crash leaves the old journal or the new one.
+   */
+  rewrite(records: Op[][]): void {
+    const f = this.begin();
     try {
-      size = writeSynced(tmp, lines(ops));
+      for (const ops of records) f.write(ops);
+      this.install(f);
     } catch (e) {
+      if (this.broken) throw e;
+      f.discard();
       throw new GalleryError(
         'storage',
         `gallery journal ${this.path}: compaction failed, journal unchanged (${(e as Error).message})`,
       );
     }
-    moveInto(tmp, this.path);
-    closeSync(this.fd);
-    this.fd = openSync(this.path, 'a');
-    this.size = size;
-    this.records = ops.length;
   }
 
   get bytes(): number {
     return this.size;
+  }
+
+  /** Whether writes are refused until a reopen (see `append`, `install`). */
+  get failed(): boolean {
+    return this.broken;
   }
 
   close(): void {

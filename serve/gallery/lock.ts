@@ -58,7 +58,7 @@ export class GalleryLock {
         writeSync(fd, JSON.stringify(me));
         closeSync(fd);
         const lock = new GalleryLock(path);
-        process.once('exit', () => lock.release());
+        process.once('exit', lock.onExit);
         return lock;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
@@ -80,9 +80,12 @@ export class GalleryLock {
     throw new GalleryError('in_use', `gallery ${dir}: could not take its lock (${path})`);
   }
 
+  private readonly onExit = () => this.release();
+
   release(): void {
     if (this.released) return;
     this.released = true;
+    process.off('exit', this.onExit);
     rmSync(this.path, { force: true });
   }
 }
