@@ -269,6 +269,16 @@ export function buildCli(): Command {
       '--allow-unauthenticated-writes',
       'serve a writable gallery without an API key on a non-loopback address (anyone reaching it can add and delete)',
     )
+    .option(
+      '--reembed',
+      'when the gallery was built with another encoder (say, a re-export under the same id), re-embed its stored images with this one at start instead of refusing to start',
+    )
+    .option(
+      '--gallery-garbage <bytes>',
+      "journal bytes of replaced and deleted gallery images kept (or the live images' bytes, if more) before the gallery compacts itself while serving",
+      int('--gallery-garbage', 4096),
+      64 * 1024 * 1024,
+    )
     .action(async (opts) => {
       const { serve } = await import('../serve/main.ts');
       await serve({
@@ -287,6 +297,8 @@ export function buildCli(): Command {
         maxInflightBytes: opts.maxInflightBytes,
         drainTimeout: opts.drainTimeout,
         gallery: opts.gallery,
+        reembed: opts.reembed,
+        galleryGarbageBytes: opts.galleryGarbage,
         apiKey: opts.apiKey ?? process.env.IJEPA_API_KEY,
         allowUnauthenticatedWrites: opts.allowUnauthenticatedWrites,
       });

@@ -32,7 +32,7 @@ export async function indexImages(
   const files = listImages(o.images);
   const embedder = await Embedder.open(o.model, { device: o.device });
   const m = embedder.manifest;
-  const gallery = Gallery.open(o.gallery, m.id, m.embeddingDim, log);
+  const gallery = Gallery.open(o.gallery, m.id, m.embeddingDim, log, { encoder: m.files.encoder.sha256 });
   const ids = files.map((f) => relative(o.images, f));
   const todo = ids.map((id, i) => ({ id, i })).filter(({ id }) => !gallery.has(id));
   const batch = o.batch ?? 32;

@@ -11,7 +11,12 @@
  * The index is loaded from a snapshot written on close — index-<sha256>.hnsw, made current by
  * index.json (renamed into place last) — and the journal records after it are replayed; without a
  * usable snapshot it is rebuilt from the journal. When removed patches outnumber live ones more
- * than twice, the journal and the index are compacted on open (journal.ts `rewrite`).
+ * than twice, the journal and the index are compacted on open (journal.ts `rewrite`); while
+ * serving, once the journal's dead bytes pass both a floor and its live bytes (`compactOnline`).
+ *
+ * gallery.json records whose embeddings it holds: the model id, the dimension, and the sha256 of
+ * the encoder file (not of the package: a new probe head leaves the embeddings as they were).
+ * Another encoder is refused, or re-embeds the stored pictures (`reembed`).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,7 +24,7 @@ import { moveInto, syncDir, syncFile, writeAtomic } from '../../format/atomic.ts
 import { sha256 } from '../../format/package.ts';
 import { GalleryError } from './errors.ts';
 import { HnswIndex, searchEf } from './hnsw.ts';
-import { Journal, type Op } from './journal.ts';
+import { Journal, JournalFile, type Op } from './journal.ts';
 import { GalleryLock } from './lock.ts';
 import type { PatchIndex } from './patch-index.ts';
 
@@ -35,13 +40,35 @@ interface Entry {
   /** [D], L2-normalised */
   pooled: Float32Array;
   labels: number[];
+  /** About the bytes of its journal record: what a compaction would write for it. */
+  bytes: number;
   addedAt: string;
   /** PNG of the model's input (its patch grid is the embeddings'), when the add carried one. */
   image?: Buffer;
 }
 
 /** An entry before the index has labelled its patches. */
-type Unlabelled = Omit<Entry, 'labels'>;
+type Unlabelled = Omit<Entry, 'labels' | 'bytes'>;
+
+/** Which encoder's embeddings a gallery holds. */
+export interface Identity {
+  modelId: string;
+  dim: number;
+  /** sha256 of the package's encoder file. */
+  encoder: string;
+}
+
+export interface OpenOptions {
+  /** The encoder's sha256: a gallery built with another is refused; one that recorded none adopts it. */
+  encoder?: string;
+  /** Journal bytes of removed and replaced images kept, beyond the live ones, before an online compaction. */
+  garbageBytes?: number;
+}
+
+/** Stored pictures embedded by the new encoder: [n, rows·cols, D] tokens and [n, D] pooled. */
+export type Reembed = (
+  pictures: Buffer[],
+) => Promise<{ tokens: Float32Array; pooled: Float32Array; rows: number; cols: number }>;
 
 /** What `get` tells of an image. */
 export interface ImageInfo {
@@ -90,6 +117,8 @@ export type Change = { add: NewImage } | { remove: string };
 
 const JOURNAL = 'journal.log';
 const META = 'gallery.json';
+/** A re-embedded journal waiting to replace journal.log: `${JOURNAL}.reembed-` + its encoder's sha256[:16]. */
+const STAGED = /^journal\.log\.reembed-([0-9a-f]{16})$/;
 const INDEX_META = 'index.json';
 /** 2: the index holds no hnswlib delete marks (hnsw.ts); older snapshots are rebuilt from the journal. */
 const SNAPSHOT_FORMAT = 2;
@@ -99,6 +128,114 @@ const SLICE_MS = 2;
 /** Compaction pays when removed patches outnumber live ones more than twice (and are not a handful). */
 export function shouldCompact(live: number, removed: number): boolean {
   return removed >= 1024 && removed > 2 * live;
+}
+
+/** Default floor of `garbageBytes`: dead bytes below it are not worth a compaction's rewrite and index rebuild. */
+export const GARBAGE_BYTES = 64 * 1024 * 1024;
+
+/** gallery.json */
+interface Meta {
+  formatVersion: 1;
+  modelId: string;
+  dim: number;
+  /** sha256 of the encoder file; absent in galleries written before it was recorded. */
+  encoder?: string;
+  createdAt: string;
+  reembeddedAt?: string;
+}
+
+const short = (sha: string) => sha.slice(0, 16);
+
+function readMeta(dir: string): Meta | null {
+  const path = join(dir, META);
+  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Meta) : null;
+}
+
+function writeMeta(dir: string, meta: Meta): void {
+  try {
+    writeAtomic(join(dir, META), JSON.stringify(meta, null, 2));
+  } catch (e) {
+    throw new GalleryError('storage', `gallery ${dir}: cannot write ${META} (${(e as Error).message})`);
+  }
+}
+
+/**
+ * Ends a re-embedding a crash interrupted: its journal is the gallery's once gallery.json names its
+ * encoder (the switch was made), and is discarded otherwise.
+ */
+function finishReembed(dir: string, log: (s: string) => void): void {
+  const encoder = readMeta(dir)?.encoder;
+  for (const f of readdirSync(dir)) {
+    const m = STAGED.exec(f);
+    if (!m) continue;
+    if (encoder && short(encoder) === m[1]) {
+      moveInto(join(dir, f), join(dir, JOURNAL));
+      log(`gallery: completing the re-embedding of ${dir} that was interrupted after its switch to encoder ${m[1]}`);
+    } else {
+      rmSync(join(dir, f));
+      syncDir(dir);
+      log(
+        `gallery: discarding a re-embedding of ${dir} that was interrupted before its switch; the gallery is as it was`,
+      );
+    }
+  }
+}
+
+/** Checks (or records, for a new gallery or one that recorded no encoder) whose embeddings `dir` holds. */
+function checkIdentity(
+  dir: string,
+  modelId: string,
+  dim: number,
+  encoder: string | undefined,
+  log: (s: string) => void,
+) {
+  const meta = readMeta(dir);
+  if (!meta) {
+    writeMeta(dir, {
+      formatVersion: 1,
+      modelId,
+      dim,
+      ...(encoder ? { encoder } : {}),
+      createdAt: new Date().toISOString(),
+    });
+    return;
+  }
+  const hint =
+    'Start `ijepa serve --reembed` to re-embed its stored images with this package, or use another --gallery directory.';
+  if (meta.modelId !== modelId || meta.dim !== dim) {
+    throw new GalleryError(
+      'mismatch',
+      `gallery ${dir} was built with model '${meta.modelId}' (dim ${meta.dim}); this server runs '${modelId}' (dim ${dim}). ${hint}`,
+    );
+  }
+  if (!encoder) return;
+  if (!meta.encoder) {
+    writeMeta(dir, { ...meta, encoder });
+    log(
+      `gallery: ${dir} recorded no encoder (written before galleries did); adopting this package's, encoder ${short(encoder)}`,
+    );
+  } else if (meta.encoder !== encoder) {
+    throw new GalleryError(
+      'mismatch',
+      `gallery ${dir} was built with encoder ${short(meta.encoder)} (sha256, model '${meta.modelId}'); this package's encoder is ${short(encoder)} (model '${modelId}'): their embeddings are not comparable. ${hint}`,
+    );
+  }
+}
+
+/** About the bytes of `e`'s journal record (its base64 arrays and picture are most of it). */
+function recordBytes(e: Unlabelled): number {
+  const b64len = (n: number) => 4 * Math.ceil(n / 3);
+  const meta = e.metadata ? JSON.stringify(e.metadata).length : 0;
+  return b64len(e.patches.byteLength) + b64len(e.pooled.byteLength) + b64len(e.image?.length ?? 0) + meta + 200;
+}
+
+/** Commits made while an online compaction runs: its new journal and index take them too. */
+interface Compaction {
+  file: JournalFile;
+  /** Journal lines, as appended. */
+  lines: Buffer[];
+  /** The same changes in memory: an id dropped or an image put. */
+  steps: (string | Unlabelled)[];
 }
 
 function normalize(v: Float32Array, dim: number): Float32Array {
@@ -119,10 +256,15 @@ const fromB64 = (s: string) => {
 };
 
 export class Gallery {
-  private readonly entries = new Map<string, Entry>();
+  private entries = new Map<string, Entry>();
   /** Index label → [image id, patch index]; null once removed. */
   private owners: ([string, number] | null)[] = [];
   private removed = 0;
+  /** Sum of the live entries' `bytes`. */
+  private liveBytes = 0;
+  private compaction: Compaction | null = null;
+  /** No online compaction before the journal reaches this size (set after one failed). */
+  private compactAfter = 0;
   private dirty = false;
   /** Counts commits: what was computed from the gallery is stale when it changed. */
   version = 0;
@@ -135,40 +277,30 @@ export class Gallery {
     private readonly journal: Journal,
     private readonly lock: GalleryLock,
     private readonly log: (s: string) => void,
+    private readonly garbageBytes = GARBAGE_BYTES,
   ) {}
 
   get size(): number {
     return this.entries.size;
   }
 
-  static open(dir: string, modelId: string, dim: number, log: (s: string) => void = () => {}): Gallery {
+  static open(
+    dir: string,
+    modelId: string,
+    dim: number,
+    log: (s: string) => void = () => {},
+    o: OpenOptions = {},
+  ): Gallery {
     mkdirSync(dir, { recursive: true });
     const lock = GalleryLock.acquire(dir);
     try {
-      const metaPath = join(dir, META);
-      if (existsSync(metaPath)) {
-        const meta = JSON.parse(readFileSync(metaPath, 'utf8')) as { modelId: string; dim: number };
-        if (meta.modelId !== modelId || meta.dim !== dim) {
-          throw new GalleryError(
-            'mismatch',
-            `gallery ${dir} was built with model '${meta.modelId}' (dim ${meta.dim}); this server runs '${modelId}' (dim ${dim}). Use another --gallery directory.`,
-          );
-        }
-      } else {
-        try {
-          writeAtomic(
-            metaPath,
-            JSON.stringify({ formatVersion: 1, modelId, dim, createdAt: new Date().toISOString() }, null, 2),
-          );
-        } catch (e) {
-          throw new GalleryError('storage', `gallery ${dir}: cannot create ${META} (${(e as Error).message})`);
-        }
-      }
+      finishReembed(dir, log);
+      checkIdentity(dir, modelId, dim, o.encoder, log);
       rmSync(join(dir, `${INDEX_META}.tmp`), { force: true });
       rmSync(join(dir, 'index.tmp'), { force: true });
       const { journal, records } = Journal.open(join(dir, JOURNAL), log);
       const snap = loadSnapshot(dir, dim, records.length, log);
-      const g = new Gallery(dir, dim, snap?.index ?? HnswIndex.create(dim), journal, lock, log);
+      const g = new Gallery(dir, dim, snap?.index ?? HnswIndex.create(dim), journal, lock, log, o.garbageBytes);
       g.dirty = !snap;
       const covered = snap?.records ?? 0;
       records.forEach((ops, i) => {
@@ -180,6 +312,89 @@ export class Gallery {
     } catch (e) {
       lock.release();
       throw e;
+    }
+  }
+
+  /**
+   * Re-embeds every image of the gallery at `dir` with another encoder (`ijepa serve --reembed`),
+   * from the picture each add stored (the model's input pixels, lossless: exact when the new
+   * package has the same input size). A no-op, returning 0, when the gallery already holds
+   * `id`'s embeddings or does not exist; refused, changing nothing, when an image has no picture.
+   * Crash-safe: the new journal is written and synced beside the old one, then gallery.json names
+   * the new encoder (the switch), then the journal is renamed into place; an open after a crash
+   * completes or discards it (`finishReembed`).
+   */
+  static async reembed(
+    dir: string,
+    id: Identity,
+    embed: Reembed,
+    log: (s: string) => void = () => {},
+    batch = 32,
+  ): Promise<number> {
+    if (!existsSync(join(dir, META))) return 0;
+    const lock = GalleryLock.acquire(dir);
+    let staged: JournalFile | null = null;
+    let switched = false;
+    try {
+      finishReembed(dir, log);
+      const meta = readMeta(dir)!;
+      if (meta.encoder === id.encoder && meta.modelId === id.modelId && meta.dim === id.dim) return 0;
+      const { journal, records } = Journal.open(join(dir, JOURNAL), log);
+      journal.close();
+      const live = new Map<string, Extract<Op, { op: 'add' }>>();
+      for (const ops of records)
+        for (const op of ops) {
+          live.delete(op.id);
+          if (op.op === 'add') live.set(op.id, op);
+        }
+      const adds = [...live.values()];
+      const bare = adds.filter((op) => !op.image);
+      if (bare.length)
+        throw new GalleryError(
+          'mismatch',
+          `cannot re-embed gallery ${dir}: ${bare.length} of ${adds.length} images have no stored picture (${bare
+            .slice(0, 3)
+            .map((op) => `'${op.id}'`)
+            .join(
+              ', ',
+            )}${bare.length > 3 ? ', …' : ''}); \`ijepa index\` stores none, nor did adds before pictures were stored. Index the images into a new gallery instead.`,
+        );
+      const t0 = performance.now();
+      staged = new JournalFile(join(dir, `${JOURNAL}.reembed-${short(id.encoder)}`));
+      for (let s = 0; s < adds.length; s += batch) {
+        const part = adds.slice(s, s + batch);
+        const e = await embed(part.map((op) => Buffer.from(op.image!, 'base64')));
+        const n = e.rows * e.cols * id.dim;
+        part.forEach((op, k) =>
+          staged!.write([
+            {
+              ...op,
+              rows: e.rows,
+              cols: e.cols,
+              patches: b64(normalize(e.tokens.subarray(k * n, (k + 1) * n), id.dim)),
+              pooled: b64(normalize(e.pooled.subarray(k * id.dim, (k + 1) * id.dim), id.dim)),
+            },
+          ]),
+        );
+      }
+      staged.finish();
+      // The snapshot numbers patches in the old journal's order.
+      rmSync(join(dir, INDEX_META), { force: true });
+      syncDir(dir);
+      const { modelId, dim, encoder } = id;
+      writeMeta(dir, { ...meta, modelId, dim, encoder, reembeddedAt: new Date().toISOString() });
+      switched = true;
+      moveInto(staged.path, join(dir, JOURNAL));
+      log(
+        `gallery: re-embedded ${adds.length} images of ${dir} with encoder ${short(encoder)} (model '${modelId}'; was ${meta.encoder ? short(meta.encoder) : 'unrecorded'}, model '${meta.modelId}') in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+      );
+      return adds.length;
+    } catch (e) {
+      // After the switch the staged journal is the gallery's: the next open renames it into place.
+      if (!switched) staged?.discard();
+      throw e;
+    } finally {
+      lock.release();
     }
   }
 
@@ -211,7 +426,9 @@ export class Gallery {
   private put(e: Unlabelled, indexIt: boolean): void {
     const labels = Array.from({ length: e.rows * e.cols }, (_, p) => this.owners.push([e.id, p]) - 1);
     if (indexIt) this.index.add(e.patches, labels);
-    this.entries.set(e.id, { ...e, labels });
+    const bytes = recordBytes(e);
+    this.liveBytes += bytes;
+    this.entries.set(e.id, { ...e, labels, bytes });
   }
 
   /** Removes an image in memory and from the index; an id not present is a no-op. */
@@ -222,6 +439,7 @@ export class Gallery {
     this.index.remove(e.labels);
     for (const l of e.labels) this.owners[l] = null;
     this.removed += e.labels.length;
+    this.liveBytes -= e.bytes;
     this.entries.delete(id);
   }
 
@@ -237,6 +455,7 @@ export class Gallery {
     this.journal.rewrite(live.map((e) => [this.addOp(e)]));
     this.owners = [];
     this.removed = 0;
+    this.liveBytes = 0;
     this.entries.clear();
     this.index = HnswIndex.create(this.dim);
     for (const e of live) this.put(e, true);
@@ -299,13 +518,112 @@ export class Gallery {
       }
     }
     if (ops.length === 0) return;
-    this.journal.append(ops);
+    const line = this.journal.append(ops);
     this.dirty = true;
     this.version++;
     for (const s of steps) {
       if (typeof s === 'string') this.drop(s);
       else this.put(s, true);
     }
+    if (this.compaction) {
+      this.compaction.lines.push(line);
+      this.compaction.steps.push(...steps);
+    } else if (this.journal.bytes >= this.compactAfter) {
+      const dead = this.journal.bytes - this.liveBytes;
+      if (dead > Math.max(this.garbageBytes, this.liveBytes)) void this.compactOnline();
+    }
+  }
+
+  /**
+   * Compaction while serving, without stopping it: the images live at its start are written to a
+   * new journal and added to a new index a slice at a time (SLICE_MS, yielding in between); the
+   * commits made meanwhile go to the old journal first, as always, and then to both; once caught
+   * up, one synchronous step makes them the gallery's. Until the new journal's rename the old one is
+   * the truth, so a crash at any point loses nothing acknowledged. The index snapshot goes first: it
+   * numbers patches in the old journal's order. A failure (disk full) leaves everything as it was,
+   * and is logged; the next try waits until the journal has grown by as much again.
+   */
+  private async compactOnline(): Promise<void> {
+    const t0 = performance.now();
+    const before = { bytes: this.journal.bytes, patches: this.owners.length };
+    let c: Compaction;
+    try {
+      c = { file: this.journal.begin(), lines: [], steps: [] };
+    } catch (e) {
+      this.compactionFailed(e);
+      return;
+    }
+    this.compaction = c;
+    // A scratch gallery labels the images afresh with put/drop; it never touches the journal or lock.
+    const next = new Gallery(this.dir, this.dim, HnswIndex.create(this.dim), this.journal, this.lock, this.log);
+    let longest = 0;
+    let sliceStart = performance.now();
+    /** Yields after SLICE_MS of work; false once the gallery closed meanwhile. */
+    const slice = async () => {
+      const now = performance.now();
+      if (now - sliceStart > SLICE_MS) {
+        longest = Math.max(longest, now - sliceStart);
+        await new Promise((r) => setImmediate(r));
+        sliceStart = performance.now();
+      }
+      return this.compaction === c;
+    };
+    try {
+      for (const e of [...this.entries.values()]) {
+        c.file.write([this.addOp(e)]);
+        next.put(e, true);
+        if (!(await slice())) return;
+      }
+      // Synced in the thread pool while catching up, so that the switch syncs little; the last
+      // rounds do not wait for a sync, as commits could keep arriving during each one.
+      for (let round = 0; ; round++) {
+        if (round < 3) {
+          await c.file.sync();
+          if (this.compaction !== c) return;
+          sliceStart = performance.now();
+        }
+        const lines = c.lines.splice(0);
+        const steps = c.steps.splice(0);
+        if (lines.length === 0 && steps.length === 0) break;
+        for (const l of lines) c.file.write(l);
+        for (const s of steps) {
+          if (typeof s === 'string') next.drop(s);
+          else next.put(s, true);
+          if (!(await slice())) return;
+        }
+      }
+      // Caught up: from here to the end nothing yields, so no commit comes in between.
+      const switchStart = performance.now();
+      if (existsSync(join(this.dir, INDEX_META))) {
+        rmSync(join(this.dir, INDEX_META));
+        syncDir(this.dir);
+      }
+      this.journal.install(c.file);
+      this.entries = next.entries;
+      this.owners = next.owners;
+      this.index = next.index;
+      this.removed = next.removed;
+      this.liveBytes = next.liveBytes;
+      this.dirty = true;
+      this.compaction = null;
+      const end = performance.now();
+      longest = Math.max(longest, end - sliceStart);
+      this.log(
+        `gallery: compacted ${this.dir} online in ${(end - t0).toFixed(1)} ms (longest stretch without yielding ${longest.toFixed(1)} ms, the switch ${(end - switchStart).toFixed(1)} ms): journal ${before.bytes} → ${this.journal.bytes} bytes, index ${before.patches} → ${this.owners.length} patches`,
+      );
+    } catch (e) {
+      if (this.compaction !== c) return;
+      c.file.discard();
+      this.compaction = null;
+      this.compactionFailed(e);
+    }
+  }
+
+  private compactionFailed(e: unknown): void {
+    this.compactAfter = this.journal.bytes + Math.max(this.garbageBytes, this.liveBytes);
+    this.log(
+      `gallery: online compaction of ${this.dir} failed, the journal is as it was (${(e as Error).message}); next try at ${this.compactAfter} journal bytes`,
+    );
   }
 
   /** Adds (or replaces) an image; durable when this returns. */
@@ -482,6 +800,8 @@ export class Gallery {
    * the journal holds everything, and the next open replays what the snapshot lacks.
    */
   snapshot(): void {
+    // A journal that refuses writes may not be the one on disk: the next open replays what is.
+    if (this.journal.failed) return;
     if (!this.dirty && existsSync(join(this.dir, INDEX_META))) return;
     const tmp = join(this.dir, 'index.tmp');
     try {
@@ -520,6 +840,9 @@ export class Gallery {
     if (this.closed) return;
     this.closed = true;
     try {
+      // An online compaction in progress is given up (the old journal holds everything).
+      this.compaction?.file.discard();
+      this.compaction = null;
       this.snapshot();
       this.journal.close();
     } finally {

@@ -10,9 +10,10 @@ import { FORMAT_VERSION, architectureOf, type Manifest } from '../../format/mani
 import { contentHash, describeFile, writePackage } from '../../format/package.ts';
 import type { ProbeHead } from '../../format/probe.ts';
 
-export function makePackage(withProbe: boolean): string {
+/** `seed`: other weights under the same id (`id`, default by the probe), as a retrained re-export has. */
+export function makePackage(withProbe: boolean, o: { seed?: number; id?: string } = {}): string {
   const m = tinyModel;
-  const online = ParamStore.init([...encoderSpecs(m), ...predictorSpecs(m)], 1, 'init');
+  const online = ParamStore.init([...encoderSpecs(m), ...predictorSpecs(m)], o.seed ?? 1, 'init');
   const target = new ParamStore(encoderSpecs(m), online.data.slice(0, new ParamStore(encoderSpecs(m)).size));
   const files: Record<string, Uint8Array> = {
     'encoder.onnx': encoderGraph(m, target),
@@ -38,7 +39,7 @@ export function makePackage(withProbe: boolean): string {
   }
   const manifest: Manifest = {
     formatVersion: FORMAT_VERSION,
-    id: withProbe ? 'tiny-probe' : 'tiny',
+    id: o.id ?? (withProbe ? 'tiny-probe' : 'tiny'),
     contentHash: contentHash(described),
     architecture: architectureOf('test', m),
     preprocess: { size: m.imageSize, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25], resize: 'squash' },
