@@ -35,3 +35,55 @@ test('a failing task releases its weight', async () => {
   assert.equal(gate.inUse, 0);
   assert.equal(await gate.run(4, async () => 'ok'), 'ok');
 });
+
+test('owners are served in turn, one task each, and at most `slots` tasks run at once', async () => {
+  const gate = new Gate(1000, Number.POSITIVE_INFINITY, undefined, 2);
+  const big = {};
+  const small = {};
+  const order: string[] = [];
+  let running = 0;
+  let peak = 0;
+  const job = (name: string, owner: object) =>
+    gate.run(
+      1,
+      async () => {
+        peak = Math.max(peak, ++running);
+        order.push(name);
+        await tick();
+        running--;
+      },
+      undefined,
+      owner,
+    );
+  const many = Array.from({ length: 8 }, (_, i) => job(`big${i}`, big));
+  await Promise.resolve();
+  await Promise.all([...many, job('small', small)]);
+  assert.equal(peak, 2);
+  // The two running when it came, then one more of the big owner's (its turn), then it.
+  assert.ok(order.indexOf('small') <= 3, order.join(' '));
+});
+
+test('a waiter whose client left never runs, and an owner with nothing waiting is not refused as busy', async () => {
+  const gate = new Gate(1, 1, undefined, 1);
+  const hog = {};
+  let ran = 0;
+  let release = () => {};
+  const first = gate.run(1, () => new Promise<void>((go) => (release = go)), undefined, hog);
+  const ac = new AbortController();
+  const queued = gate.run(1, async () => void ran++, ac.signal, hog);
+  await assert.rejects(
+    gate.run(1, async () => void ran++, undefined, hog),
+    (e: Error & { code?: string }) => e.code === 'busy',
+  );
+  const other = gate.run(1, async () => void ran++, undefined, {});
+  ac.abort();
+  await assert.rejects(queued, (e: Error & { code?: string }) => e.code === 'cancelled');
+  await assert.rejects(
+    gate.run(1, async () => void ran++, ac.signal, hog),
+    (e: Error & { code?: string }) => e.code === 'cancelled',
+  );
+  release();
+  await Promise.all([first, other]);
+  assert.equal(ran, 1);
+  assert.equal(gate.waitingPixels, 0);
+});
