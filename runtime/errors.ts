@@ -5,6 +5,8 @@ export type RuntimeErrorCode =
   | 'unsupported_format'
   | 'animated_image'
   | 'image_too_large'
+  /** Longer than the limit for its width: costly to decode for its pixels, and squashed to nothing by the model. */
+  | 'aspect_ratio_too_large'
   | 'device_unavailable'
   /** Too much decoding is already waiting: try again later. */
   | 'busy'

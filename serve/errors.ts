@@ -17,6 +17,7 @@ export const STATUS = {
   unsupported_media_type: 415,
   unsupported_format: 415,
   image_too_large: 422,
+  aspect_ratio_too_large: 422,
   animated_image: 422,
   /** The answer asked for would be too large in that form; a compact one is offered. */
   response_too_large: 422,
@@ -60,6 +61,7 @@ const RUNTIME_CODES: Record<RuntimeErrorCode, ErrorCode> = {
   unsupported_format: 'unsupported_format',
   animated_image: 'animated_image',
   image_too_large: 'image_too_large',
+  aspect_ratio_too_large: 'aspect_ratio_too_large',
   device_unavailable: 'internal',
   busy: 'overloaded',
   cancelled: 'client_closed',

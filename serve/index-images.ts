@@ -12,6 +12,7 @@ import { Embedder } from '../runtime/embedder.ts';
 import { Gallery } from './gallery/gallery.ts';
 import { decodeImage } from '../runtime/decode.ts';
 import { Gate } from '../runtime/gate.ts';
+import { defaultServiceOptions } from './service.ts';
 
 export interface IndexOptions {
   /** Where the encoder runs. */
@@ -45,7 +46,12 @@ export async function indexImages(
   bar?.start(todo.length, 0);
   let added = 0;
   let failed = 0;
-  const limits = { maxBytes: Infinity, maxPixels: 100_000_000 };
+  const limits = {
+    maxBytes: Infinity,
+    maxPixels: 100_000_000,
+    maxSide: defaultServiceOptions.maxSide,
+    maxAspect: defaultServiceOptions.maxAspect,
+  };
   const gate = new Gate(limits.maxPixels);
   try {
     for (let s = 0; s < todo.length; s += batch) {

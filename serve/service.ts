@@ -1,4 +1,5 @@
 /** The loaded model and everything requests share: embedder, batcher, probe head, limits, metrics. */
+import { availableParallelism } from 'node:os';
 import type { Device } from '../runtime/device.ts';
 import { Embedder } from '../runtime/embedder.ts';
 import { Predictor } from '../runtime/predictor.ts';
@@ -23,8 +24,18 @@ export interface ServiceOptions {
   maxBatch: number;
   maxWaitMs: number;
   maxQueue: number;
-  /** Pixels the images of one request may add up to (decoding is the costly part of a request). */
+  /**
+   * Decoding work the images of one request may add up to, in pixels' worth (runtime/decode.ts
+   * decodeCost: a PNG's or JPEG's pixels count once, a WebP's 3 times, an AVIF's 8, and each image
+   * adds its rows and its setup). Decoding is the costly part of a request.
+   */
   maxRequestPixels: number;
+  /** Longest side of an image, in pixels. */
+  maxSide: number;
+  /** Longest side over shortest side of an image. */
+  maxAspect: number;
+  /** Images being decoded at once, all requests together. */
+  decodeConcurrency: number;
   /** Bytes of request bodies being received at once, all requests together. */
   maxInflightBytes: number;
   /** Embedding values one JSON answer may hold as numbers; more must be asked for as base64 or binary. */
@@ -56,6 +67,11 @@ export const defaultServiceOptions: ServiceOptions = {
   maxWaitMs: 5,
   maxQueue: 512,
   maxRequestPixels: 256_000_000,
+  // Past any camera's or screen's side (WebP's own limit); a panorama or a long screenshot fits.
+  maxSide: 16_384,
+  maxAspect: 32,
+  // The cores, leaving one of libuv's four threads to read headers while every other one decodes.
+  decodeConcurrency: Math.min(availableParallelism(), 3),
   maxInflightBytes: 128 * 1024 * 1024,
   // One image's patch grid of a ViT-L/16 at 224 px (196 × 1024) fits; a batch of them does not.
   maxJsonNumbers: 262_144,
@@ -75,7 +91,11 @@ export class Service {
   readonly batcher: Batcher;
   readonly probe?: ProbeHead;
   readonly limits: DecodeLimits;
-  /** At most maxPixels of images are being decoded at once, whatever the number of requests; 4× that may wait. */
+  /**
+   * Every decode passes it: at most maxPixels of decoding work (and decodeConcurrency images) at
+   * once, whatever the number of requests, served a request at a time in turn; 4× that (or a
+   * request's budget, if more) may wait.
+   */
   readonly decodeGate: Gate;
   gallery?: Gallery;
   /** The package's predictor (with its context encoder), for /v1/reconstruct. */
@@ -91,8 +111,19 @@ export class Service {
     readonly options: ServiceOptions,
   ) {
     const m = embedder.manifest;
-    this.limits = { maxBytes: options.maxBytes, maxPixels: options.maxPixels };
-    this.decodeGate = new Gate(options.maxPixels, 4 * options.maxPixels);
+    this.limits = {
+      maxBytes: options.maxBytes,
+      maxPixels: options.maxPixels,
+      maxSide: options.maxSide,
+      maxAspect: options.maxAspect,
+    };
+    this.decodeGate = new Gate(
+      options.maxPixels,
+      // A request within its budget can wait whole on an idle server.
+      Math.max(4 * options.maxPixels, options.maxRequestPixels),
+      (n) => `decoding is busy: ${n} pixels' worth of decoding is waiting`,
+      options.decodeConcurrency,
+    );
     this.batcher = new Batcher(
       (imgs) => embedder.embed(imgs),
       m.embeddingDim,
@@ -161,7 +192,7 @@ export class Service {
 
   /**
    * Decodes and embeds every input; each gets its result or its own error. Headers are read first:
-   * images over the request's pixel budget fail the request at once (413), before any decoding.
+   * images over the request's decoding budget fail the request at once (413), before any decoding.
    * `signal` (the client went away) drops decodes and inference that have not started.
    */
   embedAll(items: ImageInput[], signal?: AbortSignal): Promise<Outcome[]> {
@@ -188,19 +219,21 @@ export class Service {
         }
       }),
     );
-    const pixels = inspected.reduce((n, x) => n + ('img' in x ? x.img.width * x.img.height : 0), 0);
-    if (pixels > this.options.maxRequestPixels) {
+    const cost = inspected.reduce((n, x) => n + ('img' in x ? x.img.cost : 0), 0);
+    if (cost > this.options.maxRequestPixels) {
       throw new ApiError(
         'payload_too_large',
-        `the images of this request add up to ${pixels} pixels; the limit is ${this.options.maxRequestPixels}`,
+        `the images of this request add up to ${cost} pixels' worth of decoding (their pixels weighted by format, plus each one's rows and setup); the limit is ${this.options.maxRequestPixels}`,
       );
     }
+    // This request's decodes take their turns at the gate together.
+    const request = {};
     return Promise.all(
       inspected.map(async (x): Promise<Each<T>> => {
         if ('error' in x) return x;
         try {
           const t0 = performance.now();
-          const rgb = await decodeInspected(x.img, this.manifest.preprocess, this.decodeGate, signal);
+          const rgb = await decodeInspected(x.img, this.manifest.preprocess, this.decodeGate, signal, request);
           this.metrics.stage.observe({ stage: 'decode' }, (performance.now() - t0) / 1000);
           return { index: x.index, result: await then(rgb) };
         } catch (e) {

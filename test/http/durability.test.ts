@@ -412,8 +412,8 @@ const bigPng = (w: number, h: number, seed: number) => {
 };
 
 test('a client that goes away cancels its queued decodes; one request cannot ask for more than its pixel budget', async () => {
-  // 1.1 megapixels each (above the ungated 1), and room to decode one at a time.
-  const svc = await Service.open(pkg, { maxPixels: 1_200_000, maxRequestPixels: 12_000_000 });
+  // 1.1 megapixels each (1.41 M pixels' worth of decoding), and room to decode one at a time.
+  const svc = await Service.open(pkg, { maxPixels: 1_200_000, maxRequestPixels: 15_000_000 });
   const server = await new Promise<Server>((resolve) => {
     const s = createApp(svc).listen(0, '127.0.0.1', () => resolve(s));
   });
@@ -459,7 +459,7 @@ test('a client that goes away cancels its queued decodes; one request cannot ask
     body: over,
   });
   assert.equal(r.status, 413);
-  assert.match((await r.json()).error, /add up to 12000000 pixels; the limit is 10000000/);
+  assert.match((await r.json()).error, /add up to 13200000 pixels' worth of decoding .*; the limit is 10000000/);
   assert.ok(performance.now() - t1 < 2000, 'refused from the headers, without decoding');
   const decodes = (await budget.metrics.stage.get()).values.find(
     (v) => v.metricName?.endsWith('_count') && v.labels.stage === 'decode',

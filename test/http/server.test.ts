@@ -6,6 +6,7 @@ import { createApp } from '../../serve/app.ts';
 import { Service } from '../../serve/service.ts';
 import { images, makePackage } from './fixtures.ts';
 import { toHalf } from '../../serve/routes/embed.ts';
+import { decodeCost } from '../../runtime/decode.ts';
 import { serve } from '../../serve/main.ts';
 import { gzipSync } from 'node:zlib';
 
@@ -436,7 +437,7 @@ test('a busy port is an error naming the port, not a silent exit', async () => {
   );
 });
 
-test('large images are decoded through the shared gate, small ones straight away', async () => {
+test('every image is decoded through the shared gate, weighted by what it costs to decode', async () => {
   const { default: sharp } = await import('sharp');
   const large = await sharp({ create: { width: 1200, height: 1000, channels: 3, background: '#777' } })
     .png()
@@ -444,7 +445,7 @@ test('large images are decoded through the shared gate, small ones straight away
   const weights: number[] = [];
   const gate = service.decodeGate;
   const run = gate.run.bind(gate);
-  gate.run = (w, task) => (weights.push(w), run(w, task));
+  gate.run = (w, task, signal, owner) => (weights.push(w), run(w, task, signal, owner));
   try {
     const r = await post('/v1/embeddings', json({ images: [b64(large), b64(img.png), b64(large)] }), {
       'content-type': 'application/json',
@@ -453,7 +454,8 @@ test('large images are decoded through the shared gate, small ones straight away
   } finally {
     gate.run = run;
   }
-  assert.deepEqual(weights, [1_200_000, 1_200_000]);
+  const cost = [decodeCost('png', 1200, 1000), decodeCost('png', 20, 20)];
+  assert.deepEqual(weights, [cost[0], cost[1], cost[0]]);
   assert.equal(gate.inUse, 0);
 });
 
