@@ -258,6 +258,12 @@ export function buildCli(): Command {
       128 * 1024 * 1024,
     )
     .option(
+      '--max-search-candidates <n>',
+      'gallery images a search scores exactly: its cost whatever the gallery size (more: better recall in a large gallery, more CPU per search)',
+      int('--max-search-candidates'),
+      256,
+    )
+    .option(
       '--drain-timeout <s>',
       'seconds in-flight requests get to finish after SIGTERM',
       positive('--drain-timeout'),
@@ -295,6 +301,7 @@ export function buildCli(): Command {
         threads: opts.threads,
         maxRequestPixels: opts.maxRequestPixels,
         maxInflightBytes: opts.maxInflightBytes,
+        maxSearchCandidates: opts.maxSearchCandidates,
         drainTimeout: opts.drainTimeout,
         gallery: opts.gallery,
         reembed: opts.reembed,

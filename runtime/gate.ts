@@ -4,8 +4,9 @@ import { RuntimeError } from './errors.ts';
  * A weighted semaphore, fair by owner. Decoding holds the full-resolution RGB of an image in memory
  * (a 36-megapixel PNG is ~108 MB before it is resized), so the server bounds the work being
  * decoded at once: without it, one small request of many such images holds gigabytes (docs/api.md,
- * "Limits and batching"). The work waiting is bounded too (`maxWaiting`, beyond which `run` fails
- * as busy), and a waiter whose signal aborts leaves the queue without running.
+ * "Limits and batching"). The server's gallery queries pass one too, each of weight 1. The work
+ * waiting is bounded too (`maxWaiting`, beyond which `run` fails as busy), and a waiter whose
+ * signal aborts leaves the queue without running.
  *
  * `slots` bounds the tasks running at once whatever their weight: decodes beyond the cores only
  * queue in libuv's pool, in order, where a departed client's can no longer be dropped. Waiters are

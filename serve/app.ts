@@ -52,12 +52,13 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   app.use((_req, res, next) => {
     if (svc.draining) throw new ApiError('not_ready', 'the server is shutting down', 1);
     const aborted = new AbortController();
-    // Every image of a request listens on it, waiting to decode and waiting for inference: at
-    // most that many listeners, none of them a leak.
+    // Every image of a request listens on it, waiting to decode and waiting for inference, and
+    // so does a gallery query waiting its turn: at most that many listeners, none of them a leak.
     setMaxListeners(2 * o.maxImages + 1, aborted.signal);
     res.locals.signal = aborted.signal;
     res.on('close', () => {
-      if (!res.writableFinished) aborted.abort();
+      // The reason is what work that stops on the signal throws (a search between its slices).
+      if (!res.writableFinished) aborted.abort(new ApiError('client_closed', 'the client closed the request'));
     });
     next();
   });

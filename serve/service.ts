@@ -51,6 +51,12 @@ export interface ServiceOptions {
   galleryGarbageBytes: number;
   /** Required on mutating gallery routes when set. */
   apiKey?: string;
+  /** Gallery queries (searches and reconstructions) running at once. */
+  maxGalleryQueries: number;
+  /** Gallery queries waiting beyond those; more are refused (429). */
+  maxGalleryQueue: number;
+  /** Gallery images a search scores exactly (MaxSim over all their patches): its cost, whatever the gallery's size. */
+  maxSearchCandidates: number;
 }
 
 /** A GPU runs a large batch in about the time of a small one: it waits a little longer to fill one. */
@@ -78,6 +84,12 @@ export const defaultServiceOptions: ServiceOptions = {
   threads: 1,
   device: 'cpu',
   galleryGarbageBytes: GARBAGE_BYTES,
+  // Queries run on the event loop a slice at a time: more at once only share it, and one may
+  // embed its query while another searches.
+  maxGalleryQueries: 2,
+  maxGalleryQueue: 8,
+  // Well above k (at most 100). A search's exact scoring costs this many images' MaxSim, whatever the gallery.
+  maxSearchCandidates: 256,
 };
 
 /** One input's result, or its own error. */
@@ -97,6 +109,8 @@ export class Service {
    * request's budget, if more) may wait.
    */
   readonly decodeGate: Gate;
+  /** Searches and reconstructions running at once (maxGalleryQueries), and waiting (maxGalleryQueue). */
+  readonly queryGate: Gate;
   gallery?: Gallery;
   /** The package's predictor (with its context encoder), for /v1/reconstruct. */
   predictor: Predictor | null = null;
@@ -123,6 +137,11 @@ export class Service {
       Math.max(4 * options.maxPixels, options.maxRequestPixels),
       (n) => `decoding is busy: ${n} pixels' worth of decoding is waiting`,
       options.decodeConcurrency,
+    );
+    this.queryGate = new Gate(
+      options.maxGalleryQueries,
+      options.maxGalleryQueue,
+      (n) => `server busy: ${n} searches and reconstructions are waiting`,
     );
     this.batcher = new Batcher(
       (imgs) => embedder.embed(imgs),
@@ -270,6 +289,11 @@ export class Service {
         go();
       });
     });
+  }
+
+  /** Runs a gallery query once it is admitted (429 when too many wait); `signal` takes it out of the queue. */
+  query<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.queryGate.run(1, task, signal);
   }
 
   async close(): Promise<void> {

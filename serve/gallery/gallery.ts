@@ -693,9 +693,15 @@ export class Gallery {
   /**
    * The gallery patches nearest to each of `count` query embeddings [count, D], compared as the
    * predictor's targets are (layer-normalised, so by cosine of the centred vectors): candidates
-   * from the index, then an exact rerank.
+   * from the index, then an exact rerank. Sliced and abort-checked as `search` is.
    */
-  nearestPatches(queries: Float32Array, count: number, k: number): PatchHit[][] {
+  async nearestPatches(
+    queries: Float32Array,
+    count: number,
+    k: number,
+    o: { signal?: AbortSignal } = {},
+  ): Promise<PatchHit[][]> {
+    const next = slicer(o.signal);
     const d = this.dim;
     const centred = (v: Float32Array) => {
       let mean = 0;
@@ -704,31 +710,39 @@ export class Gallery {
       const norm = Math.hypot(...c) || 1;
       return c.map((x) => x / norm);
     };
-    const live = this.owners.length - this.removed;
-    if (live === 0) return Array.from({ length: count }, () => []);
-    const breadth = searchEf(this.index.stored);
-    return Array.from({ length: count }, (_, t) => {
-      const q = centred(queries.subarray(t * d, (t + 1) * d));
+    const out: PatchHit[][] = [];
+    for (let t = 0; t < count; t++) {
+      await next();
+      // Read again after each yield: the gallery may have changed meanwhile.
+      const live = this.owners.length - this.removed;
       const hits: PatchHit[] = [];
-      for (const l of this.index.search(q, Math.min(live, Math.max(32, 4 * k)), breadth)) {
-        const owner = this.owners[l];
-        const e = owner && this.entries.get(owner[0]);
-        if (!owner || !e) continue;
-        const g = centred(e.patches.subarray(owner[1] * d, (owner[1] + 1) * d));
-        let s = 0;
-        for (let j = 0; j < d; j++) s += q[j] * g[j];
-        hits.push({ id: e.id, patch: [Math.floor(owner[1] / e.cols), owner[1] % e.cols], similarity: s });
+      if (live > 0) {
+        const q = centred(queries.subarray(t * d, (t + 1) * d));
+        const labels = this.index.search(q, Math.min(live, Math.max(32, 4 * k)), searchEf(this.index.stored));
+        for (const l of labels) {
+          const owner = this.owners[l];
+          const e = owner && this.entries.get(owner[0]);
+          if (!owner || !e) continue;
+          const g = centred(e.patches.subarray(owner[1] * d, (owner[1] + 1) * d));
+          let s = 0;
+          for (let j = 0; j < d; j++) s += q[j] * g[j];
+          hits.push({ id: e.id, patch: [Math.floor(owner[1] / e.cols), owner[1] % e.cols], similarity: s });
+        }
       }
-      return hits.sort((a, b) => b.similarity - a.similarity).slice(0, k);
-    });
+      out.push(hits.sort((a, b) => b.similarity - a.similarity).slice(0, k));
+    }
+    return out;
   }
 
   /**
    * Nearest gallery images for query patches [nq, D] at grid positions `positions` (row, col):
    * the index finds candidate images per query patch, then each candidate is scored exactly by
-   * MaxSim. The index is synchronous, so the work is cut into slices of at most SLICE_MS that
-   * yield to the event loop in between: a large search delays other requests by a slice, not by
-   * its length.
+   * MaxSim. At most `candidates` images are scored, whatever the gallery's size: beyond that, those
+   * whose MaxSim can be highest given what the index found (its best similarity per query patch,
+   * and for a query patch that found none of its patches, the least similarity that patch found).
+   * The index is synchronous, so the work is cut into slices of at most SLICE_MS that yield to the
+   * event loop in between: a large search delays other requests by a slice, not by its length.
+   * Once `signal` aborts, the search stops at its next slice, throwing the signal's reason.
    */
   async search(
     query: Float32Array,
@@ -736,33 +750,42 @@ export class Gallery {
     pooled: Float32Array,
     k: number,
     withPooled: boolean,
+    o: { signal?: AbortSignal; candidates?: number } = {},
   ): Promise<SearchHit[]> {
-    let sliceStart = performance.now();
-    const maybeYield = async () => {
-      if (performance.now() - sliceStart > SLICE_MS) {
-        await new Promise((r) => setImmediate(r));
-        sliceStart = performance.now();
-      }
-    };
+    const next = slicer(o.signal);
+    await next();
     const d = this.dim;
     const q = normalize(query, d);
     const nq = positions.length;
-    const live = this.owners.length - this.removed;
-    if (live === 0) return [];
-    const perPatch = Math.min(live, Math.max(16, 4 * k));
-    const breadth = searchEf(this.index.stored);
-    const candidates = new Set<string>();
+    if (this.owners.length === this.removed) return [];
+    /** Candidate id → how far its best found similarities rise above each query patch's least found one, summed. */
+    const above = new Map<string, number>();
     for (let i = 0; i < nq; i++) {
-      await maybeYield();
-      for (const l of this.index.search(q.subarray(i * d, (i + 1) * d), perPatch, breadth)) {
+      await next();
+      const live = this.owners.length - this.removed;
+      if (live === 0) continue;
+      const qi = q.subarray(i * d, (i + 1) * d);
+      const best = new Map<string, number>();
+      let least = Number.POSITIVE_INFINITY;
+      for (const l of this.index.search(qi, Math.min(live, Math.max(16, 4 * k)), searchEf(this.index.stored))) {
         const owner = this.owners[l];
-        if (owner) candidates.add(owner[0]);
+        const e = owner && this.entries.get(owner[0]);
+        if (!owner || !e) continue;
+        let s = 0;
+        for (let j = 0, at = owner[1] * d; j < d; j++) s += qi[j] * e.patches[at + j];
+        least = Math.min(least, s);
+        best.set(e.id, Math.max(s, best.get(e.id) ?? s));
+        if (!above.has(e.id)) above.set(e.id, 0);
       }
+      for (const [id, s] of best) above.set(id, above.get(id)! + s - least);
     }
+    let candidates = [...above.keys()];
+    if (candidates.length > (o.candidates ?? Number.POSITIVE_INFINITY))
+      candidates = candidates.sort((a, b) => above.get(b)! - above.get(a)!).slice(0, o.candidates);
     const qp = normalize(pooled, d);
     const hits: SearchHit[] = [];
     for (const id of candidates) {
-      await maybeYield();
+      await next();
       // The image may have been deleted while this search yielded.
       const e = this.entries.get(id);
       if (!e) continue;
@@ -881,4 +904,19 @@ function loadSnapshot(
   if (typeof why !== 'string') return why;
   log(`gallery: not using the index snapshot of ${dir}: ${why}; rebuilding the index from ${JOURNAL}`);
   return null;
+}
+
+/**
+ * Call before each piece of a long computation: yields to the event loop once SLICE_MS have passed
+ * since the last yield, and throws `signal`'s reason once it aborted (the client left).
+ */
+function slicer(signal?: AbortSignal): () => Promise<void> {
+  let sliceStart = performance.now();
+  return async () => {
+    signal?.throwIfAborted();
+    if (performance.now() - sliceStart <= SLICE_MS) return;
+    await new Promise((r) => setImmediate(r));
+    signal?.throwIfAborted();
+    sliceStart = performance.now();
+  };
 }

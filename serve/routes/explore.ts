@@ -29,12 +29,16 @@ export async function reconstruct(svc: Service, req: Request, res: Response, sig
   for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) hidden.push(r * cols + c);
   if (hidden.length === rows * cols)
     throw new ApiError('bad_request', 'the box hides every patch: leave some visible to predict from');
-  const [decoded] = await svc.decodeAll(items, signal);
-  if ('error' in decoded) throw decoded.error;
-  const t0 = performance.now();
-  const pred = await svc.predictor.predict(decoded.result, hidden);
-  const near = gallery.nearestPatches(pred, hidden.length, options.neighbours);
-  svc.metrics.stage.observe({ stage: 'reconstruct' }, (performance.now() - t0) / 1000);
+  const predictor = svc.predictor;
+  const near = await svc.query(async () => {
+    const [decoded] = await svc.decodeAll(items, signal);
+    if ('error' in decoded) throw decoded.error;
+    const t0 = performance.now();
+    const pred = await predictor.predict(decoded.result, hidden);
+    const near = await gallery.nearestPatches(pred, hidden.length, options.neighbours, { signal });
+    svc.metrics.stage.observe({ stage: 'reconstruct' }, (performance.now() - t0) / 1000);
+    return near;
+  }, signal);
   res.json({
     model: m.id,
     grid: [rows, cols],

@@ -177,18 +177,25 @@ export async function search(svc: Service, req: Request, res: Response, signal?:
   const { rows, cols } = m.patches;
   const d = m.embeddingDim;
   const [r0, c0, r1, c1] = checkBox(options.box ?? [0, 0, rows, cols], rows, cols);
-  const [outcome] = await svc.embedAll(items, signal);
-  if ('error' in outcome) throw outcome.error;
-  const positions: [number, number][] = [];
-  const query = new Float32Array((r1 - r0) * (c1 - c0) * d);
-  for (let r = r0; r < r1; r++)
-    for (let c = c0; c < c1; c++) {
-      query.set(outcome.result.tokens.subarray((r * cols + c) * d, (r * cols + c + 1) * d), positions.length * d);
-      positions.push([r, c]);
-    }
-  const t0 = performance.now();
-  const hits = await gallery.search(query, positions, outcome.result.pooled, options.k, options.pooled);
-  svc.metrics.stage.observe({ stage: 'search' }, (performance.now() - t0) / 1000);
+  // Admitted before its query is embedded: a refused search costs nothing more.
+  const hits = await svc.query(async () => {
+    const [outcome] = await svc.embedAll(items, signal);
+    if ('error' in outcome) throw outcome.error;
+    const positions: [number, number][] = [];
+    const query = new Float32Array((r1 - r0) * (c1 - c0) * d);
+    for (let r = r0; r < r1; r++)
+      for (let c = c0; c < c1; c++) {
+        query.set(outcome.result.tokens.subarray((r * cols + c) * d, (r * cols + c + 1) * d), positions.length * d);
+        positions.push([r, c]);
+      }
+    const t0 = performance.now();
+    const hits = await gallery.search(query, positions, outcome.result.pooled, options.k, options.pooled, {
+      signal,
+      candidates: svc.options.maxSearchCandidates,
+    });
+    svc.metrics.stage.observe({ stage: 'search' }, (performance.now() - t0) / 1000);
+    return hits;
+  }, signal);
   res.json({ model: m.id, grid: [rows, cols], patchSize: m.patches.size, box: [r0, c0, r1, c1], hits });
 }
 
