@@ -158,8 +158,8 @@ export function openapi(svc: Service) {
       '/v1/map': {
         get: {
           summary:
-            "the gallery's pooled embeddings in 2-D (UMAP, seeded), with labels from metadata label/class/category",
-          responses: { ...ok('{total, points: [{id, x, y, label}]}'), ...errors(409) },
+            "the gallery's pooled embeddings in 2-D (UMAP, seeded), with labels from metadata label/class/category; while the gallery's next layout is made, the previous one is answered (its version below galleryVersion)",
+          responses: { ...ok('{version, galleryVersion, total, points: [{id, x, y, label}]}'), ...errors(409) },
         },
       },
       '/': { get: { summary: 'the explorer page', responses: ok('text/html') } },

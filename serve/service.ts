@@ -7,6 +7,7 @@ import { GARBAGE_BYTES, Gallery } from './gallery/gallery.ts';
 import { Batcher, type Embedded } from './batcher.ts';
 import { decodeInspected, inspectImage, type DecodeLimits, type Inspected } from '../runtime/decode.ts';
 import { Gate } from '../runtime/gate.ts';
+import { MapLayouts } from './map.ts';
 import { ApiError, fromLayer } from './errors.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { probeSchema, type ProbeHead } from '../format/probe.ts';
@@ -111,6 +112,7 @@ export class Service {
   readonly decodeGate: Gate;
   /** Searches and reconstructions running at once (maxGalleryQueries), and waiting (maxGalleryQueue). */
   readonly queryGate: Gate;
+  private layouts: MapLayouts | null = null;
   gallery?: Gallery;
   /** The package's predictor (with its context encoder), for /v1/reconstruct. */
   predictor: Predictor | null = null;
@@ -296,8 +298,15 @@ export class Service {
     return this.queryGate.run(1, task, signal);
   }
 
+  /** The map of `gallery`: one layout at a time, whatever the requests. */
+  map(gallery: Gallery): MapLayouts {
+    if (this.layouts?.gallery !== gallery) this.layouts = new MapLayouts(gallery, (line) => console.error(line));
+    return this.layouts;
+  }
+
   async close(): Promise<void> {
     this.ready = false;
+    await this.layouts?.close();
     await this.batcher.drain();
     this.gallery?.close();
     await Promise.all([this.embedder.close(), this.predictor?.close()]);

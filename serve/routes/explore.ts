@@ -1,6 +1,5 @@
 /** What the explorer page asks beyond embeddings: what the model expects behind hidden patches, and a map of the gallery. */
 import type { Request, Response } from 'express';
-import { UMAP } from 'umap-js';
 import { ApiError } from '../errors.ts';
 import type { Service } from '../service.ts';
 import { galleryOf } from './gallery.ts';
@@ -48,48 +47,14 @@ export async function reconstruct(svc: Service, req: Request, res: Response, sig
   });
 }
 
-/** Points of the map, one per image; at most this many images are laid out. */
-const MAP_POINTS = 2000;
-const LABEL_KEYS = ['label', 'class', 'category'];
-
-/** The map of one gallery version, being computed or done: concurrent requests share one layout. */
-let cached: { gallery: unknown; version: number; body: Promise<unknown> } | null = null;
-
 /**
  * GET /v1/map: the gallery's pooled embeddings laid out in 2-D by UMAP (seeded, so the same
  * gallery gives the same map), with each image's label from its metadata (`label`, `class` or
- * `category`) when it has one. Recomputed only when the gallery changed.
+ * `category`) when it has one. Laid out again when the gallery changed; meanwhile the previous
+ * layout is answered, its `version` behind `galleryVersion`.
  */
 export async function galleryMap(svc: Service, _req: Request, res: Response): Promise<void> {
   const gallery = galleryOf(svc);
-  if (cached?.gallery !== gallery || cached.version !== gallery.version) {
-    const mine = { gallery, version: gallery.version, body: layout(svc, gallery) };
-    cached = mine;
-    mine.body.catch(() => {
-      if (cached === mine) cached = null;
-    });
-  }
-  res.json(await cached.body);
-}
-
-async function layout(svc: Service, gallery: ReturnType<typeof galleryOf>): Promise<unknown> {
-  const { ids, pooled, metadata } = gallery.pooledSample(MAP_POINTS);
-  const d = svc.manifest.embeddingDim;
-  const rows = ids.map((_, i) => Array.from(pooled.subarray(i * d, (i + 1) * d)));
-  let xy: number[][];
-  if (rows.length < 4) xy = rows.map((_, i) => [i, 0]);
-  else {
-    let s = 12345;
-    const random = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
-    const umap = new UMAP({ nComponents: 2, nNeighbors: Math.min(15, rows.length - 1), minDist: 0.1, random });
-    xy = await umap.fitAsync(rows);
-  }
-  const label = (m?: Record<string, unknown>) => {
-    const v = LABEL_KEYS.map((k) => m?.[k]).find((x) => typeof x === 'string' || typeof x === 'number');
-    return v === undefined ? null : String(v);
-  };
-  return {
-    total: gallery.size,
-    points: ids.map((id, i) => ({ id, x: xy[i][0], y: xy[i][1], label: label(metadata[i]) })),
-  };
+  const map = await svc.map(gallery).current();
+  res.json({ ...map, galleryVersion: gallery.version });
 }
