@@ -718,14 +718,26 @@ export class Gallery {
       const hits: PatchHit[] = [];
       if (live > 0) {
         const q = centred(queries.subarray(t * d, (t + 1) * d));
+        let qSum = 0;
+        for (const x of q) qSum += x;
         const labels = this.index.search(q, Math.min(live, Math.max(32, 4 * k)), searchEf(this.index.stored));
         for (const l of labels) {
           const owner = this.owners[l];
           const e = owner && this.entries.get(owner[0]);
           if (!owner || !e) continue;
-          const g = centred(e.patches.subarray(owner[1] * d, (owner[1] + 1) * d));
-          let s = 0;
-          for (let j = 0; j < d; j++) s += q[j] * g[j];
+          // The cosine with the centred gallery patch, in one pass over it: centring it subtracts
+          // its mean times the query's sum from the dot product, and d times its mean squared from its power.
+          let sum = 0;
+          let power = 0;
+          let dot = 0;
+          for (let j = 0, at = owner[1] * d; j < d; j++, at++) {
+            const x = e.patches[at];
+            sum += x;
+            power += x * x;
+            dot += q[j] * x;
+          }
+          const spread = power - (sum * sum) / d;
+          const s = (dot - (sum / d) * qSum) / (spread > 1e-12 ? Math.sqrt(spread) : 1);
           hits.push({ id: e.id, patch: [Math.floor(owner[1] / e.cols), owner[1] % e.cols], similarity: s });
         }
       }
