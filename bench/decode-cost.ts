@@ -1,5 +1,5 @@
 /**
- * node --import tsx bench/decode-cost.ts — CPU seconds of one server decode (format/preprocess.ts
+ * npm run bench:decode — CPU seconds of one server decode (format/preprocess.ts
  * toRgb: decode, then resize to the model's input) over image shapes, one decode at a time, best
  * of three. What decoding costs depends on the shape, not on the pixel count alone: the limits and
  * the gate weights of runtime/decode.ts come from this table.
