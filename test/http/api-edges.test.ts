@@ -9,11 +9,11 @@ import { after, before, test } from 'node:test';
 import sharp from 'sharp';
 import { createApp, keyMatches } from '../../serve/app.ts';
 import { Gallery } from '../../serve/gallery/gallery.ts';
-import { toHalf } from '../../serve/routes/embed.ts';
 import { Service } from '../../serve/service.ts';
 import { imageUrl, itemUrl } from '../../serve/web/paths.ts';
 import { tempDir } from '../tmp.ts';
 import { makePackage } from './fixtures.ts';
+import { maxRelDiff } from '../helpers.ts';
 import { percentiles } from './processes.ts';
 
 const KEY = 'sesame';
@@ -144,18 +144,18 @@ test('a wrong key takes as long to refuse wherever it differs from the key', (t)
   const late = `${key.slice(0, -1)}x`;
   assert.ok(keyMatches(key, key));
   for (const wrong of [early, late, key.slice(1), '', undefined, [key, key]]) assert.ok(!keyMatches(wrong, key));
-  const median = (given: string) => {
-    const ns: number[] = [];
-    for (let i = 0; i < 61; i++) {
-      const t0 = process.hrtime.bigint();
-      keyMatches(given, key);
-      ns.push(Number(process.hrtime.bigint() - t0));
-    }
-    return percentiles(ns).p50;
+  // Interleaved, so a burst of load on this shared machine slows both alike.
+  const time = (given: string) => {
+    const t0 = process.hrtime.bigint();
+    keyMatches(given, key);
+    return Number(process.hrtime.bigint() - t0);
   };
-  median(early);
-  median(late);
-  const [e, l] = [median(early), median(late)];
+  const ns = { early: [] as number[], late: [] as number[] };
+  for (let i = 0; i < 81; i++) {
+    ns.early.push(time(early));
+    ns.late.push(time(late));
+  }
+  const [e, l] = [percentiles(ns.early.slice(20)).p50, percentiles(ns.late.slice(20)).p50];
   t.diagnostic(`median ns per comparison of a 256 KiB key: differing at the first character ${e}, at the last ${l}`);
   assert.ok(l < 2 * e, `differing at the end took ${(l / e).toFixed(1)}× as long as differing at the start`);
 });
@@ -276,6 +276,16 @@ test('every response says X-Content-Type-Options: nosniff', async () => {
   }
 });
 
+/** An IEEE float16's value from its bits. */
+function fromHalf(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const exp = (bits >> 10) & 0x1f;
+  const frac = bits & 0x3ff;
+  if (exp === 0) return sign * 2 ** -14 * (frac / 1024);
+  if (exp === 31) return frac ? Number.NaN : sign * Number.POSITIVE_INFINITY;
+  return sign * 2 ** (exp - 15) * (1 + frac / 1024);
+}
+
 test('patches: a compact base64 encoding, and the JSON float form bounded', async (t) => {
   const embed = (n: number, options: Record<string, unknown>, headers: Record<string, string> = {}) =>
     fetch(`${base}/v1/embeddings`, {
@@ -305,16 +315,20 @@ test('patches: a compact base64 encoding, and the JSON float form bounded', asyn
     const b = Buffer.from(s, 'base64');
     return new Float32Array(b.buffer, b.byteOffset, b.length / 4);
   };
+  // The two requests' images may be batched differently (decodes finish in any order), which
+  // moves the last bits of the encoder's output: the same numbers to float32 rounding.
   for (const [i, item] of b64.data.entries()) {
-    assert.deepEqual(Array.from(f32(item.embedding)), floats[i].embedding);
-    assert.deepEqual(Array.from(f32(item.patches)), floats[i].patches.flat(2));
+    assert.ok(maxRelDiff(f32(item.embedding), floats[i].embedding) < 1e-5);
+    assert.ok(maxRelDiff(f32(item.patches), floats[i].patches.flat(2)) < 1e-5);
   }
   const half = await (await embed(1, { patches: true, encoding: 'base64', dtype: 'float16' })).json();
   const h = Buffer.from(half.data[0].patches, 'base64');
-  assert.deepEqual(
-    Array.from(new Uint16Array(h.buffer, h.byteOffset, h.length / 2)),
-    floats[0].patches.flat(2).map(toHalf),
-  );
+  const halves = new Uint16Array(h.buffer, h.byteOffset, h.length / 2);
+  // Each value the float16 nearest to the float32 one (half a step: 2^-11 relative), give or take.
+  const off = floats[0].patches
+    .flat(2)
+    .map((x: number, j: number) => Math.abs(fromHalf(halves[j]) - x) / Math.max(Math.abs(x), 2 ** -14));
+  assert.ok(Math.max(...off) < 2 ** -10, `float16 values off by up to ${Math.max(...off)} relative`);
   // The compact form and the binary answer are not bounded: 4 images are answered.
   assert.equal((await embed(4, { patches: true, encoding: 'base64' })).status, 200);
   assert.equal((await embed(4, { patches: true }, { accept: 'application/octet-stream' })).status, 200);
