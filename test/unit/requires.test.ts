@@ -27,12 +27,13 @@ function browserTests(require?: string) {
 test('a missing prerequisite skips its tests, saying why and how to install it, once before the totals', () => {
   const { status, out } = browserTests();
   assert.equal(status, 0, out);
-  assert.match(out, /# skipped 7\n/);
+  const count = (what: string) => Number(new RegExp(`# ${what} (\\d+)\\n`).exec(out)?.[1]);
+  assert.ok(count('tests') > 0 && count('skipped') === count('tests'), 'every browser test skipped');
   assert.match(
     out,
     /# skipped, with the reason:\n#\s+test\/browser\/explorer\.test\.ts: no browser at .*no-such-chromium; install: apt-get install chromium/,
   );
-  assert.ok(out.indexOf('with the reason') < out.indexOf('# tests 7'), 'the reasons come before the totals');
+  assert.ok(out.indexOf('with the reason') < out.indexOf('# tests '), 'the reasons come before the totals');
 });
 
 test('IJEPA_REQUIRE turns the skip into a failure', () => {
