@@ -42,7 +42,7 @@ function l2Option(v: string): number | 'auto' {
 
 /**
  * One rule for the onnxruntime threads of the commands that run graphs offline (train, probe,
- * eval, figures, study): --threads, else all cores. `serve` keeps its own default (see there).
+ * eval, figures, study, index): --threads, else all cores. `serve` keeps its own default (see there).
  */
 const threadsOption = (what: string) =>
   new Option('--threads <n>', `onnxruntime intra-op threads for ${what} (default: all cores)`).argParser(
@@ -321,6 +321,7 @@ export function buildCli(): Command {
     .requiredOption('--gallery <dir>', 'gallery directory (created if missing; must match the model)')
     .option('--batch <n>', 'images per encoder run', int('--batch'), 32)
     .addOption(deviceOption('the encoder'))
+    .addOption(threadsOption('the encoder'))
     .action(async (opts) => {
       const { indexImages } = await import('../serve/index-images.ts');
       const r = await indexImages({
@@ -329,6 +330,7 @@ export function buildCli(): Command {
         gallery: opts.gallery,
         batch: opts.batch,
         device: opts.device,
+        threads: threadsOf(opts.threads),
         progress: process.stderr.isTTY,
       });
       console.log(JSON.stringify(r));

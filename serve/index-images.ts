@@ -17,6 +17,8 @@ import { defaultServiceOptions } from './service.ts';
 export interface IndexOptions {
   /** Where the encoder runs. */
   device?: Device;
+  /** onnxruntime threads for the encoder (the CLI's default: all cores). */
+  threads: number;
   model: string;
   images: string;
   gallery: string;
@@ -31,7 +33,7 @@ export async function indexImages(
   const log = o.log ?? ((s: string) => console.error(s));
   // The images are listed first so that a wrong --images creates no gallery directory.
   const files = listImages(o.images);
-  const embedder = await Embedder.open(o.model, { device: o.device });
+  const embedder = await Embedder.open(o.model, { device: o.device, threads: o.threads });
   const m = embedder.manifest;
   const gallery = Gallery.open(o.gallery, m.id, m.embeddingDim, log, { encoder: m.files.encoder.sha256 });
   const ids = files.map((f) => relative(o.images, f));
