@@ -232,10 +232,10 @@ function recordBytes(e: Unlabelled): number {
 /** Commits made while an online compaction runs: its new journal and index take them too. */
 interface Compaction {
   file: JournalFile;
-  /** Journal lines, as appended. */
+  /** Their journal lines, as appended, to follow the live images' in the new journal. */
   lines: Buffer[];
-  /** The same changes in memory: an id dropped or an image put. */
-  steps: (string | Unlabelled)[];
+  /** The new labels, entries and index, which take each commit at once. */
+  next: Gallery;
 }
 
 function normalize(v: Float32Array, dim: number): Float32Array {
@@ -423,10 +423,9 @@ export class Gallery {
   }
 
   /** Adds an image in memory, labelling its patches; `indexIt`: also to the index. */
-  private put(e: Unlabelled, indexIt: boolean): void {
+  private put(e: Unlabelled, indexIt: boolean, bytes = recordBytes(e)): void {
     const labels = Array.from({ length: e.rows * e.cols }, (_, p) => this.owners.push([e.id, p]) - 1);
     if (indexIt) this.index.add(e.patches, labels);
-    const bytes = recordBytes(e);
     this.liveBytes += bytes;
     this.entries.set(e.id, { ...e, labels, bytes });
   }
@@ -527,7 +526,10 @@ export class Gallery {
     }
     if (this.compaction) {
       this.compaction.lines.push(line);
-      this.compaction.steps.push(...steps);
+      for (const s of steps) {
+        if (typeof s === 'string') this.compaction.next.drop(s);
+        else this.compaction.next.put(s, true);
+      }
     } else if (this.journal.bytes >= this.compactAfter) {
       const dead = this.journal.bytes - this.liveBytes;
       if (dead > Math.max(this.garbageBytes, this.liveBytes)) void this.compactOnline();
@@ -535,29 +537,43 @@ export class Gallery {
   }
 
   /**
-   * Compaction while serving, without stopping it: the images live at its start are written to a
-   * new journal and added to a new index a slice at a time (SLICE_MS, yielding in between); the
-   * commits made meanwhile go to the old journal first, as always, and then to both; once caught
-   * up, one synchronous step makes them the gallery's. Until the new journal's rename the old one is
-   * the truth, so a crash at any point loses nothing acknowledged. The index snapshot goes first: it
-   * numbers patches in the old journal's order. A failure (disk full) leaves everything as it was,
-   * and is logged; the next try waits until the journal has grown by as much again.
+   * Compaction while serving, without stopping it. At its start the live images are labelled afresh
+   * in a new gallery state (`next`), in the order of the new journal; from then on each commit goes
+   * to the old journal first, as always, and then to `next` at once. In the background, a slice at a
+   * time (SLICE_MS, yielding in between), the images live at the start are written to the new
+   * journal and added to the new index; the commits' lines follow them; one synchronous step then
+   * switches journal and state. Until the new journal's rename the old one is the truth, so a crash
+   * at any point loses nothing acknowledged. The index snapshot goes first: it numbers patches in
+   * the old journal's order. A failure (disk full) leaves everything as it was, and is logged; the
+   * next try waits until the journal has grown by as much again.
    */
   private async compactOnline(): Promise<void> {
     const t0 = performance.now();
     const before = { bytes: this.journal.bytes, patches: this.owners.length };
-    let c: Compaction;
+    let file: JournalFile;
     try {
-      c = { file: this.journal.begin(), lines: [], steps: [] };
+      file = this.journal.begin();
     } catch (e) {
       this.compactionFailed(e);
       return;
     }
+    // A scratch gallery holds the new state through put/drop; it never touches the journal or lock.
+    const capacity = Math.max(1024, Math.ceil(1.5 * (this.owners.length - this.removed)));
+    const next = new Gallery(
+      this.dir,
+      this.dim,
+      HnswIndex.create(this.dim, capacity),
+      this.journal,
+      this.lock,
+      this.log,
+    );
+    for (const e of this.entries.values()) next.put(e, false, e.bytes);
+    const start = [...next.entries.values()];
+    const c: Compaction = { file, lines: [], next };
     this.compaction = c;
-    // A scratch gallery labels the images afresh with put/drop; it never touches the journal or lock.
-    const next = new Gallery(this.dir, this.dim, HnswIndex.create(this.dim), this.journal, this.lock, this.log);
     let longest = 0;
-    let sliceStart = performance.now();
+    // The first stretch began with the labelling.
+    let sliceStart = t0;
     /** Yields after SLICE_MS of work; false once the gallery closed meanwhile. */
     const slice = async () => {
       const now = performance.now();
@@ -569,31 +585,25 @@ export class Gallery {
       return this.compaction === c;
     };
     try {
-      for (const e of [...this.entries.values()]) {
+      const d = this.dim;
+      for (const e of start) {
         c.file.write([this.addOp(e)]);
-        next.put(e, true);
-        if (!(await slice())) return;
-      }
-      // Synced in the thread pool while catching up, so that the switch syncs little; the last
-      // rounds do not wait for a sync, as commits could keep arriving during each one.
-      for (let round = 0; ; round++) {
-        if (round < 3) {
-          await c.file.sync();
-          if (this.compaction !== c) return;
-          sliceStart = performance.now();
-        }
-        const lines = c.lines.splice(0);
-        const steps = c.steps.splice(0);
-        if (lines.length === 0 && steps.length === 0) break;
-        for (const l of lines) c.file.write(l);
-        for (const s of steps) {
-          if (typeof s === 'string') next.drop(s);
-          else next.put(s, true);
+        // A patch at a time (an image's take tens of ms); not once a commit removed or replaced it.
+        for (let p = 0; p < e.labels.length && next.entries.get(e.id) === e; p++) {
+          next.index.add(e.patches.subarray(p * d, (p + 1) * d), [e.labels[p]]);
           if (!(await slice())) return;
         }
       }
-      // Caught up: from here to the end nothing yields, so no commit comes in between.
+      // Synced in the thread pool, so that the switch syncs little; a few rounds, as commits may
+      // keep arriving during each.
+      for (let round = 0; round < 3; round++) {
+        for (const l of c.lines.splice(0)) c.file.write(l);
+        await c.file.sync();
+        if (this.compaction !== c) return;
+      }
+      // From here to the end nothing yields, so no commit comes in between.
       const switchStart = performance.now();
+      for (const l of c.lines.splice(0)) c.file.write(l);
       if (existsSync(join(this.dir, INDEX_META))) {
         rmSync(join(this.dir, INDEX_META));
         syncDir(this.dir);
@@ -607,7 +617,7 @@ export class Gallery {
       this.dirty = true;
       this.compaction = null;
       const end = performance.now();
-      longest = Math.max(longest, end - sliceStart);
+      longest = Math.max(longest, end - switchStart);
       this.log(
         `gallery: compacted ${this.dir} online in ${(end - t0).toFixed(1)} ms (longest stretch without yielding ${longest.toFixed(1)} ms, the switch ${(end - switchStart).toFixed(1)} ms): journal ${before.bytes} → ${this.journal.bytes} bytes, index ${before.patches} → ${this.owners.length} patches`,
       );

@@ -62,6 +62,8 @@ function writeAll(fd: number, buf: Uint8Array): void {
 export class JournalFile {
   bytes = 0;
   records = 0;
+  /** Bytes written that no sync has covered yet. */
+  private unsynced = 0;
   private fd: number | null;
 
   constructor(readonly path: string) {
@@ -74,6 +76,7 @@ export class JournalFile {
     const buf = Buffer.isBuffer(record) ? record : line(record);
     writeAll(this.fd, buf);
     this.bytes += buf.length;
+    this.unsynced += buf.length;
     this.records++;
   }
 
@@ -81,13 +84,20 @@ export class JournalFile {
   sync(): Promise<void> {
     const fd = this.fd;
     if (fd === null) return Promise.reject(new Error(`${this.path} is closed`));
-    return new Promise((resolve, reject) => fsync(fd, (e) => (e ? reject(e) : resolve())));
+    const covered = this.unsynced;
+    return new Promise((resolve, reject) =>
+      fsync(fd, (e) => {
+        if (e) return reject(e);
+        this.unsynced -= covered;
+        resolve();
+      }),
+    );
   }
 
   /** Syncs and closes it: ready to be renamed into place. */
   finish(): void {
     if (this.fd === null) throw new Error(`${this.path} is closed`);
-    fsyncSync(this.fd);
+    if (this.unsynced > 0) fsyncSync(this.fd);
     closeSync(this.fd);
     this.fd = null;
   }
