@@ -12,7 +12,8 @@
  * index.json (renamed into place last) — and the journal records after it are replayed; without a
  * usable snapshot it is rebuilt from the journal. When removed patches outnumber live ones more
  * than twice, the journal and the index are compacted on open (journal.ts `rewrite`); while
- * serving, once the journal's dead bytes pass both a floor and its live bytes (`compactOnline`).
+ * serving, then too, or once the journal's dead bytes pass both a floor and its live bytes
+ * (`compactOnline`).
  *
  * gallery.json records whose embeddings it holds: the model id, the dimension, and the sha256 of
  * the encoder file (not of the package: a new probe head leaves the embeddings as they were).
@@ -531,8 +532,13 @@ export class Gallery {
         else this.compaction.next.put(s, true);
       }
     } else if (this.journal.bytes >= this.compactAfter) {
+      // Removed patches slow every search (it visits them) and hold memory; dead bytes hold disk.
       const dead = this.journal.bytes - this.liveBytes;
-      if (dead > Math.max(this.garbageBytes, this.liveBytes)) void this.compactOnline();
+      if (
+        shouldCompact(this.owners.length - this.removed, this.removed) ||
+        dead > Math.max(this.garbageBytes, this.liveBytes)
+      )
+        void this.compactOnline();
     }
   }
 

@@ -146,6 +146,26 @@ test('commits made during an online compaction reach the new journal and index; 
   console.log(`concurrent: ${runs.length} online compactions; last: ${runs.at(-1)}`);
 });
 
+test('below the garbage floor, removed patches (which every search visits) start a compaction too', async () => {
+  const dir = fresh('patches');
+  const said: string[] = [];
+  const g = Gallery.open(dir, 'm', 8, (m) => said.push(m));
+  const v = (x: number) => Float32Array.from({ length: 64 * 8 }, (_, i) => Math.sin(i * 0.37 + x * 2.1));
+  g.add('a', v(0), v(0).subarray(0, 8), 8, 8);
+  let most = 0;
+  for (let k = 1; k <= 200; k++) {
+    g.add('b', v(k), v(k).subarray(0, 8), 8, 8);
+    most = Math.max(most, g.stats.removedPatches);
+    await new Promise((r) => setImmediate(r));
+  }
+  const { journalBytes, removedPatches } = g.stats;
+  g.close();
+  console.log(
+    `patches: 200 replaces of a 64-patch image beside another: at most ${most} removed patches in the index (${200 * 64} without compaction), journal ${journalBytes} bytes at the end; ${said.length} online compactions`,
+  );
+  assert.ok(said.length >= 5 && most < 2048, `${most} removed patches, ${removedPatches} at the end`);
+});
+
 test('kill -9 of a server during churn, in the middle of an online compaction and after one, loses no acknowledged add', async () => {
   const dir = fresh('kill');
   const args = ['--gallery', dir, '--gallery-garbage', '65536'];
