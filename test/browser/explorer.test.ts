@@ -276,6 +276,12 @@ test('Delete removes exactly the item shown: an id with an encoded-looking segme
 test("a file that is not an image shows the server's error", { skip }, async () => {
   const bad = join(tempDir('ijepa-explorer-bad-'), 'notes.png');
   writeFileSync(bad, 'these are not pixels');
+  // An earlier test may have left an error showing: start from a clear status.
+  await page.evaluate(() => {
+    const s = document.querySelector('#status')!;
+    s.textContent = '';
+    s.classList.remove('error');
+  });
   await page.setInputFiles('#file', bad);
   await page.waitForFunction(() => document.querySelector('#status')!.classList.contains('error'));
   assert.equal(await status(), 'not a decodable image');

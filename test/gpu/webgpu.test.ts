@@ -9,7 +9,7 @@ import { tempDir } from '../tmp.ts';
 import { skipUnless } from '../requires.ts';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { tinyModel, randomArray } from '../helpers.ts';
@@ -166,7 +166,7 @@ writeFileSync(
   }),
 );
 
-/** Runs `ijepa train`; with `stopAt`, sends SIGTERM once the checkpoint reaches that step (the run checkpoints and exits). */
+/** Runs `ijepa train`; with `stopAt`, sends SIGTERM once it logs that step (the run checkpoints and exits). */
 function train(out: string, device: Device, extra: string[] = [], stopAt?: number): Promise<void> {
   const args = [
     BIN,
@@ -188,23 +188,19 @@ function train(out: string, device: Device, extra: string[] = [], stopAt?: numbe
   ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
-  child.stderr.on('data', (d) => (err += d));
-  const ck = join(out, 'checkpoint.bin');
-  const poll = stopAt
-    ? setInterval(() => {
-        try {
-          if (existsSync(ck) && (readCheckpoint(ck).meta.state as { step: number }).step >= stopAt) {
-            clearInterval(poll);
-            child.kill('SIGTERM');
-          }
-        } catch {
-          /* being renamed into place */
-        }
-      }, 20)
-    : undefined;
+  let stopping = false;
+  // On the step's log line, not on its checkpoint file: a file polled on a busy machine was seen
+  // too late, after the run had finished its steps.
+  child.stderr.on('data', (d) => {
+    err += d;
+    const logged = [...err.matchAll(/step (\d+)\//g)].map((m) => Number(m[1]));
+    if (stopAt && !stopping && logged.some((n) => n >= stopAt)) {
+      stopping = true;
+      child.kill('SIGTERM');
+    }
+  });
   return new Promise((resolve, reject) =>
     child.on('close', (code) => {
-      clearInterval(poll);
       code === 0 ? resolve() : reject(new Error(`ijepa train --device ${device} exited ${code}:\n${err.slice(-2000)}`));
     }),
   );

@@ -8,13 +8,12 @@ import assert from 'node:assert/strict';
 import { cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import sharp from 'sharp';
 import { contentHash, describeFile, readPackage, writePackage } from '../../format/package.ts';
 import { contextEncoderGraph, weightsIn } from '../../onnx/inference.ts';
 import { Gallery } from '../../serve/gallery/gallery.ts';
 import { tinyModel } from '../helpers.ts';
 import { tempDir } from '../tmp.ts';
-import { makePackage } from './fixtures.ts';
+import { makePackage, pattern as patternPng } from './fixtures.ts';
 import { cpuSeconds, percentiles, startServer, type Running } from './processes.ts';
 
 const D = tinyModel.dim;
@@ -61,17 +60,6 @@ function buildGallery(images: number): string {
   }
   g.close();
   return dir;
-}
-
-async function pattern(seed: number): Promise<Uint8Array<ArrayBuffer>> {
-  const w = 24;
-  const raw = Buffer.alloc(w * w * 3);
-  for (let i = 0; i < raw.length; i++) raw[i] = (Math.sin(i * (seed + 1) * 0.37) * 120 + 128 + seed * 17) & 255;
-  return new Uint8Array(
-    await sharp(raw, { raw: { width: w, height: w, channels: 3 } })
-      .png()
-      .toBuffer(),
-  );
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -126,7 +114,7 @@ before(async () => {
   small = await startServer(pkg, ['--gallery', dirs.small]);
   large = await startServer(pkg, ['--gallery', dirs.large]);
   servers.push(small, large);
-  query = await pattern(7);
+  query = new Uint8Array(await patternPng(7));
 });
 
 after(async () => {
@@ -277,7 +265,7 @@ test('the map is laid out off the event loop, and the previous layout is served 
   assert.ok(lag <= 300, `the event loop stalled ${lag} ms while the map was laid out`);
 
   // A write makes the layout stale: the old one comes back at once, with the version it is of.
-  const added = await post(base, '/v1/gallery?id=new-one', await pattern(3));
+  const added = await post(base, '/v1/gallery?id=new-one', new Uint8Array(await patternPng(3)));
   assert.equal(added.status, 200);
   const b = await map();
   console.log(

@@ -21,8 +21,8 @@ import { HnswIndex } from '../../serve/gallery/hnsw.ts';
 import { Journal } from '../../serve/gallery/journal.ts';
 import { checkAccess } from '../../serve/main.ts';
 import { Service } from '../../serve/service.ts';
-import { makePackage } from './fixtures.ts';
-import { startServer as startProcess } from './processes.ts';
+import { makePackage, pattern } from './fixtures.ts';
+import { addPng, startServer as startProcess } from './processes.ts';
 
 const BIN = join(import.meta.dirname, '../../bin/ijepa.js');
 const pkg = makePackage(false);
@@ -31,22 +31,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 let dirs = 0;
 const fresh = (name: string) => join(root, `${name}-${dirs++}`);
 
-async function pattern(seed: number, w = 24): Promise<Buffer> {
-  const raw = Buffer.alloc(w * w * 3);
-  for (let i = 0; i < raw.length; i++) raw[i] = (Math.sin(i * (seed + 1) * 0.37) * 120 + 128 + seed * 17) & 255;
-  return sharp(raw, { raw: { width: w, height: w, channels: 3 } })
-    .png()
-    .toBuffer();
-}
-
 const startServer = (args: string[], fileSizeKb?: number) => startProcess(pkg, args, fileSizeKb);
-
-const addPng = async (base: string, id: string, png: Buffer) =>
-  fetch(`${base}/v1/gallery?id=${id}`, {
-    method: 'POST',
-    headers: { 'content-type': 'image/png' },
-    body: new Uint8Array(png),
-  });
 
 test('a full disk: adds that fail answer 507 and store nothing, the acknowledged ones survive SIGTERM and a restart, and writes work again', async () => {
   const dir = fresh('full');

@@ -171,3 +171,12 @@ export async function images() {
     random: Buffer.from(Array.from({ length: 500 }, (_, i) => (i * 97 + 13) % 256)),
   };
 }
+
+/** A w×w PNG of a smooth pattern, distinct for each seed. */
+export async function pattern(seed: number, w = 24): Promise<Buffer> {
+  const raw = Buffer.alloc(w * w * 3);
+  for (let i = 0; i < raw.length; i++) raw[i] = (Math.sin(i * (seed + 1) * 0.37) * 120 + 128 + seed * 17) & 255;
+  return sharp(raw, { raw: { width: w, height: w, channels: 3 } })
+    .png()
+    .toBuffer();
+}

@@ -8,30 +8,14 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import sharp from 'sharp';
 import { Gallery } from '../../serve/gallery/gallery.ts';
-import { makePackage } from './fixtures.ts';
-import { cpuSeconds, percentiles, startServer, type Running } from './processes.ts';
+import { makePackage, pattern } from './fixtures.ts';
+import { addPng, cpuSeconds, percentiles, startServer, type Running } from './processes.ts';
 
 const pkg = makePackage(false);
 const root = tempDir('ijepa-compaction-');
 let dirs = 0;
 const fresh = (name: string) => join(root, `${name}-${dirs++}`);
-
-async function pattern(seed: number, w = 24): Promise<Buffer> {
-  const raw = Buffer.alloc(w * w * 3);
-  for (let i = 0; i < raw.length; i++) raw[i] = (Math.sin(i * (seed + 1) * 0.37) * 120 + 128 + seed * 17) & 255;
-  return sharp(raw, { raw: { width: w, height: w, channels: 3 } })
-    .png()
-    .toBuffer();
-}
-
-const addPng = (base: string, id: string, png: Buffer, metadata?: object) =>
-  fetch(`${base}/v1/gallery?id=${id}${metadata ? `&metadata=${encodeURIComponent(JSON.stringify(metadata))}` : ''}`, {
-    method: 'POST',
-    headers: { 'content-type': 'image/png' },
-    body: new Uint8Array(png),
-  });
 
 async function stop(s: Running): Promise<void> {
   s.child.kill('SIGTERM');

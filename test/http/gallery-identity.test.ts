@@ -9,11 +9,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import sharp from 'sharp';
 import { Gallery, GalleryError } from '../../serve/gallery/gallery.ts';
 import { Service } from '../../serve/service.ts';
-import { makePackage } from './fixtures.ts';
-import { startServer, type Running } from './processes.ts';
+import { makePackage, pattern } from './fixtures.ts';
+import { addPng, startServer, type Running } from './processes.ts';
 
 const BIN = join(import.meta.dirname, '../../bin/ijepa.js');
 /** Two exports of one run folder: the same id, other encoder weights. */
@@ -26,21 +25,6 @@ const root = tempDir('ijepa-identity-');
 let dirs = 0;
 const fresh = (name: string) => join(root, `${name}-${dirs++}`);
 const recorded = (dir: string) => JSON.parse(readFileSync(join(dir, 'gallery.json'), 'utf8')).encoder;
-
-async function pattern(seed: number, w = 24): Promise<Buffer> {
-  const raw = Buffer.alloc(w * w * 3);
-  for (let i = 0; i < raw.length; i++) raw[i] = (Math.sin(i * (seed + 1) * 0.37) * 120 + 128 + seed * 17) & 255;
-  return sharp(raw, { raw: { width: w, height: w, channels: 3 } })
-    .png()
-    .toBuffer();
-}
-
-const addPng = (base: string, id: string, png: Buffer, metadata?: object) =>
-  fetch(`${base}/v1/gallery?id=${id}${metadata ? `&metadata=${encodeURIComponent(JSON.stringify(metadata))}` : ''}`, {
-    method: 'POST',
-    headers: { 'content-type': 'image/png' },
-    body: new Uint8Array(png),
-  });
 
 /** Adds `count` images (ids `${prefix}${i}`) in requests of 50. */
 async function addMany(base: string, prefix: string, count: number): Promise<void> {

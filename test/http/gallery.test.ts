@@ -6,23 +6,13 @@ import { spawn } from 'node:child_process';
 import { appendFileSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Server } from 'node:http';
-import sharp from 'sharp';
 import { createApp } from '../../serve/app.ts';
 import { Service } from '../../serve/service.ts';
 import { Gallery, GalleryError } from '../../serve/gallery/gallery.ts';
-import { makePackage } from './fixtures.ts';
+import { makePackage, pattern } from './fixtures.ts';
 
 const BIN = join(import.meta.dirname, '../../bin/ijepa.js');
 const pkg = makePackage(false);
-
-async function pattern(seed: number): Promise<Buffer> {
-  const w = 24;
-  const raw = Buffer.alloc(w * w * 3);
-  for (let i = 0; i < raw.length; i++) raw[i] = (Math.sin(i * (seed + 1) * 0.37) * 120 + 128 + seed * 17) & 255;
-  return sharp(raw, { raw: { width: w, height: w, channels: 3 } })
-    .png()
-    .toBuffer();
-}
 
 async function listen(svc: Service) {
   const s = await new Promise<Server>((resolve) => {
@@ -38,7 +28,7 @@ test('gallery over HTTP: add, get, search (MaxSim, box, pooled), delete, API key
   const dir = tempDir('ijepa-gal-');
   const svc = await Service.open(pkg, { gallery: dir, apiKey: 'sesame' });
   const { server, base } = await listen(svc);
-  const imgs = await Promise.all([0, 1, 2, 3].map(pattern));
+  const imgs = await Promise.all([0, 1, 2, 3].map((seed) => pattern(seed)));
   const auth = { ...JSONH, 'x-api-key': 'sesame' };
   const denied = await fetch(`${base}/v1/gallery`, {
     method: 'POST',

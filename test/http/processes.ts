@@ -76,3 +76,11 @@ export async function victim(request: () => Promise<Response>, until: Promise<un
   }
   return ms;
 }
+
+/** POST /v1/gallery of one PNG as a raw body, with its metadata in the query string. */
+export const addPng = (base: string, id: string, png: Buffer, metadata?: object) =>
+  fetch(`${base}/v1/gallery?id=${id}${metadata ? `&metadata=${encodeURIComponent(JSON.stringify(metadata))}` : ''}`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/png' },
+    body: new Uint8Array(png),
+  });
