@@ -577,19 +577,8 @@ export class Gallery {
     const start = [...next.entries.values()];
     const c: Compaction = { file, lines: [], next };
     this.compaction = c;
-    let longest = 0;
     // The first stretch began with the labelling.
-    let sliceStart = t0;
-    /** Yields after SLICE_MS of work; false once the gallery closed meanwhile. */
-    const slice = async () => {
-      const now = performance.now();
-      if (now - sliceStart > SLICE_MS) {
-        longest = Math.max(longest, now - sliceStart);
-        await new Promise((r) => setImmediate(r));
-        sliceStart = performance.now();
-      }
-      return this.compaction === c;
-    };
+    const slice = slicer(undefined, t0);
     try {
       const d = this.dim;
       for (const e of start) {
@@ -597,7 +586,9 @@ export class Gallery {
         // A patch at a time (an image's take tens of ms); not once a commit removed or replaced it.
         for (let p = 0; p < e.labels.length && next.entries.get(e.id) === e; p++) {
           next.index.add(e.patches.subarray(p * d, (p + 1) * d), [e.labels[p]]);
-          if (!(await slice())) return;
+          await slice();
+          // The gallery closed meanwhile.
+          if (this.compaction !== c) return;
         }
       }
       // Synced in the thread pool, so that the switch syncs little; a few rounds, as commits may
@@ -623,7 +614,7 @@ export class Gallery {
       this.dirty = true;
       this.compaction = null;
       const end = performance.now();
-      longest = Math.max(longest, end - switchStart);
+      const longest = Math.max(slice.longest, end - switchStart);
       this.log(
         `gallery: compacted ${this.dir} online in ${(end - t0).toFixed(1)} ms (longest stretch without yielding ${longest.toFixed(1)} ms, the switch ${(end - switchStart).toFixed(1)} ms): journal ${before.bytes} → ${this.journal.bytes} bytes, index ${before.patches} → ${this.owners.length} patches`,
       );
@@ -934,17 +925,27 @@ function loadSnapshot(
   return null;
 }
 
+/** Call before each piece of a long computation; `longest` is the longest stretch it saw without yielding, in ms. */
+interface Slicer {
+  (): Promise<void>;
+  longest: number;
+}
+
 /**
- * Call before each piece of a long computation: yields to the event loop once SLICE_MS have passed
- * since the last yield, and throws `signal`'s reason once it aborted (the client left).
+ * Yields to the event loop once SLICE_MS have passed since the last yield (or `start`), and throws
+ * `signal`'s reason once it aborted (the client left).
  */
-function slicer(signal?: AbortSignal): () => Promise<void> {
-  let sliceStart = performance.now();
-  return async () => {
+function slicer(signal?: AbortSignal, start = performance.now()): Slicer {
+  let sliceStart = start;
+  const next = (async () => {
     signal?.throwIfAborted();
-    if (performance.now() - sliceStart <= SLICE_MS) return;
+    const now = performance.now();
+    if (now - sliceStart <= SLICE_MS) return;
+    next.longest = Math.max(next.longest, now - sliceStart);
     await new Promise((r) => setImmediate(r));
     signal?.throwIfAborted();
     sliceStart = performance.now();
-  };
+  }) as Slicer;
+  next.longest = 0;
+  return next;
 }
