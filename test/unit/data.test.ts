@@ -268,12 +268,14 @@ test('views: each image comes as its own crops, laid out [image, view]; the batc
     cropScale: [0.3, 1] as [number, number],
     cropRatio: [0.75, 1.33] as [number, number],
     hflip: true,
-    jitter: 0.5,
+    colorJitter: { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 },
+    grayscale: 0.2,
+    solarize: 0.2,
   };
   const opts = { batch: 4, seed: 3, preprocess: defaultPreprocess(8), patch: 4 };
   const whole = await new BatchLoader(ds, {
     ...opts,
-    augment: { ...augment, cropScale: null, hflip: false, jitter: 0 },
+    augment: { ...augment, cropScale: null, hflip: false, colorJitter: null, grayscale: 0, solarize: 0 },
   }).next();
   const b = await new BatchLoader(ds, { ...opts, augment: { ...augment, views: 3 } }).next();
   const again = await new BatchLoader(ds, { ...opts, augment: { ...augment, views: 3 } }).next();

@@ -16,7 +16,6 @@ import { OrtEngine } from '../../train/ort/engine.ts';
 import { defaultMaskConfig, sampleMasks } from '../../train/masks.ts';
 import { gridOf } from '../../model/presets.ts';
 import { Rng } from '../../model/rng.ts';
-import { jitterRgb } from '../../train/views.ts';
 
 const m = tinyModel;
 const V = 3;
@@ -104,17 +103,4 @@ test('views step: identical views disagree by nothing; the same views paired wit
       shuffled.set(same.subarray((b * V + v) * per, (b * V + v + 1) * per), (v * batch + b) * per);
   const mixed = (await ortStep(online, shuffled, 0.5)).predLoss;
   assert.ok(agreed <= 1e-6 * mixed, `identical views ${agreed}, views of different images ${mixed}`);
-});
-
-test('jitterRgb is seeded, stays in range, keeps grey images grey, and strength 0 is the identity', () => {
-  const rgb = Uint8Array.from(randomArray(3 * 64, 7), (v) => Math.round((v + 1) * 127));
-  const a = jitterRgb(Uint8Array.from(rgb), Rng.for(1, 'j'), 0.5);
-  const b = jitterRgb(Uint8Array.from(rgb), Rng.for(1, 'j'), 0.5);
-  assert.deepEqual(a, b);
-  assert.notDeepEqual(a, rgb);
-  assert.deepEqual(jitterRgb(Uint8Array.from(rgb), Rng.for(1, 'j'), 0), rgb);
-  const grey = new Uint8Array(3 * 64);
-  for (let i = 0; i < 64; i++) grey.fill(i * 3, 3 * i, 3 * i + 3);
-  const g = jitterRgb(grey, Rng.for(2, 'j'), 1);
-  for (let i = 0; i < 64; i++) assert.ok(g[3 * i] === g[3 * i + 1] && g[3 * i + 1] === g[3 * i + 2]);
 });

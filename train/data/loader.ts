@@ -3,31 +3,18 @@
  * from (seed, e); augmentation of an item from (seed, e, item). A position {epoch, cursor} is all
  * a checkpoint needs to continue the exact same stream. Corrupt images are skipped with a warning
  * and counted; the batch is filled from the following items.
+ *
+ * The items are made off the step's thread (pool.ts: decode, crops, flips, colour ops,
+ * normalisation); this thread reads the dataset and assembles the batch.
  */
 import type { Dataset } from './dataset.ts';
-import {
-  decodeRgb,
-  normalizePatches,
-  resizeRgb,
-  type Crop,
-  type Preprocess,
-  type RgbImage,
-} from '../../format/preprocess.ts';
+import type { Preprocess } from '../../format/preprocess.ts';
 import { Rng } from '../../model/rng.ts';
-import { jitterRgb, type TargetView } from '../views.ts';
+import type { TargetView } from '../views.ts';
+import { itemLayout, type Augment, type ItemResult } from './item.ts';
+import { defaultWorkers, ItemPool, PoolFailure } from './pool.ts';
 
-export interface Augment {
-  /** Random-resized-crop area fraction range, or null for none. */
-  cropScale: [number, number] | null;
-  cropRatio: [number, number];
-  hflip: boolean;
-  /** Also yield a target view: the image mirrored with probability ½ (views.ts). */
-  targetFlip?: boolean;
-  /** Also yield this many views per image (objective `views`): crop, flip and jitter each. */
-  views?: number;
-  /** Colour-jitter strength of those views (views.ts jitterRgb). */
-  jitter?: number;
-}
+export { sampleCrop, type Augment } from './item.ts';
 
 export interface LoaderOptions {
   batch: number;
@@ -36,8 +23,10 @@ export interface LoaderOptions {
   patch: number;
   augment: Augment;
   onSkip?: (what: string, err: Error) => void;
-  /** Decoded images kept in memory, up to this many bytes (default 1 GiB; 0: none). */
+  /** Decoded images kept in memory, up to this many bytes (default 1 GiB; 0: none), shared out among the workers. */
   cacheBytes?: number;
+  /** Worker threads making items (default: one per core but one, at least one; 0: this thread). */
+  workers?: number;
 }
 
 /** Enough for CIFAR-10 or Fashion-MNIST whole (150 MB decoded), and the first 7k images of a 224 px set. */
@@ -56,45 +45,11 @@ export interface Batch {
   targetView?: TargetView;
   /** With augment.views: [batch, views, N, p·p·3], the views of each image together. */
   views?: Float32Array;
+  /** With augment.views and localViews: [batch, localViews, Nl, p·p·3], Nl = (localSize / p)². */
+  locals?: Float32Array;
   /** Stream position after this batch. */
   end: Position;
   skipped: number;
-}
-
-/** torchvision RandomResizedCrop's box sampling, seeded. */
-export function sampleCrop(
-  rng: Rng,
-  width: number,
-  height: number,
-  scale: [number, number],
-  ratio: [number, number],
-): Crop {
-  const area = width * height;
-  const logR = [Math.log(ratio[0]), Math.log(ratio[1])];
-  for (let i = 0; i < 10; i++) {
-    const target = area * rng.uniform(scale[0], scale[1]);
-    const ar = Math.exp(rng.uniform(logR[0], logR[1]));
-    const w = Math.round(Math.sqrt(target * ar));
-    const h = Math.round(Math.sqrt(target / ar));
-    if (w > 0 && h > 0 && w <= width && h <= height) {
-      return { left: rng.int(width - w + 1), top: rng.int(height - h + 1), width: w, height: h };
-    }
-  }
-  const s = Math.min(width, height);
-  return { left: Math.floor((width - s) / 2), top: Math.floor((height - s) / 2), width: s, height: s };
-}
-
-function flipHwc(rgb: Uint8Array, size: number): Uint8Array {
-  const out = new Uint8Array(rgb.length);
-  for (let y = 0; y < size; y++)
-    for (let x = 0; x < size; x++) {
-      const s = 3 * (y * size + x);
-      const d = 3 * (y * size + size - 1 - x);
-      out[d] = rgb[s];
-      out[d + 1] = rgb[s + 1];
-      out[d + 2] = rgb[s + 2];
-    }
-  return out;
 }
 
 export class BatchLoader {
@@ -102,14 +57,8 @@ export class BatchLoader {
   private orderEpoch = -1;
   private pending: Promise<Batch> | null = null;
   private pos: Position;
+  private readonly pool: ItemPool;
   skippedTotal = 0;
-  /**
-   * Decoding is most of a small image's cost (a 32×32 JPEG through sharp: ~1.4 ms of CPU, the
-   * step's share of it ~10%), and the same images come back every epoch. What is kept is what
-   * no random draw has touched yet: the decoded image, or, with no crop to draw, the resized one.
-   */
-  private readonly cache = new Map<number, RgbImage>();
-  private cacheLeft: number;
   /** Items decoded from the dataset so far (cache misses). */
   decodes = 0;
 
@@ -120,23 +69,19 @@ export class BatchLoader {
   ) {
     if (ds.size < o.batch) throw new RangeError(`dataset has ${ds.size} images, fewer than one batch of ${o.batch}`);
     this.pos = { ...start };
-    this.cacheLeft = o.cacheBytes ?? CACHE_BYTES;
-  }
-
-  private async source(index: number): Promise<RgbImage> {
-    const hit = this.cache.get(index);
-    if (hit) return hit;
-    const { preprocess: p, augment: a } = this.o;
-    this.decodes++;
-    let img = await decodeRgb(await this.ds.read(index));
-    if (!a.cropScale && !a.views) img = { data: await resizeRgb(img, p), width: p.size, height: p.size };
-    // The next batch is loaded while this one trains, so at an epoch's turn one image can be
-    // decoded twice at once: it is kept (and counted) once.
-    if (img.data.length <= this.cacheLeft && !this.cache.has(index)) {
-      this.cache.set(index, img);
-      this.cacheLeft -= img.data.length;
-    }
-    return img;
+    const workers = o.workers ?? defaultWorkers();
+    if (!Number.isInteger(workers) || workers < 0)
+      throw new RangeError(`workers must be a whole number ≥ 0, not ${workers}`);
+    this.pool = new ItemPool(
+      {
+        seed: o.seed,
+        preprocess: o.preprocess,
+        patch: o.patch,
+        augment: o.augment,
+        cacheBytes: o.cacheBytes ?? CACHE_BYTES,
+      },
+      workers,
+    );
   }
 
   get batchesPerEpoch(): number {
@@ -151,42 +96,25 @@ export class BatchLoader {
     return this.order!;
   }
 
-  private async item(
-    epoch: number,
-    index: number,
-  ): Promise<{ rgb: Uint8Array; flipped: boolean; views: Uint8Array[] }> {
-    const { preprocess: p, augment: a } = this.o;
-    const img = await this.source(index);
-    const rng = Rng.for(this.o.seed, 'augment', epoch, index);
-    if (a.views) {
-      // The views carry the augmentation; the batch's own patches (diagnostics) are the whole image.
-      const views: Uint8Array[] = [];
-      for (let v = 0; v < a.views; v++) views.push(jitterRgb(await this.cropFlip(img, rng), rng, a.jitter ?? 0));
-      return { rgb: await resizeRgb(img, p), flipped: false, views };
-    }
-    const rgb = await this.cropFlip(img, rng);
-    // Drawn last, so that turning it on leaves every other view of the stream as it was.
-    return { rgb, flipped: !!a.targetFlip && rng.next() < 0.5, views: [] };
-  }
-
-  /** One random-resized crop (if enabled), resized, mirrored with probability ½ (if enabled). */
-  private async cropFlip(img: RgbImage, rng: Rng): Promise<Uint8Array> {
-    const { preprocess: p, augment: a } = this.o;
-    const crop = a.cropScale ? sampleCrop(rng, img.width, img.height, a.cropScale, a.cropRatio) : undefined;
-    const rgb = await resizeRgb(img, p, crop);
-    return a.hflip && rng.next() < 0.5 ? flipHwc(rgb, p.size) : rgb;
-  }
-
   private async load(start: Position): Promise<Batch> {
-    const { batch, preprocess, patch } = this.o;
+    const { batch } = this.o;
+    const L = itemLayout(this.o);
     let { epoch, cursor } = start;
-    const per = (preprocess.size / patch) ** 2 * patch * patch * 3;
+    const { per, perLocal } = L;
     const patches = new Float32Array(batch * per);
-    const view = this.o.augment.targetFlip
-      ? { patches: new Float32Array(batch * per), flipped: new Uint8Array(batch) }
-      : undefined;
-    const nViews = this.o.augment.views ?? 0;
-    const views = nViews ? new Float32Array(batch * nViews * per) : undefined;
+    const view = L.targetFlip ? { patches: new Float32Array(batch * per), flipped: new Uint8Array(batch) } : undefined;
+    const views = L.views ? new Float32Array(batch * L.views * per) : undefined;
+    const locals = L.localViews ? new Float32Array(batch * L.localViews * perLocal) : undefined;
+    const put = (r: ItemResult, at: number) => {
+      const d = r.data;
+      patches.set(d.subarray(0, per), at * per);
+      if (view) {
+        view.flipped[at] = r.flipped ? 1 : 0;
+        view.patches.set(d.subarray(L.target, L.target + per), at * per);
+      }
+      views?.set(d.subarray(L.view0, L.view0 + L.views * per), at * L.views * per);
+      locals?.set(d.subarray(L.local0, L.total), at * L.localViews * perLocal);
+    };
     let filled = 0;
     let skipped = 0;
     while (filled < batch) {
@@ -201,28 +129,18 @@ export class BatchLoader {
       const want = batch - filled;
       const idx = Array.from(order.subarray(cursor, cursor + want));
       cursor += want;
-      const results = await Promise.allSettled(idx.map((i) => this.item(epoch, i)));
-      results.forEach((r, k) => {
+      const e = epoch;
+      const results = await Promise.allSettled(idx.map((i) => this.pool.make(e, i, () => this.ds.read(i))));
+      for (const [k, r] of results.entries()) {
         if (r.status === 'fulfilled') {
-          const { rgb, flipped } = r.value;
-          normalizePatches(rgb, preprocess, patch, patches, filled * per);
-          r.value.views.forEach((v, k) => normalizePatches(v, preprocess, patch, views!, (filled * nViews + k) * per));
-          if (view) {
-            view.flipped[filled] = flipped ? 1 : 0;
-            normalizePatches(
-              flipped ? flipHwc(rgb, preprocess.size) : rgb,
-              preprocess,
-              patch,
-              view.patches,
-              filled * per,
-            );
-          }
-          filled++;
+          if (r.value.decoded) this.decodes++;
+          put(r.value, filled++);
         } else {
+          if (r.reason instanceof PoolFailure) throw r.reason;
           skipped++;
           this.o.onSkip?.(this.ds.describe(idx[k]), r.reason as Error);
         }
-      });
+      }
     }
     this.skippedTotal += skipped;
     return {
@@ -230,12 +148,13 @@ export class BatchLoader {
       batch,
       ...(view ? { targetView: view } : {}),
       ...(views ? { views } : {}),
+      ...(locals ? { locals } : {}),
       end: { epoch, cursor },
       skipped,
     };
   }
 
-  /** The next batch; the one after it is already decoding while the caller trains. */
+  /** The next batch; the one after it is already being made while the caller trains. */
   async next(): Promise<Batch> {
     const current = this.pending ?? this.load(this.pos);
     const b = await current;
@@ -243,5 +162,10 @@ export class BatchLoader {
     this.pending = this.load(this.pos);
     this.pending.catch(() => {}); // surfaced by the next call
     return b;
+  }
+
+  /** Frees this loader's part of the loader threads (its caches); idle threads do not keep the process alive. */
+  close(): void {
+    this.pool.close();
   }
 }
