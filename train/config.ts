@@ -71,10 +71,28 @@ export const trainConfigSchema = z
         hflip: z.boolean(),
         /** The target encoder sees the image mirrored half the time (views.ts). */
         targetFlip: z.boolean().default(false),
-        /** Views per image for objective `views`, each its own crop, flip and colour jitter. */
-        views: z.number().int().min(2).default(2),
-        /** Colour-jitter strength of those views (0: none; brightness/contrast/saturation ±0.8·s). */
-        jitter: z.number().min(0).max(1).default(0),
+        /** Global views per image for the views objectives, at the model's size: each its own crop, flip and colour ops. */
+        views: z.number().int().min(1).default(2),
+        /** Local views per image for the views objectives: smaller crops (`localScale` of the area) at `localSize` px. */
+        localViews: z.number().int().min(0).default(0),
+        localSize: z.number().int().positive().default(16),
+        localScale: fraction.default([0.05, 0.3]),
+        /** torchvision ColorJitter of each view, applied with probability p; null: none. */
+        colorJitter: z
+          .object({
+            brightness: z.number().min(0),
+            contrast: z.number().min(0),
+            saturation: z.number().min(0),
+            hue: z.number().min(0).max(0.5),
+            p: z.number().min(0).max(1),
+          })
+          .strict()
+          .nullable()
+          .default(null),
+        /** Probability that a view turns grey. */
+        grayscale: z.number().min(0).max(1).default(0),
+        /** Probability that a view is solarized (threshold 128). */
+        solarize: z.number().min(0).max(1).default(0),
       })
       .strict(),
     normalize: z
@@ -95,6 +113,14 @@ export const trainConfigSchema = z
   .refine((c) => c.objective === 'ijepa' || c.sigreg.weight > 0, {
     message: "objective 'views' needs SIGReg (sigreg.weight > 0): without it the views agree by collapsing",
     path: ['sigreg', 'weight'],
+  })
+  .refine((c) => c.augment.localSize % c.model.patchSize === 0 && c.augment.localSize <= c.model.imageSize, {
+    message: 'augment.localSize must be a multiple of the patch size and at most the image size',
+    path: ['augment', 'localSize'],
+  })
+  .refine((c) => c.objective === 'ijepa' || c.augment.views >= 2 || c.augment.localViews >= 1, {
+    message: 'a views objective needs at least two views per image (augment.views + augment.localViews)',
+    path: ['augment', 'views'],
   });
 
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
@@ -131,7 +157,19 @@ export function baseConfig(preset: PresetName): TrainConfig {
     epochs: 100,
     seed: 0,
     holdout: false,
-    augment: { cropScale: [0.3, 1.0], cropRatio: [0.75, 4 / 3], hflip: false, targetFlip: false, views: 2, jitter: 0 },
+    augment: {
+      cropScale: [0.3, 1.0],
+      cropRatio: [0.75, 4 / 3],
+      hflip: false,
+      targetFlip: false,
+      views: 2,
+      localViews: 0,
+      localSize: 16,
+      localScale: [0.05, 0.3],
+      colorJitter: null,
+      grayscale: 0,
+      solarize: 0,
+    },
     normalize: { mean: IMAGENET_MEAN, std: IMAGENET_STD },
     logEvery: 10,
     diagEvery: 50,
@@ -186,8 +224,21 @@ export function resolveConfig(preset: PresetName, ...layers: (ConfigOverrides | 
   return parsed.data;
 }
 
+/**
+ * A config saved in a checkpoint may carry `augment.jitter` s (brightness, contrast and saturation
+ * factors in 1 ± 0.8·s, always applied): it reads as that colorJitter.
+ */
+function withColorJitter(raw: unknown): unknown {
+  const a = (raw as { augment?: Record<string, unknown> } | null)?.augment;
+  if (!a || typeof a !== 'object' || !('jitter' in a) || 'colorJitter' in a) return raw;
+  const { jitter, ...rest } = a;
+  const s = typeof jitter === 'number' ? 0.8 * jitter : Number.NaN;
+  const colorJitter = s === 0 ? null : { brightness: s, contrast: s, saturation: s, hue: 0, p: 1 };
+  return { ...(raw as object), augment: { ...rest, colorJitter } };
+}
+
 export function parseConfig(raw: unknown, where: string): TrainConfig {
-  const parsed = trainConfigSchema.safeParse(raw);
+  const parsed = trainConfigSchema.safeParse(withColorJitter(raw));
   if (!parsed.success) throw new Error(`${where}: invalid training config:\n${formatIssues(parsed.error)}`);
   return parsed.data;
 }
