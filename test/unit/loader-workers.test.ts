@@ -8,6 +8,7 @@ import { BatchLoader, type Batch, type LoaderOptions } from '../../train/data/lo
 import type { Dataset } from '../../train/data/dataset.ts';
 import { defaultPreprocess, normalizePatches, resizeRgb } from '../../format/preprocess.ts';
 import { Rng } from '../../model/rng.ts';
+import { resizeCrop } from '../../train/data/resize.ts';
 
 /** n random colour images of w×h; item `corrupt` is bytes no decoder reads. */
 function colourImages(n: number, w: number, h: number, corrupt = -1): Dataset {
@@ -102,12 +103,16 @@ test('local views: [batch, localViews, Nl, p·p·3] at localSize, normalised as 
   const per = 8 * 8 * 3;
   const perLocal = 4 * 4 * 3;
   assert.equal(b.locals!.length, 3 * 2 * perLocal);
+  // The batch's own patches are the whole image through sharp; views are resized by resize.ts.
   const expect = async (i: number, size: number) => {
     const src = await ds.read(i);
     if (src.kind !== 'raw') throw new Error('raw images only');
+    const img = { data: src.data, width: 12, height: 12 };
     const q = { ...p, size };
+    const rgb =
+      size === 8 ? await resizeRgb(img, q) : resizeCrop(img, { left: 0, top: 0, width: 12, height: 12 }, size);
     const out = new Float32Array(size * size * 3);
-    normalizePatches(await resizeRgb({ data: src.data, width: 12, height: 12 }, q), q, patch, out);
+    normalizePatches(rgb, q, patch, out);
     return out;
   };
   for (let n = 0; n < 3; n++) {

@@ -14,6 +14,7 @@ import {
 } from '../../format/preprocess.ts';
 import { Rng } from '../../model/rng.ts';
 import { colourView, hflip, type ColourOps } from './augment.ts';
+import { coverCrop, resizeCrop } from './resize.ts';
 
 export interface Augment extends ColourOps {
   /** Random-resized-crop area fraction range, or null for none. */
@@ -174,17 +175,17 @@ export class ItemMaker {
     if (L.views) {
       // The views carry the augmentation; the item's own patches (diagnostics) are the whole image.
       for (let v = 0; v < L.views; v++) {
-        const rgb = colourView(await this.cropFlip(img, rng, p, a.cropScale), rng, a);
+        const rgb = colourView(this.view(img, rng, p.size, a.cropScale), rng, a);
         normalizePatches(rgb, p, patch, data, L.view0 + v * L.per);
       }
       for (let v = 0; v < L.localViews; v++) {
-        const rgb = colourView(await this.cropFlip(img, rng, this.local, a.localScale ?? [0.05, 0.3]), rng, a);
+        const rgb = colourView(this.view(img, rng, this.local.size, a.localScale ?? [0.05, 0.3]), rng, a);
         normalizePatches(rgb, this.local, patch, data, L.local0 + v * L.perLocal);
       }
       normalizePatches(await resizeRgb(img, p), p, patch, data, 0);
       if (L.targetFlip) data.copyWithin(L.target, 0, L.per);
     } else {
-      const rgb = await this.cropFlip(img, rng, p, a.cropScale);
+      const rgb = await this.cropFlip(img, rng);
       normalizePatches(rgb, p, patch, data, 0);
       if (L.targetFlip) {
         // Drawn last, so that turning it on leaves every other view of the stream as it was.
@@ -195,11 +196,24 @@ export class ItemMaker {
     return { data, flipped, decoded, cached: this.cache.has(index) };
   }
 
-  /** One random-resized crop (if `scale`), resized to `to`, mirrored with probability ½ (if enabled). */
-  private async cropFlip(img: RgbImage, rng: Rng, to: Preprocess, scale: [number, number] | null): Promise<Uint8Array> {
+  /** The I-JEPA image: a random-resized crop (if enabled) through sharp, mirrored with probability ½ (if enabled). */
+  private async cropFlip(img: RgbImage, rng: Rng): Promise<Uint8Array> {
+    const { preprocess: p, augment: a } = this.o;
+    const crop = a.cropScale ? sampleCrop(rng, img.width, img.height, a.cropScale, a.cropRatio) : undefined;
+    const rgb = await resizeRgb(img, p, crop);
+    return a.hflip && rng.next() < 0.5 ? hflip(rgb, p.size) : rgb;
+  }
+
+  /**
+   * A view: the same draws as cropFlip's, resized in JavaScript (resize.ts), which makes a
+   * multi-crop item, eight or more views, affordable.
+   */
+  private view(img: RgbImage, rng: Rng, size: number, scale: [number, number] | null): Uint8Array {
     const a = this.o.augment;
-    const crop = scale ? sampleCrop(rng, img.width, img.height, scale, a.cropRatio) : undefined;
-    const rgb = await resizeRgb(img, to, crop);
-    return a.hflip && rng.next() < 0.5 ? hflip(rgb, to.size) : rgb;
+    const drawn = scale
+      ? sampleCrop(rng, img.width, img.height, scale, a.cropRatio)
+      : { left: 0, top: 0, width: img.width, height: img.height };
+    const rgb = resizeCrop(img, this.o.preprocess.resize === 'center-crop' ? coverCrop(drawn) : drawn, size);
+    return a.hflip && rng.next() < 0.5 ? hflip(rgb, size) : rgb;
   }
 }
