@@ -8,7 +8,8 @@ export type LossKind = 'mse' | 'smooth-l1';
 
 /** Knots on t ≥ 0 for the Epps–Pulley integral; the integrand is even in t. */
 export const KNOTS = 17;
-const T_MAX = 4;
+/** LeJEPA's integration range. */
+const T_MAX = 3;
 
 /** The knots t, the standard normal's characteristic function e^{−t²/2} at them, and trapezoid weights (both signs of t) times that weight. */
 export function sigregKnots(): { t: number[]; gauss: number[]; weights: number[] } {

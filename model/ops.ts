@@ -16,8 +16,15 @@ export interface Ops<T> {
   linear(x: T, weight: string, bias: string): T;
   /** Normalise the last axis; affine parameters are optional (the target normalisation has none). */
   layerNorm(x: T, eps: number, gamma?: string, beta?: string): T;
+  /**
+   * Batch normalisation as in training, x [B, F] over the batch axis with the batch's own
+   * statistics (biased variance), then the affine γ, β: the projector's, which never runs at
+   * inference, so no running statistics are kept.
+   */
+  batchNorm(x: T, eps: number, gamma: string, beta: string): T;
   /** Exact GELU: 0.5·x·(1 + erf(x/√2)). */
   gelu(x: T): T;
+  relu(x: T): T;
   softmax(x: T): T;
   add(a: T, b: T): T;
   scale(x: T, s: number): T;

@@ -71,29 +71,48 @@ export function predictorSpecs(m: ModelConfig): ParamSpec[] {
   return specs;
 }
 
-/** Width of the views objective's projector output, where its loss and SIGReg are measured. */
-export const PROJECTOR_DIM = 128;
+/** The projector's hidden width and output width (LeJEPA's minimal recipe: MLP 2048-2048-16). */
+export const PROJECTOR_HIDDEN = 2048;
+export const PROJECTOR_DIM = 16;
+const BN_EPS = 1e-5;
+
+/** The objectives (train/config.ts) and which online heads each trains beside the encoder. */
+export type Objective = 'ijepa' | 'lejepa' | 'hybrid';
 
 /**
- * The views objective's projector (LeJEPA, SimCLR): a 2-layer MLP on the pooled embedding. Its
- * loss acts on the projection, so the encoder need not be exactly invariant to the augmentations,
- * and the projection's scale is free for SIGReg's N(0, 1) (the encoder's output is layer-normed).
+ * LeJEPA's projector on the pooled embedding: Linear–BatchNorm–ReLU twice, then a linear map to
+ * PROJECTOR_DIM, where invariance and SIGReg are measured. The loss acts on the projection, so
+ * the encoder need not be exactly invariant to the augmentations.
  */
 export function projectorSpecs(m: ModelConfig): ParamSpec[] {
-  return [...linearSpecs('projector.fc1', m.dim, 2 * m.dim), ...linearSpecs('projector.fc2', 2 * m.dim, PROJECTOR_DIM)];
+  const h = PROJECTOR_HIDDEN;
+  return [
+    ...linearSpecs('projector.fc1', m.dim, h),
+    ...normSpecs('projector.bn1', h),
+    ...linearSpecs('projector.fc2', h, h),
+    ...normSpecs('projector.bn2', h),
+    ...linearSpecs('projector.fc3', h, PROJECTOR_DIM),
+  ];
 }
 
 export function project<T>(ops: Ops<T>, pooled: T): T {
-  return ops.linear(
-    ops.gelu(ops.linear(pooled, 'projector.fc1.w', 'projector.fc1.b')),
-    'projector.fc2.w',
-    'projector.fc2.b',
-  );
+  const layer = (x: T, i: number) =>
+    ops.relu(
+      ops.batchNorm(
+        ops.linear(x, `projector.fc${i}.w`, `projector.fc${i}.b`),
+        BN_EPS,
+        `projector.bn${i}.g`,
+        `projector.bn${i}.b`,
+      ),
+    );
+  return ops.linear(layer(layer(pooled, 1), 2), 'projector.fc3.w', 'projector.fc3.b');
 }
 
-/** The online parameters beside the encoder: the predictor (I-JEPA) or the projector (views). */
-export function headSpecs(m: ModelConfig, objective: 'ijepa' | 'views' = 'ijepa'): ParamSpec[] {
-  return objective === 'views' ? projectorSpecs(m) : predictorSpecs(m);
+/** The online parameters beside the encoder: the predictor (I-JEPA), the projector (LeJEPA), or both. */
+export function headSpecs(m: ModelConfig, objective: Objective = 'ijepa'): ParamSpec[] {
+  if (objective === 'lejepa') return projectorSpecs(m);
+  if (objective === 'hybrid') return [...predictorSpecs(m), ...projectorSpecs(m)];
+  return predictorSpecs(m);
 }
 
 export function countParams(specs: ParamSpec[]): number {
@@ -126,9 +145,17 @@ function block<T>(ops: Ops<T>, x: T, prefix: string, heads: number, width: numbe
   return ops.add(x, mlp);
 }
 
-function positions<T>(ops: Ops<T>, key: string, width: number, m: ModelConfig): T {
-  const { rows, cols } = gridOf(m);
-  return ops.constant(`${key}.pos`, sincos2d(width, rows, cols), [rows * cols, width]);
+/** A view's patch grid, when it is not the model's (a low-resolution local crop). */
+export interface ViewGrid {
+  rows: number;
+  cols: number;
+}
+
+function positions<T>(ops: Ops<T>, key: string, width: number, m: ModelConfig, view?: ViewGrid): T {
+  const full = gridOf(m);
+  const { rows, cols } = view ?? full;
+  const name = view ? `${key}.pos.${rows}x${cols}` : `${key}.pos`;
+  return ops.constant(name, sincos2d(width, rows, cols, full), [rows * cols, width]);
 }
 
 export interface ContextSelection<T> {
@@ -143,10 +170,16 @@ export interface ContextSelection<T> {
  * [B, N, D] each, or [B, L, D] for a context selection. Positions are added before selection,
  * so kept tokens remember where they came from.
  */
-export function encoderStream<T>(ops: Ops<T>, m: ModelConfig, patches: T, ctx?: ContextSelection<T>): T[] {
-  const { rows, cols } = gridOf(m);
+export function encoderStream<T>(
+  ops: Ops<T>,
+  m: ModelConfig,
+  patches: T,
+  ctx?: ContextSelection<T>,
+  view?: ViewGrid,
+): T[] {
+  const { rows, cols } = view ?? gridOf(m);
   let x = ops.linear(patches, 'encoder.patch.w', 'encoder.patch.b');
-  x = ops.add(x, ops.reshape(positions(ops, 'encoder', m.dim, m), [1, rows * cols, m.dim]));
+  x = ops.add(x, ops.reshape(positions(ops, 'encoder', m.dim, m, view), [1, rows * cols, m.dim]));
   let bias: T | undefined;
   if (ctx) {
     x = ops.gatherTokens(x, ctx.idx);
@@ -163,9 +196,12 @@ export function encoderOutput<T>(ops: Ops<T>, m: ModelConfig, stream: T[]): T {
   return ops.layerNorm(stream[stream.length - 1], m.eps, 'encoder.norm.g', 'encoder.norm.b');
 }
 
-/** Encoder: patches [B, N, p·p·C] → tokens [B, N, D], or [B, L, D] for a context selection. */
-export function encode<T>(ops: Ops<T>, m: ModelConfig, patches: T, ctx?: ContextSelection<T>): T {
-  return encoderOutput(ops, m, encoderStream(ops, m, patches, ctx));
+/**
+ * Encoder: patches [B, N, p·p·C] → tokens [B, N, D], or [B, L, D] for a context selection; a view
+ * on another grid (a local crop) has that grid's tokens.
+ */
+export function encode<T>(ops: Ops<T>, m: ModelConfig, patches: T, ctx?: ContextSelection<T>, view?: ViewGrid): T {
+  return encoderOutput(ops, m, encoderStream(ops, m, patches, ctx, view));
 }
 
 export interface PredictorInputs<T> {

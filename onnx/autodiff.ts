@@ -118,6 +118,12 @@ const RULES: Record<string, Rule> = {
     const slope = c.op('Add', [c.op('Add', [e, c.mul(a, pdf)]), c.g.scalar(1)]);
     return [c.mul(c.mul(c.dy[0], c.g.scalar(0.5)), slope)];
   },
+  Relu: (c) => [c.mul(c.dy[0], c.op('Cast', [c.op('Greater', [c.x[0], c.g.scalar(0)])], { to: 1 }))],
+  Sqrt: (c) => [c.op('Div', [c.mul(c.dy[0], c.g.scalar(0.5)), c.node.outputs[0]])],
+  Reciprocal: (c) => {
+    const y = c.node.outputs[0];
+    return [c.op('Neg', [c.mul(c.dy[0], c.mul(y, y))])];
+  },
   Cos: (c) => [c.op('Neg', [c.mul(c.dy[0], c.op('Sin', [c.x[0]]))])],
   Sin: (c) => [c.mul(c.dy[0], c.op('Cos', [c.x[0]]))],
   Clip: (c) => {

@@ -92,6 +92,31 @@ export class OnnxOps implements Ops<string> {
     return this.g.node('LayerNormalization', [x, scale, shift], { axis: -1, epsilon: float(eps) }, 3)[0];
   }
 
+  batchNorm(x: string, eps: number, gamma: string, beta: string): string {
+    const g = this.g;
+    const scale = this.param(gamma);
+    const features = g.dims.get(scale)![0] as number;
+    // Composed of standard ops; the statistics are declared [1, F] so that autodiff.ts sums their
+    // gradients over the batch they were broadcast to.
+    const batchMean = (t: string) => {
+      const s = g.op('ReduceMean', [t], { axes: [0], keepdims: 1 });
+      g.dims.set(s, [1, features]);
+      return s;
+    };
+    const centred = g.op('Sub', [x, batchMean(x)]);
+    const variance = g.op('Add', [batchMean(g.op('Mul', [centred, centred])), g.scalar(eps)]);
+    g.dims.set(variance, [1, features]);
+    const std = g.op('Sqrt', [variance]);
+    g.dims.set(std, [1, features]);
+    const inv = g.op('Reciprocal', [std]);
+    g.dims.set(inv, [1, features]);
+    return g.op('Add', [g.op('Mul', [g.op('Mul', [centred, inv]), scale]), this.param(beta)]);
+  }
+
+  relu(x: string): string {
+    return this.g.op('Relu', [x]);
+  }
+
   gelu(x: string): string {
     // Exact erf GELU as one contrib kernel: as five standard ops it was five passes over the MLP's
     // widest activations, and onnxruntime did not fuse them back.

@@ -20,6 +20,7 @@ import {
   predictorSpecs,
   project,
   projectorSpecs,
+  type ViewGrid,
   targetTokens,
   targets,
   PROJECTOR_DIM,
@@ -71,14 +72,13 @@ function stepInputs(g: GraphBuilder, m: ModelConfig): StepInputs {
   return { patches, ctxIdx, ctxMask, keyMask, tgtIdx, indices };
 }
 
-/** SIGReg on the key-masked mean of the context tokens [B, L, D] (sigregOf). */
-function sigregNode(g: GraphBuilder, context: string, ctxMask: string, directions: string): string {
+/** The key-masked mean of the context tokens [B, L, D] → [B, D]: padding does not count. */
+function maskedMean(g: GraphBuilder, context: string, ctxMask: string): string {
   const w = g.op('Unsqueeze', [ctxMask, g.ints([2])]);
-  const pooled = g.op('Div', [
+  return g.op('Div', [
     g.op('ReduceSum', [g.op('Mul', [context, w]), g.ints([1])], { keepdims: 0 }),
     g.op('ReduceSum', [w, g.ints([1])], { keepdims: 0 }),
   ]);
-  return sigregOf(g, pooled, directions);
 }
 
 /**
@@ -149,6 +149,12 @@ export interface StepGraphOptions {
   targetView?: boolean;
   /** Inputs `acc/<name>` and `grad_scale`; outputs the running sum acc + grad_scale · gradient. */
   accumulate?: boolean;
+  /**
+   * Objective `hybrid`: the batch is the global views of each image (image-major), and LeJEPA's
+   * loss (weight λ = sigreg.weight) on their pooled context and the `locals` is added to the
+   * prediction loss.
+   */
+  views?: ViewLayout;
 }
 
 /**
@@ -160,7 +166,7 @@ export interface StepGraphOptions {
  */
 export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o: StepGraphOptions = {}): Uint8Array {
   const g = new GraphBuilder('ijepa_train_step');
-  const specs = [...encoderSpecs(m), ...predictorSpecs(m)];
+  const specs = [...encoderSpecs(m), ...predictorSpecs(m), ...(o.views ? projectorSpecs(m) : [])];
   const x = stepInputs(g, m);
   const { rows, cols } = gridOf(m);
   // With a target view, the targets are read at their mirrored positions: only their rows are fed
@@ -186,9 +192,21 @@ export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o:
   const predLoss = lossNode(g, pred, tgt, loss);
   let value = predLoss;
   let reg = g.scalar(0);
-  if (o.sigreg && o.sigreg.weight > 0) {
+  if (o.views && o.sigreg) {
+    const directions = g.input('directions', 'float32', [PROJECTOR_DIM, o.sigreg.projections]);
+    const pc = m.patchSize * m.patchSize * m.channels;
+    const { rows: r, cols: c } = o.views.localGrid;
+    const locals = o.views.locals ? g.input('locals', 'float32', ['batch_x_locals', r * c, pc]) : undefined;
+    const pooled = {
+      globals: maskedMean(g, context, x.ctxMask),
+      ...(locals ? { locals: pool(g, encode(online, m, locals, undefined, o.views.localGrid)) } : {}),
+    };
+    const parts = lejepaLoss(g, online, pooled, o.views, o.sigreg.weight, directions);
+    reg = parts.sigreg;
+    value = g.op('Add', [predLoss, parts.loss]);
+  } else if (o.sigreg && o.sigreg.weight > 0) {
     const directions = g.input('directions', 'float32', [m.dim, o.sigreg.projections]);
-    reg = sigregNode(g, context, x.ctxMask, directions);
+    reg = sigregOf(g, maskedMean(g, context, x.ctxMask), directions);
     value = g.op('Add', [predLoss, g.op('Mul', [reg, g.scalar(o.sigreg.weight)])]);
   }
   return stepOutputs(
@@ -200,52 +218,98 @@ export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o:
   );
 }
 
+/** The views of each image a LeJEPA step reads: global ones at the model's grid, local ones on a coarser grid. */
+export interface ViewLayout {
+  globals: number;
+  locals: number;
+  /** The local views' patch grid. */
+  localGrid: ViewGrid;
+}
+
 /**
- * One step of objective `views` (LeJEPA's signal) on a micro-batch: input `views`
- * [B·V, N, p·p·C] (the V views of each image together), the online encoder and projector weights
- * and `directions` [PROJECTOR_DIM, P] → `loss`, `pred_loss` (the views' disagreement: the mean
- * squared distance of each view's projected embedding from the image's mean projection), `sigreg`
- * (of each view's projections, averaged over views) and the gradient of every online parameter.
- * No predictor, no target encoder.
+ * LeJEPA's loss on the views' pooled embeddings: global `pooled` [B·Vg, D] and local [B·Vl, D]
+ * (image-major) are projected together (the projector's BatchNorm sees every view of the batch),
+ * then, as LeJEPA's Algorithm 1: invariance = the mean squared distance of every view's projection
+ * from the mean of the image's global views' projections; SIGReg per view, averaged over views;
+ * loss (1 − λ)·invariance + λ·SIGReg.
  */
-export function viewsGraph(
-  m: ModelConfig,
-  views: number,
-  sigreg: { weight: number; projections: number },
-  o: Pick<StepGraphOptions, 'accumulate'> = {},
-): Uint8Array {
-  const g = new GraphBuilder('ijepa_views_step');
-  const specs = [...encoderSpecs(m), ...projectorSpecs(m)];
-  const online = new OnnxOps(g, { prefix: ONLINE, specs }, m);
-  const { rows, cols } = gridOf(m);
-  const x = g.input('views', 'float32', ['batch_x_views', rows * cols, m.patchSize * m.patchSize * m.channels]);
-  const directions = g.input('directions', 'float32', [PROJECTOR_DIM, sigreg.projections]);
-  const z = project(online, g.op('ReduceMean', [encode(online, m, x)], { axes: [1], keepdims: 0 })); // [B·V, PROJECTOR_DIM]
-  // Each view's distance from its image's mean, written without broadcasting an activation (which
-  // autodiff.ts refuses) and without mean‖z‖² − ‖c‖², which cancels catastrophically in float32.
-  const perView = g.node(
-    'Split',
-    [g.op('Reshape', [z, g.ints([-1, views, PROJECTOR_DIM])]), g.ints(Array(views).fill(1))],
-    { axis: 1 },
-    views,
-  ); // V × [B, 1, P]
+function lejepaLoss(
+  g: GraphBuilder,
+  online: OnnxOps,
+  pooled: { globals: string; locals?: string },
+  layout: ViewLayout,
+  lambda: number,
+  directions: string,
+): { loss: string; invariance: string; sigreg: string } {
+  const K = PROJECTOR_DIM;
+  const both = pooled.locals ? g.op('Concat', [pooled.globals, pooled.locals], { axis: 0 }) : pooled.globals;
+  const z = project(online, both);
+  // The cut between global and local rows, fed from the host (an int64 Concat of shapes would run on the host under WebGPU).
+  const [zg, zl] = pooled.locals ? g.node('Split', [z, g.input('view_split', 'int64', [2])], { axis: 0 }, 2) : [z];
+  const perView = (t: string, n: number) =>
+    n === 1
+      ? [g.op('Reshape', [t, g.ints([-1, 1, K])])]
+      : g.node('Split', [g.op('Reshape', [t, g.ints([-1, n, K])]), g.ints(Array(n).fill(1))], { axis: 1 }, n); // n × [B, 1, K]
+  const globals = perView(zg, layout.globals);
+  const views = zl ? [...globals, ...perView(zl, layout.locals)] : globals;
   const mean = (xs: string[]) => g.op('Mul', [xs.reduce((a, b) => g.op('Add', [a, b])), g.scalar(1 / xs.length)]);
-  const centre = mean(perView);
-  const disagreement = mean(
-    perView.map((zv) => {
+  // Written per view, without broadcasting an activation (which autodiff.ts refuses).
+  const centre = mean(globals);
+  const invariance = mean(
+    views.map((zv) => {
       const d = g.op('Sub', [zv, centre]);
       return g.op('ReduceMean', [g.op('Mul', [d, d])], { keepdims: 0 });
     }),
   );
   // SIGReg per view, as LeJEPA: over all views at once, an image's agreeing views would form a
   // cluster that the test against N(0, 1) pushes apart, working against the invariance.
-  const reg = mean(perView.map((zv) => sigregOf(g, g.op('Reshape', [zv, g.ints([-1, PROJECTOR_DIM])]), directions)));
-  const value = g.op('Add', [disagreement, g.op('Mul', [reg, g.scalar(sigreg.weight)])]);
+  const sigreg = mean(views.map((zv) => sigregOf(g, g.op('Reshape', [zv, g.ints([-1, K])]), directions)));
+  const loss = g.op('Add', [g.op('Mul', [invariance, g.scalar(1 - lambda)]), g.op('Mul', [sigreg, g.scalar(lambda)])]);
+  return { loss, invariance, sigreg };
+}
+
+/** Mean over tokens: [B, N, D] → [B, D]. */
+function pool(g: GraphBuilder, tokens: string): string {
+  return g.op('ReduceMean', [tokens], { axes: [1], keepdims: 0 });
+}
+
+/** The step's view inputs: `views` [B·Vg, N, p·p·C] and, with local views, `locals` [B·Vl, n, p·p·C]. */
+function viewInputs(g: GraphBuilder, m: ModelConfig, layout: ViewLayout): { views: string; locals?: string } {
+  const { rows, cols } = gridOf(m);
+  const pc = m.patchSize * m.patchSize * m.channels;
+  const views = g.input('views', 'float32', ['batch_x_views', rows * cols, pc]);
+  if (!layout.locals) return { views };
+  const { rows: r, cols: c } = layout.localGrid;
+  return { views, locals: g.input('locals', 'float32', ['batch_x_locals', r * c, pc]) };
+}
+
+/**
+ * One LeJEPA step on a micro-batch (no predictor, no teacher): inputs `views`, `locals` and
+ * `view_split` (with local views: their rows and the local views' [B·Vg, B·Vl]), the online encoder and projector weights and `directions`
+ * [PROJECTOR_DIM, P] → `loss`, `pred_loss` (the invariance term), `sigreg` and the gradient of
+ * every online parameter. `sigreg.weight` is LeJEPA's λ.
+ */
+export function lejepaGraph(
+  m: ModelConfig,
+  layout: ViewLayout,
+  sigreg: { weight: number; projections: number },
+  o: Pick<StepGraphOptions, 'accumulate'> = {},
+): Uint8Array {
+  const g = new GraphBuilder('lejepa_train_step');
+  const specs = [...encoderSpecs(m), ...projectorSpecs(m)];
+  const online = new OnnxOps(g, { prefix: ONLINE, specs }, m);
+  const x = viewInputs(g, m, layout);
+  const directions = g.input('directions', 'float32', [PROJECTOR_DIM, sigreg.projections]);
+  const pooled = {
+    globals: pool(g, encode(online, m, x.views)),
+    ...(x.locals ? { locals: pool(g, encode(online, m, x.locals, undefined, layout.localGrid)) } : {}),
+  };
+  const parts = lejepaLoss(g, online, pooled, layout, sigreg.weight, directions);
   return stepOutputs(
     g,
-    { loss: value, predLoss: disagreement, sigreg: reg },
+    { loss: parts.loss, predLoss: parts.invariance, sigreg: parts.sigreg },
     specs,
-    'multi-view training step (forward + backward)',
+    'LeJEPA training step (forward + backward)',
     o.accumulate,
   );
 }

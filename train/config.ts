@@ -43,10 +43,12 @@ export const trainConfigSchema = z
       })
       .strict(),
     /**
-     * What the encoder learns from: I-JEPA's masked prediction (`ijepa`), or agreement between
-     * augmented views of each image kept Gaussian by SIGReg (`views`: LeJEPA's signal, views.ts).
+     * What the encoder learns from: I-JEPA's masked prediction (`ijepa`); LeJEPA's agreement between
+     * augmented views of each image, kept Gaussian by SIGReg (`lejepa`; sigreg.weight is its λ);
+     * or both at once (`hybrid`: masked prediction on every global view, plus LeJEPA's loss on the
+     * projected, pooled context of those views and the local views).
      */
-    objective: z.enum(['ijepa', 'views']).default('ijepa'),
+    objective: z.enum(['ijepa', 'lejepa', 'hybrid']).default('ijepa'),
     loss: z.enum(['mse', 'smooth-l1']),
     sigreg: z.object({ weight: z.number().nonnegative(), projections: z.number().int().positive() }).strict(),
     /** Targets average this many top blocks of the target encoder (vit.ts targetTokens); 1 = I-JEPA. */
@@ -110,8 +112,9 @@ export const trainConfigSchema = z
     message: 'targetLayers exceeds the encoder depth',
     path: ['targetLayers'],
   })
-  .refine((c) => c.objective === 'ijepa' || c.sigreg.weight > 0, {
-    message: "objective 'views' needs SIGReg (sigreg.weight > 0): without it the views agree by collapsing",
+  .refine((c) => c.objective === 'ijepa' || (c.sigreg.weight > 0 && c.sigreg.weight < 1), {
+    message:
+      "objectives 'lejepa' and 'hybrid' need SIGReg with 0 < sigreg.weight < 1 (LeJEPA's λ): without it the views agree by collapsing",
     path: ['sigreg', 'weight'],
   })
   .refine((c) => c.augment.localSize % c.model.patchSize === 0 && c.augment.localSize <= c.model.imageSize, {

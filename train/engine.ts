@@ -17,8 +17,10 @@ export interface MicroBatch {
   masks: MaskBatch;
   /** What the target encoder sees instead of `patches` (augment.targetFlip). */
   targetView?: TargetView;
-  /** Objective `views`: [B, V, N, p·p·C], the views of each image together. */
+  /** Objective `lejepa`: [B, Vg, N, p·p·C], the global views of each image together. */
   views?: Float32Array;
+  /** Objectives `lejepa` and `hybrid` with local views: [B, Vl, n, p·p·C]. */
+  locals?: Float32Array;
 }
 
 export interface StepResult {

@@ -38,9 +38,11 @@ export function exportRun(o: ExportOptions): Manifest {
   const target = new ParamStore(encoderSpecs(full), ckpt.arrays.get('target'));
   const files: Record<string, Uint8Array> = { 'encoder.onnx': encoderGraph(m, target) };
   const described: Manifest['files'] = { encoder: describeFile('encoder.onnx', files['encoder.onnx']) };
-  // A views run has no predictor (its online head is a projector), so its package has none.
-  if (layers === full.depth && cfg.objective === 'ijepa') {
-    const online = new ParamStore([...encoderSpecs(full), ...predictorSpecs(full)], ckpt.arrays.get('online'));
+  // A LeJEPA run has no predictor (its online head is a projector), so its package has none; a
+  // hybrid run's projector follows its predictor and stays behind.
+  if (layers === full.depth && cfg.objective !== 'lejepa') {
+    const specs = [...encoderSpecs(full), ...predictorSpecs(full)];
+    const online = new ParamStore(specs, ckpt.arrays.get('online')!.subarray(0, new ParamStore(specs).size));
     files['predictor.onnx'] = predictorGraph(full, online);
     described.predictor = describeFile('predictor.onnx', files['predictor.onnx']);
     files['context_encoder.onnx'] = contextEncoderGraph(full, weightsIn(files['encoder.onnx'], 'encoder.onnx', full));

@@ -19,6 +19,7 @@ import { planByEpochs } from './schedule.ts';
 import type { Engine } from './engine.ts';
 import type { OrtEngineOptions } from './ort/feeds.ts';
 import { OrtEngine } from './ort/engine.ts';
+import type { ViewLayout } from '../onnx/training.ts';
 import { DeviceEngine } from './ort/device.ts';
 import type { Device } from '../runtime/session.ts';
 import { writeCheckpoint } from './checkpoint.ts';
@@ -123,7 +124,7 @@ export async function train(o: RunOptions): Promise<RunSummary> {
         metricsPath,
         logEvery: cfg.logEvery,
         plain: o.plain ?? false,
-        term: cfg.sigreg.weight > 0 ? (cfg.objective === 'views' ? 'disagreement' : 'prediction') : null,
+        term: cfg.sigreg.weight > 0 ? (cfg.objective === 'lejepa' ? 'invariance' : 'prediction') : null,
         log,
       },
       log,
@@ -180,9 +181,15 @@ function stepOptions(cfg: TrainConfig): StepOptions {
     sigreg: { ...cfg.sigreg, seed: cfg.seed },
     targetLayers: cfg.targetLayers,
     targetView: cfg.augment.targetFlip,
-    // Views per image: only objective `views` draws them.
-    views: cfg.objective === 'views' ? cfg.augment.views : undefined,
+    objective: cfg.objective,
+    ...(cfg.objective === 'ijepa' ? {} : { views: viewLayout(cfg) }),
   };
+}
+
+/** The views each image comes as, for the objectives that read them. */
+function viewLayout(cfg: TrainConfig): ViewLayout {
+  const side = cfg.augment.localSize / cfg.model.patchSize;
+  return { globals: cfg.augment.views, locals: cfg.augment.localViews, localGrid: { rows: side, cols: side } };
 }
 
 interface OpenedEngine {
@@ -254,8 +261,8 @@ async function tfjsEngine(
 
 /** The seeded, resumable stream of micro-batches, continuing at `position`. */
 function openLoader(dataset: Dataset, cfg: TrainConfig, position: Position, log: (s: string) => void): BatchLoader {
-  // Views per image: only objective `views` draws them.
-  const views = cfg.objective === 'views' ? cfg.augment.views : 0;
+  // Only the views objectives draw views.
+  const views = cfg.objective === 'ijepa' ? { views: 0, localViews: 0 } : {};
   return new BatchLoader(
     dataset,
     {
@@ -263,7 +270,7 @@ function openLoader(dataset: Dataset, cfg: TrainConfig, position: Position, log:
       seed: cfg.seed,
       preprocess: preprocessOf(cfg),
       patch: cfg.model.patchSize,
-      augment: { ...cfg.augment, views },
+      augment: { ...cfg.augment, ...views },
       onSkip: (what, err) => log(`warning: skipped unreadable image ${what}: ${err.message.split('\n')[0]}`),
     },
     position,

@@ -39,6 +39,11 @@ export interface StepSpec {
   sigreg: boolean;
   /** Wall-clock minutes the schedule is fitted to, if any. */
   budgetMin?: number;
+  /**
+   * Objective `hybrid`: I-JEPA masks each of this many global views of an image, so the
+   * micro-batch's masked images are its views.
+   */
+  maskedViews?: number;
 }
 
 export function stepSpec(cfg: TrainConfig): StepSpec {
@@ -60,6 +65,7 @@ export function stepSpec(cfg: TrainConfig): StepSpec {
     dim: cfg.model.dim,
     sigreg: cfg.sigreg.weight > 0,
     budgetMin: cfg.timeBudgetMin,
+    ...(cfg.objective === 'hybrid' ? { maskedViews: cfg.augment.views } : {}),
   };
 }
 
@@ -195,13 +201,17 @@ async function accumulate(engine: Engine, loader: BatchLoader, spec: StepSpec, s
   const out = { loss: 0, sigreg: 0, predLoss: 0, lastBatch: null as MicroBatch | null };
   for (let k = 0; k < spec.accum; k++) {
     const b = await loader.next();
-    const masks = sampleMasks(Rng.for(spec.seed, 'masks', state.step, k), spec.grid, b.batch, spec.masks);
+    // Hybrid: the images I-JEPA masks are the global views.
+    const masked = spec.maskedViews
+      ? { patches: b.views!, batch: b.batch * spec.maskedViews }
+      : { patches: b.patches, batch: b.batch };
+    const masks = sampleMasks(Rng.for(spec.seed, 'masks', state.step, k), spec.grid, masked.batch, spec.masks);
     out.lastBatch = {
-      patches: b.patches,
-      batch: b.batch,
+      ...masked,
       masks,
       ...(b.targetView ? { targetView: b.targetView } : {}),
       ...(b.views ? { views: b.views } : {}),
+      ...(b.locals ? { locals: b.locals } : {}),
     };
     const r = await engine.accumulate(out.lastBatch, 1 / spec.accum, state.step);
     if (!Number.isFinite(r.loss))

@@ -77,6 +77,13 @@ const CASES: Case[] = [
     params: [p('g', [8]), p('b', [8])],
     f: (o, x) => o.layerNorm(x.x, 1e-6, 'g', 'b'),
   },
+  {
+    name: 'batchNorm (batch statistics) with affine',
+    inputs: { x: { shape: [6, 8] } },
+    params: [p('g', [8]), p('b', [8])],
+    f: (o, x) => o.batchNorm(x.x, 1e-5, 'g', 'b'),
+  },
+  { name: 'relu', inputs: { x: { shape: [3, 7] } }, f: (o, x) => o.relu(x.x) },
   { name: 'layerNorm without affine', inputs: { x: { shape: [3, 4, D] } }, f: (o, x) => o.layerNorm(x.x, 1e-6) },
   { name: 'gelu (erf)', inputs: { x: { shape: [4, 7] } }, f: (o, x) => o.gelu(o.scale(x.x, 3)) },
   { name: 'softmax', inputs: { x: { shape: [2, 2, 3, 5] } }, f: (o, x) => o.softmax(o.scale(x.x, 4)) },

@@ -30,11 +30,12 @@ test('augment validation: localSize a multiple of the patch and within the image
   assert.throws(() => resolveConfig('vit-tiny', { augment: { jitter: 0.5 } } as never), /jitter/);
 });
 
-test("the views recipe's colour jitter", () => {
-  const augment = recipeOverrides('views').augment!;
+test("the lejepa recipe's colour ops", () => {
+  const augment = recipeOverrides('lejepa').augment!;
   assert.equal('jitter' in augment, false);
   const a = resolveConfig('vit-tiny', { augment }).augment;
-  assert.deepEqual(a.colorJitter, { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0, p: 1 });
+  assert.deepEqual(a.colorJitter, { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 });
+  assert.deepEqual([a.grayscale, a.solarize], [0.2, 0.2]);
 });
 
 test('a saved config with `augment.jitter` s reads as colour jitter of strength 0.8·s, always applied', () => {

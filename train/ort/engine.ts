@@ -7,7 +7,7 @@
 import { createSession, Tensor, type Session } from '../../runtime/session.ts';
 import type { ModelConfig } from '../../model/presets.ts';
 import { ParamStore } from '../../model/params.ts';
-import { GRAD, ONLINE, TARGET, probeGraph, stepGraph, viewsGraph } from '../../onnx/training.ts';
+import { GRAD, ONLINE, TARGET, lejepaGraph, probeGraph, stepGraph } from '../../onnx/training.ts';
 import { HostEngine, type MicroBatch, type DiagnosticsOutput, type StepResult } from '../engine.ts';
 import { BatchFeeds, diagnosticsOutput, type Feeds, type OrtEngineOptions } from './feeds.ts';
 
@@ -19,14 +19,16 @@ export function engineGraphs(
   opts: OrtEngineOptions,
   accumulate = false,
 ): { step: Uint8Array; probe: Uint8Array } {
-  const step = opts.views
-    ? viewsGraph(model, opts.views, opts.sigreg!, { accumulate })
-    : stepGraph(model, opts.numTargets, opts.loss, {
-        sigreg: opts.sigreg?.weight ? opts.sigreg : undefined,
-        targetLayers: opts.targetLayers,
-        targetView: opts.targetView,
-        accumulate,
-      });
+  const step =
+    opts.objective === 'lejepa'
+      ? lejepaGraph(model, opts.views!, opts.sigreg!, { accumulate })
+      : stepGraph(model, opts.numTargets, opts.loss, {
+          sigreg: opts.sigreg?.weight ? opts.sigreg : undefined,
+          targetLayers: opts.targetLayers,
+          targetView: opts.targetView,
+          accumulate,
+          ...(opts.objective === 'hybrid' ? { views: opts.views } : {}),
+        });
   return { step, probe: probeGraph(model, opts.numTargets, opts.loss, opts.targetLayers) };
 }
 

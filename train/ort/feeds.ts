@@ -6,7 +6,8 @@
 import { Tensor } from '../../runtime/session.ts';
 import { gridOf, type ModelConfig } from '../../model/presets.ts';
 import { sigregDirections, type LossKind } from '../../model/objective.ts';
-import { PROJECTOR_DIM } from '../../model/vit.ts';
+import { PROJECTOR_DIM, type Objective } from '../../model/vit.ts';
+import type { ViewLayout } from '../../onnx/training.ts';
 import {
   chunksOf,
   predictorKeyMask,
@@ -31,8 +32,10 @@ export interface OrtEngineOptions {
   targetLayers?: number;
   /** Micro-batches carry a view for the target encoder (augment.targetFlip). */
   targetView?: boolean;
-  /** Objective `views` with this many views per image (micro-batches carry them; needs SIGReg). */
-  views?: number;
+  /** What the step learns from (default `ijepa`); the others need SIGReg and `views`. */
+  objective?: Objective;
+  /** The views of each image (objectives `lejepa` and `hybrid`). */
+  views?: ViewLayout;
 }
 
 export type Feeds = Record<string, Tensor>;
@@ -64,7 +67,7 @@ export class BatchFeeds {
 
   /** Width of what SIGReg measures: the pooled context (I-JEPA) or the projection (views). */
   private get sigregDim(): number {
-    return this.opts.views ? PROJECTOR_DIM : this.model.dim;
+    return (this.opts.objective ?? 'ijepa') === 'ijepa' ? this.model.dim : PROJECTOR_DIM;
   }
 
   /** The diagnostics graph's inputs: the patches and the target tokens' rows. */
@@ -140,25 +143,41 @@ export class BatchFeeds {
     };
   }
 
-  /** The micro-batch's runs: chunks grouped by context length, or (objective `views`) whole images with all their views. */
+  /** The local views' input, when the objective reads them. */
+  private locals(mb: MicroBatch): Feeds {
+    const v = this.opts.views;
+    if (!v?.locals) return {};
+    if (!mb.locals) throw new Error('the micro-batch carries no local views');
+    const n = v.localGrid.rows * v.localGrid.cols;
+    const images = mb.locals.length / (v.locals * n * this.patchDim);
+    return {
+      locals: new Tensor('float32', mb.locals, [images * v.locals, n, this.patchDim]),
+      view_split: new Tensor('int64', BigInt64Array.from([images * v.globals, images * v.locals], BigInt), [2]),
+    };
+  }
+
+  /**
+   * The micro-batch's runs: I-JEPA's chunks grouped by context length; with views, the whole
+   * micro-batch at once (the projector's BatchNorm, SIGReg and the views' centres are batch
+   * statistics, which chunks would change).
+   */
   private *chunks(mb: MicroBatch): Generator<{ feeds: Feeds; weight: number }> {
-    const chunk = this.opts.chunk ?? mb.batch;
-    if (!this.opts.views) {
-      for (const { part, weight } of chunksOf(mb, chunk, this.numPatches * this.patchDim))
+    const objective = this.opts.objective ?? 'ijepa';
+    if (objective === 'hybrid') {
+      yield { feeds: { ...this.masks(mb), ...this.locals(mb) }, weight: 1 };
+      return;
+    }
+    if (objective === 'ijepa') {
+      for (const { part, weight } of chunksOf(mb, this.opts.chunk ?? mb.batch, this.numPatches * this.patchDim))
         yield { feeds: { ...this.masks(part), ...this.targetView(part) }, weight };
       return;
     }
-    if (!mb.views) throw new Error('objective views: the micro-batch carries no views');
-    const v = this.opts.views;
-    const per = v * this.numPatches * this.patchDim;
-    for (let from = 0; from < mb.batch; from += chunk) {
-      const to = Math.min(mb.batch, from + chunk);
-      const views = new Tensor('float32', mb.views.subarray(from * per, to * per), [
-        (to - from) * v,
-        this.numPatches,
-        this.patchDim,
-      ]);
-      yield { feeds: { views }, weight: (to - from) / mb.batch };
-    }
+    if (!mb.views) throw new Error('objective lejepa: the micro-batch carries no views');
+    const views = new Tensor('float32', mb.views, [
+      mb.views.length / (this.numPatches * this.patchDim),
+      this.numPatches,
+      this.patchDim,
+    ]);
+    yield { feeds: { views, ...this.locals(mb) }, weight: 1 };
   }
 }

@@ -105,6 +105,16 @@ export class TfOps implements Ops<T> {
     return tf.reshape(fn(tf.reshape(x, [-1, d]), g, b), x.shape);
   }
 
+  batchNorm(x: T, eps: number, gamma: string, beta: string): T {
+    const { mean, variance } = tf.moments(x, 0, true);
+    const xhat = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps)));
+    return tf.add(tf.mul(xhat, this.param(gamma)), this.param(beta));
+  }
+
+  relu(x: T): T {
+    return tf.relu(x);
+  }
+
   gelu(x: T): T {
     return this.useFused ? fused.gelu(x) : gelu(x);
   }
