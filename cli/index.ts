@@ -160,7 +160,10 @@ export function buildCli(): Command {
     )
     .requiredOption('--model <dir>', 'model package (from `ijepa export`)')
     .requiredOption('--data <path>', 'labeled training data (image class folders, STL-10, IDX)')
-    .option('--test <path>', "labeled test data (default: the source's test split, else a seeded 20% hold-out)")
+    .option(
+      '--test <path>',
+      "labeled test data (default: the source's test split, else the validation split of --data)",
+    )
     .option(
       '--l2 <x|auto>',
       'L2 penalty on the weights, or auto: chosen on a seeded 20% of the training images',
@@ -339,18 +342,26 @@ export function buildCli(): Command {
   program
     .command('eval')
     .description(
-      'compare frozen I-JEPA features with random-init and raw-pixel linear probes and a kNN classifier; writes eval.md/eval.json',
+      'can probes tell the trained encoder from the same network at random init and from raw pixels? linear, kNN and attentive probes on frozen features; writes eval.md/eval.json',
     )
     .requiredOption('--model <dir>', 'model package (from `ijepa export`)')
     .requiredOption('--data <path>', 'labeled training data (image class folders, STL-10, IDX)')
-    .option('--test <path>', "labeled test data (default: the source's test split, else a seeded 20% hold-out)")
-    .option('--limit <n>', 'use at most n training images (seeded subsample)', int('--limit'))
+    .option(
+      '--test <path>',
+      "labeled test data (default: the source's test split, else the validation split of --data, which --holdout pre-training never sees)",
+    )
+    .option('--limit <n>', 'fit the probes on at most n training images (seeded subsample)', int('--limit'))
     .option(
       '--test-limit <n>',
-      'score on at most n test images (seeded subsample; default: the whole split)',
+      'score on at most n test (or validation) images (seeded subsample; default: the whole split)',
       int('--test-limit'),
     )
-    .option('--seed <n>', 'seed for splits, subsamples and the random-init baseline', int('--seed', 0), 0)
+    .option(
+      '--seed <n>',
+      'seed for splits, subsamples, the random-init baseline and the attentive probe',
+      int('--seed', 0),
+      0,
+    )
     .option(
       '--l2 <x|auto>',
       'L2 penalty of the linear probes, or auto: chosen per probe on a seeded 20% of its training images',
@@ -361,14 +372,27 @@ export function buildCli(): Command {
     .option('--temperature <t>', 'kNN temperature', positive('--temperature'), 0.07)
     .option('--out <dir>', 'where eval.md and eval.json go (default: the package directory)')
     .addOption(
-      new Option('--readout <kinds...>', 'probe readouts to report for the frozen encoders')
+      new Option(
+        '--readout <kinds...>',
+        'linear-probe readouts of the frozen encoders: mean (the headline) and grid readouts, reported apart (dense and high-dimensional, they score high even at random init)',
+      )
         .choices(READOUT_CHOICES)
         .default(['mean']),
     )
-    .option('--validation', 'score on the validation split of --data (recipe decisions); the test split is not read')
+    .option(
+      '--validation',
+      'score on the validation split of --data even where a test split exists; the test split is not read',
+    )
     .option('--no-baselines', 'skip the random-init and raw-pixel rows')
-    .option('--no-knn', 'skip the kNN row')
-    .addOption(threadsOption('feature extraction'))
+    .option('--no-knn', 'skip the kNN rows')
+    .option('--no-attentive', 'skip the attentive probe (the slowest part)')
+    .option('--attentive-epochs <n>', 'epochs of each attentive-probe fit', int('--attentive-epochs', 1), 10)
+    .option(
+      '--attentive-heads <n>',
+      "the attentive probe's heads, one learned query each (default: embedding width / 8)",
+      int('--attentive-heads', 1),
+    )
+    .addOption(threadsOption('feature extraction and the probes'))
     .addOption(deviceOption('feature extraction'))
     .action(async (opts) => {
       const { runEval } = await import('../eval/eval.ts');
@@ -388,10 +412,47 @@ export function buildCli(): Command {
         validation: opts.validation,
         noBaselines: !opts.baselines,
         noKnn: !opts.knn,
+        noAttentive: !opts.attentive,
+        attentiveEpochs: opts.attentiveEpochs,
+        attentiveHeads: opts.attentiveHeads,
         threads: threadsOf(opts.threads),
         device: opts.device,
       });
       console.log(r.markdown);
+    });
+
+  program
+    .command('score')
+    .description(
+      "score features computed elsewhere with eval's headline probes (standardised; linear probe and cosine kNN); prints JSON",
+    )
+    .requiredOption('--train <prefix>', 'probe-training features: <prefix>.json, <prefix>.x.f32, <prefix>.y.i32')
+    .requiredOption('--val <prefix>', 'scored features, in the same format')
+    .option(
+      '--l2 <x|auto>',
+      'L2 penalty of the linear probe, or auto: chosen on a seeded 20% of the training features',
+      l2Option,
+      'auto',
+    )
+    .option('--k <n>', 'neighbours for kNN', int('--k'), 20)
+    .option('--temperature <t>', 'kNN temperature', positive('--temperature'), 0.07)
+    .addOption(threadsOption('the kNN similarities'))
+    .action(async (opts) => {
+      const { readFeatureFile } = await import('../eval/features.ts');
+      const { scoreFeatures } = await import('../eval/score.ts');
+      const train = readFeatureFile(opts.train);
+      const val = readFeatureFile(opts.val);
+      if (train.dim !== val.dim || train.classes !== val.classes)
+        throw new Error(
+          `--train has ${train.dim} values and ${train.classes} classes per image, --val ${val.dim} and ${val.classes}`,
+        );
+      const scores = await scoreFeatures(train, val, train.dim, train.classes, {
+        l2: opts.l2,
+        k: opts.k,
+        temperature: opts.temperature,
+        threads: threadsOf(opts.threads),
+      });
+      console.log(JSON.stringify({ train: train.n, val: val.n, dim: train.dim, classes: train.classes, ...scores }));
     });
 
   program

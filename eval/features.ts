@@ -1,6 +1,6 @@
 /**
  * A feature file: features of n labeled images, written by any program (a PyTorch run, another
- * encoder) so `ijepa score-features` can score them with `ijepa eval`'s probes. Three files share
+ * encoder) so `ijepa score` can score them with `ijepa eval`'s probes. Three files share
  * a prefix:
  *
  * - `<prefix>.json`: `{"n": <images>, "dim": <values per image>, "classes": <count, or the class names>}`

@@ -16,6 +16,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readFeatures, readoutDim, type Readout } from '../format/readout.ts';
 import { validationSplit } from '../train/data/split.ts';
+import type { Tokens } from './attentive.ts';
 
 export interface Features {
   x: Float32Array;
@@ -44,9 +45,24 @@ export async function extractReadouts(
   readouts: Readout[],
   o: { progress?: boolean; what?: string } = {},
 ): Promise<Map<Readout, Features>> {
+  return (await extractEncoded(embedder, images, readouts, o)).readouts;
+}
+
+/**
+ * Readouts and, with `tokens`, every image's frozen patch tokens [n, N, D] (the attentive
+ * probe's input: 64 × 192 float32 per vit-tiny image, 0.5 GB per 10k images), from one pass.
+ */
+export async function extractEncoded(
+  embedder: Embedder,
+  images: LabeledImages,
+  readouts: Readout[],
+  o: { progress?: boolean; what?: string; tokens?: boolean } = {},
+): Promise<{ readouts: Map<Readout, Features>; tokens?: Tokens }> {
   const { rows, cols } = embedder.manifest.patches;
   const dim = embedder.manifest.embeddingDim;
+  const per = rows * cols * dim;
   const xs = new Map(readouts.map((r) => [r, new Float32Array(images.size * readoutDim(r, dim))]));
+  const tokens = o.tokens ? new Float32Array(images.size * per) : undefined;
   const y = new Int32Array(images.size);
   let n = 0;
   let skipped = 0;
@@ -60,15 +76,19 @@ export async function extractReadouts(
           r === 'mean' ? e.pooled : readFeatures(r, e.tokens, b.rgb.length, rows, cols, dim),
           n * readoutDim(r, dim),
         );
+      tokens?.set(e.tokens, n * per);
       y.set(b.labels, n);
       n += b.rgb.length;
     }
     bar?.advance(b.rgb.length + b.skipped);
   }
   bar?.stop();
-  return new Map(
-    [...xs].map(([r, x]) => [r, { x: x.subarray(0, n * readoutDim(r, dim)), y: y.subarray(0, n), n, skipped }]),
-  );
+  return {
+    readouts: new Map(
+      [...xs].map(([r, x]) => [r, { x: x.subarray(0, n * readoutDim(r, dim)), y: y.subarray(0, n), n, skipped }]),
+    ),
+    ...(tokens ? { tokens: { x: tokens.subarray(0, n * per), y: y.subarray(0, n), n } } : {}),
+  };
 }
 
 export interface ProbeOptions extends SplitOptions {
@@ -111,6 +131,9 @@ export interface Splits {
   test: Dataset;
   testItems: number[];
   classes: string[];
+  /** Which split the probes are scored on. */
+  split: 'test' | 'validation';
+  /** Where the scored images come from, in words. */
   testSplit: string;
   /** Test items before --test-limit. */
   testTotal: number;
@@ -120,9 +143,9 @@ export interface Splits {
 export interface SplitOptions {
   /** Labeled training data. */
   data: string;
-  /** Labeled test data (default: the source's own test split, else a seeded 20% hold-out). */
+  /** Labeled test data (default: the source's own test split, else the validation split of `data`). */
   test?: string;
-  /** Score on the fixed validation split of `data` instead (data/split.ts); the test split is not touched. */
+  /** Score on the fixed validation split of `data` even where a test split exists (data/split.ts); the test split is not touched. */
   validation?: boolean;
   /** Seeds the hold-out and the subsamples. */
   seed: number;
@@ -135,8 +158,10 @@ export interface SplitOptions {
 /**
  * Labeled train/test items: with `validation`, the fixed validation split of the training data
  * (data/split.ts; the test split is not touched); else `test` if given, else the source's own
- * test split (IDX t10k, STL-10 test), else a seeded 20% hold-out. `limit` and `testLimit`
- * subsample the training and test items, seeded.
+ * test split (IDX t10k, STL-10 test), else the validation split (image class folders have only
+ * training images): the images a `--holdout` pre-training never saw, so the probes are scored
+ * where the encoder was not trained. `limit` and `testLimit` subsample the training and test
+ * items, seeded.
  */
 export function labeledSplits(o: SplitOptions): Splits {
   const { data, test: testPath, seed, limit, validation = false, testLimit } = o;
@@ -147,22 +172,16 @@ export function labeledSplits(o: SplitOptions): Splits {
   let testItems: number[];
   let testSplit: string;
   const testDs = validation ? undefined : testPath ? openDataset(testPath, 'test') : tryTestSplit(data);
-  if (validation) {
-    const v = validationSplit(train.size);
-    trainItems = v.train;
-    testItems = v.validation;
-    testSplit = `${data} (validation split: ${testItems.length} training images held out)`;
-  } else if (testDs) {
+  if (testDs) {
     test = testDs;
     labeled(test, testPath ?? data);
     testItems = [...Array(test.size).keys()];
     testSplit = testPath ?? `${data} (test split)`;
   } else {
-    const perm = Array.from(Rng.for(seed, 'probe-split').permutation(train.size));
-    const cut = Math.floor(train.size * 0.8);
-    trainItems = perm.slice(0, cut);
-    testItems = perm.slice(cut);
-    testSplit = `${data} (seeded 20% hold-out)`;
+    const v = validationSplit(train.size);
+    trainItems = v.train;
+    testItems = v.validation;
+    testSplit = `${data} (validation split: ${testItems.length} training images held out${validation ? '' : '; the data has no test split'})`;
   }
   const sample = (items: number[], n: number | undefined, purpose: string) =>
     n && n < items.length
@@ -175,16 +194,17 @@ export function labeledSplits(o: SplitOptions): Splits {
     test,
     testItems: sample(testItems, testLimit, 'probe-test-limit'),
     classes,
+    split: testDs ? 'test' : 'validation',
     testSplit,
     testTotal,
   };
 }
 
-/** How a report names its test images: all of the split, or a seeded subsample of it. */
+/** How a report names its scored images: all of the split, or a seeded subsample of it. */
 export function describeTest(sp: Splits): string {
   return sp.testItems.length < sp.testTotal
-    ? `${sp.testItems.length} of ${sp.testTotal} test images (seeded subsample)`
-    : `${sp.testItems.length} test images (the whole split)`;
+    ? `${sp.testItems.length} of ${sp.testTotal} ${sp.split} images (seeded subsample)`
+    : `${sp.testItems.length} ${sp.split} images (the whole split)`;
 }
 
 export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {

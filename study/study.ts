@@ -129,7 +129,9 @@ function readBaselines(path: string): Baselines | null {
 
 function byReadout(rows: EvalRow[], kind: string): Record<string, Score> {
   return Object.fromEntries(
-    rows.filter((r) => r.kind === kind).map((r) => [r.readout!, { accuracy: r.accuracy, macroF1: r.macroF1 }]),
+    rows
+      .filter((r) => r.kind === kind && r.probe === 'linear')
+      .map((r) => [r.readout!, { accuracy: r.accuracy, macroF1: r.macroF1 }]),
   );
 }
 
@@ -209,6 +211,7 @@ export async function runStudy(o: StudyOptions): Promise<string> {
             log,
             noBaselines: !needBaselines,
             noKnn: true,
+            noAttentive: true,
           });
           for (const [r, score] of Object.entries(byReadout(ev.rows, 'ijepa')))
             val[probeKey(r as Readout, k, depth)] = score;

@@ -261,43 +261,77 @@ test('ijepa probe fits a linear head on frozen features and stores it in the pac
   assert.match(unlabeled.stderr, /has no labels/);
 });
 
-test('ijepa eval reports I-JEPA, random-init, raw-pixel and kNN rows with sane numbers', async () => {
+test('ijepa eval reports linear, kNN and attentive probes of the trained and the random-init encoder, and linear and kNN of raw pixels, with sane numbers', async () => {
   const out = join(dir, 'pkg-probe');
   const evalDir = join(dir, 'eval', 'new');
   const r = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--k', '5']);
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8'));
+  type Row = { kind: string; features: string; probe: string; readout?: string; accuracy: number; seconds: number };
   assert.deepEqual(
-    report.rows.map((x: { method: string }) => x.method.split(' (')[0]),
-    ['I-JEPA', 'random-init same architecture', 'raw pixels', 'I-JEPA kNN'],
+    report.rows.map((x: Row) => `${x.features}/${x.probe}/${x.readout ?? '-'}`),
+    [
+      'trained/linear/mean',
+      'trained/knn/mean',
+      'trained/attentive/-',
+      'random-init/linear/mean',
+      'random-init/knn/mean',
+      'random-init/attentive/-',
+      'pixels/linear/-',
+      'pixels/knn/-',
+    ],
   );
   for (const row of report.rows) {
     assert.ok(row.accuracy >= 0 && row.accuracy <= 1 && row.macroF1 >= 0 && row.macroF1 <= 1, JSON.stringify(row));
+    assert.ok(row.seconds >= 0, JSON.stringify(row));
   }
   // The two classes differ in brightness: raw pixels separate them perfectly.
-  assert.equal(report.rows[2].accuracy, 1);
+  assert.equal(report.rows.find((x: Row) => x.features === 'pixels' && x.probe === 'linear').accuracy, 1);
   assert.equal(report.testCount, 20);
+  assert.equal(report.split, 'test');
   // Each probe's penalty is chosen on its own training images (--l2 auto, the default).
   assert.equal(report.l2, 'auto');
-  for (const row of report.rows.slice(0, 3))
+  for (const row of report.rows.filter((x: Row) => x.probe === 'linear'))
     assert.ok([1, 0.1, 0.01, 0.001, 0.0001].includes(row.l2), JSON.stringify(row));
+  const at = (features: string, probe: string) =>
+    report.rows.find((x: Row) => x.features === features && x.probe === probe).accuracy;
+  for (const probe of ['linear', 'knn', 'attentive'])
+    assert.equal(report.gaps[probe], Number((100 * (at('trained', probe) - at('random-init', probe))).toFixed(2)));
+  const md = readFileSync(join(evalDir, 'eval.md'), 'utf8');
+  assert.match(md, /\| trained encoder \| linear \| [\d.]+% \| [\d.]+% \| L2 [\d.e-]+ \|/);
+  assert.match(md, /\| same architecture, random init \| attentive \| [\d.]+% \| [\d.]+% \| lr [\d.e-]+, weight decay/);
+  assert.match(md, /scored on the test split/);
   assert.match(
-    readFileSync(join(evalDir, 'eval.md'), 'utf8'),
-    /\| I-JEPA \(frozen, linear probe\) \| [\d.]+% \| [\d.]+% \|/,
+    md,
+    /Learned minus random init \(points of top-1 accuracy\): linear [+-][\d.]+, kNN [+-][\d.]+, attentive [+-][\d.]+/,
   );
   assert.match(r.stdout, /pre-training: 160 images seen, 10 steps/);
-  // Deterministic given the seed.
+  // Deterministic given the seed (but for the timings).
   const again = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--k', '5']);
-  assert.deepEqual(JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8')).rows, report.rows);
+  const untimed = (rows: Row[]) => rows.map(({ seconds, ...x }) => x);
+  assert.deepEqual(untimed(JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8')).rows), untimed(report.rows));
   assert.equal(again.status, 0);
   assert.match(r.stdout, /20 test images \(the whole split\)/);
   // A capped test set is a seeded subsample, and the report says so.
-  const capped = run(['eval', '--model', out, '--data', join(dir, 'labeled'), '--out', evalDir, '--test-limit', '8']);
+  const capped = run([
+    'eval',
+    '--model',
+    out,
+    '--data',
+    join(dir, 'labeled'),
+    '--out',
+    evalDir,
+    '--test-limit',
+    '8',
+    '--no-attentive',
+  ]);
   assert.equal(capped.status, 0, capped.stderr);
   const small = JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8'));
   assert.equal(small.testCount, 8);
   assert.equal(small.testTotal, 20);
   assert.match(capped.stdout, /8 of 20 test images \(seeded subsample\)/);
+  assert.equal(small.attentive, null);
+  assert.ok(small.rows.every((x: Row) => x.probe !== 'attentive'));
   const probe = run(['probe', '--model', out, '--data', join(dir, 'labeled'), '--test-limit', '8']);
   assert.match(probe.stdout, /8 \(seeded subsample of 20\) test images/);
 });
@@ -322,13 +356,28 @@ test('ijepa eval --validation scores on the held-out part of the training data, 
   ]);
   assert.equal(r.status, 0, r.stderr);
   const report = JSON.parse(readFileSync(join(evalDir, 'eval.json'), 'utf8'));
-  assert.match(report.testSplit, /validation split: 10 training images held out/);
+  assert.match(report.testSplit, /validation split: 10 training images held out\)/);
+  assert.equal(report.split, 'validation');
   assert.equal(report.testCount, 10);
   assert.equal(report.trainCount, 50);
   assert.deepEqual(
-    report.rows.map((x: { kind: string; readout?: string }) => `${x.kind}/${x.readout ?? '-'}`),
-    ['ijepa/mean', 'ijepa/grid2', 'random-init/mean', 'random-init/grid2', 'pixels/-'],
+    report.rows.map(
+      (x: { kind: string; probe: string; readout?: string }) => `${x.kind}/${x.probe}/${x.readout ?? '-'}`,
+    ),
+    [
+      'ijepa/linear/mean',
+      'ijepa/attentive/-',
+      'ijepa/linear/grid2',
+      'random-init/linear/mean',
+      'random-init/attentive/-',
+      'random-init/linear/grid2',
+      'pixels/linear/-',
+    ],
   );
+  const md = readFileSync(join(evalDir, 'eval.md'), 'utf8');
+  assert.match(md, /scored on the validation split: 10 validation images/);
+  assert.match(md, /Linear probe, grid readout \(dense, high-dimensional: scores high even at random init\):/);
+  assert.match(md, /\| trained encoder \| grid2 \|/);
 });
 
 test('ijepa figures writes masks, curves, feature-map and reconstruction PNGs of the expected sizes', async () => {

@@ -1,6 +1,7 @@
 /** The kNN probe, the feature-file format and scoring precomputed features with eval's probes. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,6 +106,30 @@ test('a feature file whose sizes or labels disagree with its header is refused, 
     writeFileSync(`${p}.json`, JSON.stringify({ n: 3, dim: 2, classes: 2 }));
     writeFileSync(`${p}.y.i32`, new Uint8Array(Int32Array.from([0, 2, 1]).buffer));
     assert.throws(() => readFeatureFile(p), /label 2 of image 1 is not in \[0, 2\)/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('ijepa score scores two feature files and prints JSON; files of different widths are refused', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'features-'));
+  try {
+    const d = 6;
+    writeFeatureFile(join(dir, 'train'), clusters(200, d, 3, 5, 0.5), d, 3);
+    writeFeatureFile(join(dir, 'val'), clusters(90, d, 3, 6, 0.5), d, 3);
+    const bin = join(import.meta.dirname, '../../bin/ijepa.js');
+    const args = ['score', '--train', join(dir, 'train'), '--val', join(dir, 'val'), '--threads', '1'];
+    const r = spawnSync(process.execPath, [bin, ...args, '--k', '10'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.deepEqual([out.train, out.val, out.dim, out.classes, out.knn.k], [200, 90, d, 3, 10]);
+    assert.ok(out.linear.accuracy > 0.9 && out.knn.accuracy > 0.9, r.stdout);
+    writeFeatureFile(join(dir, 'wide'), clusters(90, d + 1, 3, 6), d + 1, 3);
+    const bad = spawnSync(process.execPath, [bin, ...args.slice(0, 3), '--val', join(dir, 'wide')], {
+      encoding: 'utf8',
+    });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /--train has 6 values and 3 classes per image, --val 7 and 3/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
