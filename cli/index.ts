@@ -156,7 +156,7 @@ export function buildCli(): Command {
   program
     .command('probe')
     .description(
-      'fit a linear probe on frozen pooled features; prints accuracy and macro-F1, writes probe.json into the package',
+      'fit a linear probe on frozen features (or an attentive one on the patch tokens); prints accuracy and macro-F1, writes probe.json into the package',
     )
     .requiredOption('--model <dir>', 'model package (from `ijepa export`)')
     .requiredOption('--data <path>', 'labeled training data (image class folders, STL-10, IDX)')
@@ -186,6 +186,16 @@ export function buildCli(): Command {
         .default('mean'),
     )
     .option('--validation', 'score on the validation split of --data (for recipe decisions) instead of the test split')
+    .option(
+      '--attentive',
+      'fit the attentive head over the patch tokens instead (learning rate and weight decay chosen on the training images; --readout and --l2 unused)',
+    )
+    .option('--attentive-epochs <n>', 'epochs of each attentive-probe fit', int('--attentive-epochs', 1), 10)
+    .option(
+      '--attentive-heads <n>',
+      "the attentive probe's heads, one learned query each (default: embedding width / 8)",
+      int('--attentive-heads', 1),
+    )
     .addOption(threadsOption('feature extraction'))
     .addOption(deviceOption('the encoder'))
     .action(async (opts) => {
@@ -201,11 +211,16 @@ export function buildCli(): Command {
         progress: process.stderr.isTTY,
         readout: opts.readout,
         validation: opts.validation,
+        attentive: opts.attentive ? { epochs: opts.attentiveEpochs, heads: opts.attentiveHeads } : undefined,
         threads: threadsOf(opts.threads),
         device: opts.device,
       });
+      const fit =
+        r.kind === 'attentive'
+          ? `${r.heads} heads, lr ${r.lr}, weight decay ${r.weightDecay}, ${r.epochs} epochs`
+          : `L2 ${r.l2}, L-BFGS ${r.iterations} iterations${r.converged ? '' : ' (not converged)'}`;
       console.log(
-        `linear probe on ${r.testSplit}: ${r.testCount}${r.testSubsampled ? ` (seeded subsample of ${r.testTotal})` : ''} test images, ${r.trainCount} train images, L2 ${r.l2}, L-BFGS ${r.iterations} iterations${r.converged ? '' : ' (not converged)'}`,
+        `${r.kind} probe on ${r.testSplit}: ${r.testCount}${r.testSubsampled ? ` (seeded subsample of ${r.testTotal})` : ''} test images, ${r.trainCount} train images, ${fit}`,
       );
       console.log(`top-1 accuracy ${(100 * r.accuracy).toFixed(2)}%   macro-F1 ${(100 * r.macroF1).toFixed(2)}%\n`);
       console.log('| class | precision | recall | F1 | support |\n| --- | --- | --- | --- | --- |');

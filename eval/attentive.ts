@@ -22,6 +22,7 @@ import { createSession, Tensor, type Session } from '../runtime/session.ts';
 import { AdamW } from '../train/adamw.ts';
 import { Rng } from '../model/rng.ts';
 import { classificationReport } from './logreg.ts';
+import { ATTENTIVE_EPS, type AttentiveProbeHead } from '../format/probe.ts';
 
 export interface AttentiveShape {
   /** Tokens per image. */
@@ -135,7 +136,12 @@ export function attentiveGraph(s: AttentiveShape, train: boolean): Uint8Array {
     g.op('Reshape', [g.op('Transpose', [values], { perm: [1, 0, 2] }), g.ints([-1, d])]),
     p.bv,
   ]);
-  const normed = g.node('LayerNormalization', [merged, p.norm_g, p.norm_b], { axis: -1, epsilon: float(1e-6) }, 3)[0];
+  const normed = g.node(
+    'LayerNormalization',
+    [merged, p.norm_g, p.norm_b],
+    { axis: -1, epsilon: float(ATTENTIVE_EPS) },
+    3,
+  )[0];
   const logits = g.op('Add', [g.op('MatMul', [normed, p.wc]), p.bc]);
   if (!train) {
     g.output(logits, 'logits', 'float32', ['b', c]);
@@ -271,7 +277,37 @@ export async function predictAttentive(
 
 const all = (n: number) => Int32Array.from({ length: n }, (_, i) => i);
 
+/** The fitted probe as a package's head (format/probe.ts), the serving side's copy of the graph. */
+export function attentiveHead(
+  m: AttentiveModel,
+  classes: string[],
+  metrics?: AttentiveProbeHead['metrics'],
+): AttentiveProbeHead {
+  const s = m.shape;
+  const at = Object.fromEntries(
+    attentiveParams(s).params.map((q) => [q.name, Array.from(m.theta.subarray(q.offset, q.offset + q.size))]),
+  );
+  return {
+    kind: 'attentive',
+    classes,
+    tokens: s.tokens,
+    dim: s.dim,
+    heads: s.heads,
+    wk: at.wk,
+    query: at.query,
+    wv: at.wv,
+    bv: at.bv,
+    normG: at.norm_g,
+    normB: at.norm_b,
+    wc: at.wc,
+    bc: at.bc,
+    ...(metrics ? { metrics } : {}),
+  };
+}
+
 export interface AttentiveResult {
+  /** The probe refitted on all the training tokens (the one scored). */
+  model: AttentiveModel;
   report: ReturnType<typeof classificationReport>;
   lr: number;
   weightDecay: number;
@@ -308,6 +344,7 @@ export async function fitAndScoreAttentive(
   const m = await fitAttentive(train, all(train.n), s, { ...base, lr: best.lr, weightDecay: best.weightDecay }, o);
   const pred = await predictAttentive(m, test, all(test.n), o);
   return {
+    model: m,
     report: classificationReport(pred, test.y, s.classes),
     lr: best.lr,
     weightDecay: best.weightDecay,

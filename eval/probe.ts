@@ -16,7 +16,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readFeatures, readoutDim, type Readout } from '../format/readout.ts';
 import { validationSplit } from '../train/data/split.ts';
-import type { Tokens } from './attentive.ts';
+import { attentiveHead, attentiveHeads, fitAndScoreAttentive, type Tokens } from './attentive.ts';
 
 export interface Features {
   x: Float32Array;
@@ -99,12 +99,15 @@ export interface ProbeOptions extends SplitOptions {
   model: string;
   readout?: Readout;
   l2: L2;
+  /** Fit the attentive head over the patch tokens (attentive.ts) instead; `readout` and `l2` are then unused. */
+  attentive?: { epochs?: number; heads?: number };
   log?: (s: string) => void;
   progress?: boolean;
 }
 
-/** A linear probe's fit and its scores on the test (or validation) images. */
+/** A probe's fit and its scores on the test (or validation) images. */
 export interface ProbeResult {
+  kind: 'linear' | 'attentive';
   trainCount: number;
   testCount: number;
   /** Test images in the split, and whether --test-limit subsampled them. */
@@ -114,10 +117,15 @@ export interface ProbeResult {
   accuracy: number;
   macroF1: number;
   perClass: { name: string; precision: number; recall: number; f1: number; support: number }[];
-  iterations: number;
-  converged: boolean;
-  /** The L2 penalty of the fit (chosen on the training images under `auto`). */
-  l2: number;
+  /** Linear: L-BFGS iterations, and the L2 penalty of the fit (chosen on the training images under `auto`). */
+  iterations?: number;
+  converged?: boolean;
+  l2?: number;
+  /** Attentive: what was chosen on the training images, and the shape. */
+  lr?: number;
+  weightDecay?: number;
+  epochs?: number;
+  heads?: number;
 }
 
 function labeled(ds: Dataset, what: string): string[] {
@@ -212,6 +220,7 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
   const embedder = await Embedder.open(o.model, { device: o.device, threads: o.threads });
   try {
     const sp = labeledSplits(o);
+    if (o.attentive) return await runAttentiveProbe(o, o.attentive, embedder, sp, log);
     const { classes, testSplit } = sp;
     const readout = o.readout ?? 'mean';
     const d = readoutDim(readout, embedder.manifest.embeddingDim);
@@ -235,6 +244,7 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
     });
     writeProbe(o.model, embedder, head);
     return {
+      kind: 'linear',
       trainCount: tr.n,
       testCount: te.n,
       testTotal: sp.testTotal,
@@ -250,6 +260,45 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
   } finally {
     await embedder.close();
   }
+}
+
+/** `ijepa probe --attentive`: the attentive head over the frozen patch tokens, stored as probe.json. */
+async function runAttentiveProbe(
+  o: ProbeOptions,
+  a: NonNullable<ProbeOptions['attentive']>,
+  embedder: Embedder,
+  sp: Splits,
+  log: (s: string) => void,
+): Promise<ProbeResult> {
+  const m = embedder.manifest;
+  const { classes, testSplit } = sp;
+  const streamed = { log, progress: false, keep: false };
+  const train = await LabeledImages.open(sp.train, sp.trainItems, m.preprocess, streamed);
+  const test = await LabeledImages.open(sp.test, sp.testItems, m.preprocess, streamed);
+  const what = { progress: o.progress, tokens: true };
+  const tr = (await extractEncoded(embedder, train, [], { ...what, what: 'train tokens' })).tokens!;
+  const te = (await extractEncoded(embedder, test, [], { ...what, what: 'test tokens' })).tokens!;
+  const heads = a.heads ?? attentiveHeads(m.embeddingDim, m.architecture.heads);
+  const shape = { tokens: m.patches.rows * m.patches.cols, dim: m.embeddingDim, heads, classes: classes.length };
+  const fit = await fitAndScoreAttentive(tr, te, shape, { epochs: a.epochs, seed: o.seed, threads: o.threads });
+  const { report } = fit;
+  const metrics = { accuracy: report.accuracy, macroF1: report.macroF1, split: testSplit, count: te.n };
+  writeProbe(o.model, embedder, probeSchema.parse(attentiveHead(fit.model, classes, metrics)));
+  return {
+    kind: 'attentive',
+    trainCount: tr.n,
+    testCount: te.n,
+    testTotal: sp.testTotal,
+    testSubsampled: sp.testItems.length < sp.testTotal,
+    testSplit,
+    accuracy: report.accuracy,
+    macroF1: report.macroF1,
+    perClass: report.perClass.map((c, k) => ({ name: classes[k], ...c })),
+    lr: fit.lr,
+    weightDecay: fit.weightDecay,
+    epochs: fit.epochs,
+    heads,
+  };
 }
 
 /** The L2 penalties `auto` chooses from, strongest first (the order of the warm-started path). */

@@ -160,12 +160,20 @@ export class Service {
     );
     if (m.files.probe) {
       const probe = probeSchema.parse(JSON.parse(new TextDecoder().decode(embedder.files!.file('probe'))));
-      const want = readoutDim(probe.readout, m.embeddingDim);
-      if (probe.dim !== want)
-        throw new Error(
-          `probe.json: a '${probe.readout}' head over ${m.embeddingDim}-d embeddings has ${want} inputs, not ${probe.dim}`,
-        );
-      checkReadout(probe.readout, m.patches.rows, m.patches.cols);
+      if (probe.kind === 'attentive') {
+        const tokens = m.patches.rows * m.patches.cols;
+        if (probe.tokens !== tokens || probe.dim !== m.embeddingDim)
+          throw new Error(
+            `probe.json: an attentive head over ${probe.tokens} × ${probe.dim} tokens, the encoder gives ${tokens} × ${m.embeddingDim}`,
+          );
+      } else {
+        const want = readoutDim(probe.readout, m.embeddingDim);
+        if (probe.dim !== want)
+          throw new Error(
+            `probe.json: a '${probe.readout}' head over ${m.embeddingDim}-d embeddings has ${want} inputs, not ${probe.dim}`,
+          );
+        checkReadout(probe.readout, m.patches.rows, m.patches.cols);
+      }
       this.probe = probe;
     }
   }

@@ -136,10 +136,7 @@ export async function embeddings(svc: Service, req: Request, res: Response, sign
 export async function classify(svc: Service, req: Request, res: Response, signal?: AbortSignal): Promise<void> {
   const probe = svc.probe;
   if (!probe)
-    throw new ApiError(
-      'no_probe',
-      `model '${svc.manifest.id}' has no linear-probe head; run \`ijepa probe\` on it first`,
-    );
+    throw new ApiError('no_probe', `model '${svc.manifest.id}' has no probe head; run \`ijepa probe\` on it first`);
   const { items, single, options } = parseImages(req, svc.options.maxImages);
   const outcomes = await svc.embedAll(items, signal);
   failIfSingle(single, outcomes);
@@ -148,11 +145,13 @@ export async function classify(svc: Service, req: Request, res: Response, signal
     data: outcomes.map((o) => {
       if ('error' in o) return { index: o.index, ...o.error.toJSON() };
       const { rows, cols } = svc.manifest.patches;
-      const features =
-        probe.readout === 'mean'
-          ? o.result.pooled
-          : readFeatures(probe.readout, o.result.tokens, 1, rows, cols, svc.manifest.embeddingDim);
-      const p = probeProbabilities(probe, features);
+      const input =
+        probe.kind === 'attentive'
+          ? o.result.tokens
+          : probe.readout === 'mean'
+            ? o.result.pooled
+            : readFeatures(probe.readout, o.result.tokens, 1, rows, cols, svc.manifest.embeddingDim);
+      const p = probeProbabilities(probe, input);
       const top = [...p.keys()].sort((a, b) => p[b] - p[a]).slice(0, options.topK);
       return { index: o.index, predictions: top.map((k) => ({ label: probe.classes[k], probability: p[k] })) };
     }),

@@ -3,7 +3,7 @@ import { tempDir } from '../tmp.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readCheckpoint } from '../../train/checkpoint.ts';
 import { learningRate, planByEpochs } from '../../train/schedule.ts';
@@ -259,6 +259,20 @@ test('ijepa probe fits a linear head on frozen features and stores it in the pac
   assert.ok(Math.abs(p[0] + p[1] - 1) < 1e-9);
   const unlabeled = run(['probe', '--model', out, '--data', data]);
   assert.match(unlabeled.stderr, /has no labels/);
+  // --attentive stores the attentive head over the patch tokens instead (on a copy: later tests read the linear one).
+  const copy = join(dir, 'pkg-attentive');
+  cpSync(out, copy, { recursive: true });
+  const a = run(['probe', '--model', copy, '--data', labeledDir, '--attentive', '--attentive-epochs', '5']);
+  assert.equal(a.status, 0, a.stderr);
+  assert.match(
+    a.stdout,
+    /attentive probe on .*: 20 test images, 60 train images, 4 heads, lr [\d.e-]+, weight decay [\d.e-]+, 5 epochs/,
+  );
+  const attentive = probeSchema.parse(JSON.parse(new TextDecoder().decode(readPackage(copy).file('probe'))));
+  assert.equal(attentive.kind, 'attentive');
+  assert.ok(Number(/top-1 accuracy ([\d.]+)%/.exec(a.stdout)![1]) >= 0);
+  const q = probeProbabilities(attentive, new Float32Array(16 * 32).fill(0.5));
+  assert.ok(Math.abs(q[0] + q[1] - 1) < 1e-9);
 });
 
 test('ijepa eval reports linear, kNN and attentive probes of the trained and the random-init encoder, and linear and kNN of raw pixels, with sane numbers', async () => {
