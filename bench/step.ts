@@ -12,7 +12,7 @@ import { encoderSpecs, predictorSpecs } from '../model/vit.ts';
 import { ParamStore } from '../model/params.ts';
 import { Rng } from '../model/rng.ts';
 
-export const cfg = resolveConfig('vit-tiny', recipeOverrides('default'));
+export const cfg = resolveConfig('vit-tiny', recipeOverrides('ijepa'));
 export const m = presets['vit-tiny'];
 export const grid = gridOf(m);
 /** Values per image in the patch layout. */

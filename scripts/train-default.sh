@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the bundled default model models/fmnist-vit-tiny (npm run train:default):
-# 30 minutes of I-JEPA on Fashion-MNIST (all cores, onnxruntime engine, default recipe, validation
+# 30 minutes of I-JEPA on Fashion-MNIST (all cores, onnxruntime engine, recipe `ijepa`, validation
 # split held out), export, a linear-probe head (READOUT, chosen on validation by the recipe study)
 # on the training split, the validation and test evaluations, and the figures.
 # Needs: apt-get install -y dataset-fashion-mnist
@@ -15,7 +15,7 @@ ijepa() { node bin/ijepa.js "$@"; }
 
 # SKIP_TRAIN=1 packages a finished run instead (RUN=its directory).
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
-  ijepa train --data "$DATA" --preset vit-tiny --recipe default --holdout --time-budget "$BUDGET" --threads "$THREADS" --out "$RUN" --plain
+  ijepa train --data "$DATA" --preset vit-tiny --recipe ijepa --holdout --time-budget "$BUDGET" --threads "$THREADS" --out "$RUN" --plain
 fi
 ijepa export --run "$RUN" --out "$MODEL" --id "$(basename "$MODEL")"
 # Recipe decisions (readout included) are made on the validation split ...

@@ -131,9 +131,9 @@ export type TrainConfig = z.infer<typeof trainConfigSchema>;
 /**
  * What every recipe overrides (train/recipes/*.json, study/variants/*.json): a preset's
  * architecture with the published I-JEPA optimisation, masks and crops, an MSE loss and no
- * SIGReg. No command trains this alone: `--recipe reference` is it with smooth-L1, and
- * `--recipe default` (the CLI's default) is smooth-L1 with SIGReg, a lower learning rate and
- * whole images.
+ * SIGReg. No command trains this alone: `--recipe reference` is it with smooth-L1, `--recipe
+ * ijepa` is smooth-L1 with SIGReg, a lower learning rate and whole images, and `lejepa`,
+ * `hybrid` and `default` (the CLI's default, LeJEPA's) change the objective.
  */
 export function baseConfig(preset: PresetName): TrainConfig {
   return {
@@ -185,7 +185,8 @@ type DeepPartial<T> = {
 };
 export type ConfigOverrides = DeepPartial<TrainConfig>;
 
-function merge<T>(base: T, over: unknown): T {
+/** Deep merge of overrides: objects merge key by key; anything else (arrays included) replaces. */
+export function merge<T>(base: T, over: unknown): T {
   if (over === undefined) return base;
   if (
     typeof base !== 'object' ||

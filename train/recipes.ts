@@ -5,18 +5,20 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import type { ConfigOverrides } from './config.ts';
+import { merge, type ConfigOverrides } from './config.ts';
 
 export const recipeFileSchema = z
   .object({
     about: z.string(),
-    config: z.record(z.string(), z.unknown()),
+    /** Another recipe of the same folder whose overrides this one's are applied on top of. */
+    extends: z.string().optional(),
+    config: z.record(z.string(), z.unknown()).default({}),
   })
   .strict();
 
 const DIR = join(import.meta.dirname, 'recipes');
 
-/** The recipes a user picks from: `default`, `reference` (the published one) and `views`. */
+/** The recipes a user picks from: `default`, `lejepa`, `hybrid`, `ijepa` and `reference` (the published I-JEPA). */
 export const recipeNames = names(DIR);
 
 export function names(dir: string): string[] {
@@ -34,7 +36,10 @@ export function readRecipe(dir: string, name: string): ConfigOverrides {
   const parsed = recipeFileSchema.safeParse(JSON.parse(readFileSync(path, 'utf8')));
   if (!parsed.success)
     throw new Error(`${path}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-  return { ...(parsed.data.config as ConfigOverrides), recipe: name };
+  const { extends: base, config } = parsed.data;
+  if (base === name) throw new Error(`${path}: a recipe cannot extend itself`);
+  const inherited = base ? readRecipe(dir, base) : {};
+  return { ...merge(inherited, config as ConfigOverrides), recipe: name };
 }
 
 export function recipeOverrides(name: string): ConfigOverrides {
