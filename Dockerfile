@@ -35,4 +35,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 # and -e IJEPA_API_KEY=...). GPU serving (--device webgpu) also needs libvulkan1 and a GPU run
 # with NVIDIA_DRIVER_CAPABILITIES including `graphics` (docs/gpu.md).
 ENTRYPOINT ["node", "bin/ijepa.js", "serve", "--host", "0.0.0.0", "--port", "8080"]
-CMD ["--model", "models/fmnist-vit-tiny"]
+CMD ["--model", "models/cifar10-vit-tiny"]
