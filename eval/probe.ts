@@ -244,15 +244,7 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
     });
     writeProbe(o.model, embedder, head);
     return {
-      kind: 'linear',
-      trainCount: tr.n,
-      testCount: te.n,
-      testTotal: sp.testTotal,
-      testSubsampled: sp.testItems.length < sp.testTotal,
-      testSplit,
-      accuracy: report.accuracy,
-      macroF1: report.macroF1,
-      perClass: report.perClass.map((c, k) => ({ name: classes[k], ...c })),
+      ...scored('linear', sp, { train: tr.n, test: te.n }, report),
       iterations: fit.iterations,
       converged: fit.converged,
       l2,
@@ -260,6 +252,26 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeResult> {
   } finally {
     await embedder.close();
   }
+}
+
+/** What a probe's report says of any head: the split, the counts and the scores. */
+function scored(
+  kind: ProbeResult['kind'],
+  sp: Splits,
+  counts: { train: number; test: number },
+  report: ReturnType<typeof classificationReport>,
+): Omit<ProbeResult, 'iterations' | 'converged' | 'l2' | 'lr' | 'weightDecay' | 'epochs' | 'heads'> {
+  return {
+    kind,
+    trainCount: counts.train,
+    testCount: counts.test,
+    testTotal: sp.testTotal,
+    testSubsampled: sp.testItems.length < sp.testTotal,
+    testSplit: sp.testSplit,
+    accuracy: report.accuracy,
+    macroF1: report.macroF1,
+    perClass: report.perClass.map((c, k) => ({ name: sp.classes[k], ...c })),
+  };
 }
 
 /** `ijepa probe --attentive`: the attentive head over the frozen patch tokens, stored as probe.json. */
@@ -285,15 +297,7 @@ async function runAttentiveProbe(
   const metrics = { accuracy: report.accuracy, macroF1: report.macroF1, split: testSplit, count: te.n };
   writeProbe(o.model, embedder, probeSchema.parse(attentiveHead(fit.model, classes, metrics)));
   return {
-    kind: 'attentive',
-    trainCount: tr.n,
-    testCount: te.n,
-    testTotal: sp.testTotal,
-    testSubsampled: sp.testItems.length < sp.testTotal,
-    testSplit,
-    accuracy: report.accuracy,
-    macroF1: report.macroF1,
-    perClass: report.perClass.map((c, k) => ({ name: classes[k], ...c })),
+    ...scored('attentive', sp, { train: tr.n, test: te.n }, report),
     lr: fit.lr,
     weightDecay: fit.weightDecay,
     epochs: fit.epochs,

@@ -24,6 +24,18 @@ export async function onBackend<T>(name: BackendName, f: () => T | Promise<T>): 
 }
 
 /** Max |a - b| / max(1, |b|) over the elements. */
+/** max |a − b| / max |b|: relative to the tensor's scale, so tiny gradients are not let off. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let d = 0;
+  let s = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    s = Math.max(s, Math.abs(b[i]));
+  }
+  return d / Math.max(s, 1e-30);
+}
+
 export function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
   let m = 0;

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import * as ort from 'onnxruntime-node';
-import { onBackend, randomArray, tinyModel } from '../helpers.ts';
+import { onBackend, randomArray, tinyModel, relErr } from '../helpers.ts';
 import type { Ops } from '../../model/ops.ts';
 import type { ParamSpec } from '../../model/vit.ts';
 import { encoderSpecs, predictorSpecs } from '../../model/vit.ts';
@@ -24,18 +24,6 @@ import { tailPositions, tokenRows } from '../../train/engine.ts';
 import { defaultMaskConfig, sampleMasks } from '../../train/masks.ts';
 import { Rng } from '../../model/rng.ts';
 import { gridOf } from '../../model/presets.ts';
-
-/** max |a − b| / max |b|: relative to the tensor's scale, so tiny gradients are not let off. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let d = 0;
-  let s = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    s = Math.max(s, Math.abs(b[i]));
-  }
-  return d / Math.max(s, 1e-30);
-}
 
 const D = tinyModel.dim;
 

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import * as ort from 'onnxruntime-node';
-import { onBackend, randomArray } from '../helpers.ts';
+import { onBackend, randomArray, relErr } from '../helpers.ts';
 import {
   attentiveGraph,
   attentiveParams,
@@ -13,17 +13,6 @@ import {
 } from '../../eval/attentive.ts';
 import { fitAndScore } from '../../eval/probe.ts';
 import { Rng } from '../../model/rng.ts';
-
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let d = 0;
-  let s = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    s = Math.max(s, Math.abs(b[i]));
-  }
-  return d / Math.max(s, 1e-30);
-}
 
 /**
  * The textbook cross-attention in TF.js, unfolded: keys K = X·Wk + bk and values V = X·Wv + bv
