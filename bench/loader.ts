@@ -5,11 +5,12 @@
  * calling thread (the step's) was.
  *   DATA (an image folder, /tmp/cifar/train), ITEMS (images used, 4096: the first pass decodes,
  *   later ones hit the cache), BATCH (64), SECONDS (timed per row after the first pass, 15),
- *   WORKERS (comma-separated, 1,2), RECIPE (JSON augment overrides; default 2 global views at
+ *   WORKERS (comma-separated, 1,2), RECIPE (JSON augment overrides; default the lejepa recipe's: 2 global views at
  *   32 px and 6 local at 16 px with colour jitter, grayscale and solarize)
  */
 import { performance } from 'node:perf_hooks';
 import { resolveConfig } from '../train/config.ts';
+import { recipeOverrides } from '../train/recipes.ts';
 import { FolderDataset } from '../train/data/folder.ts';
 import { subset } from '../train/data/dataset.ts';
 import { BatchLoader } from '../train/data/loader.ts';
@@ -19,19 +20,7 @@ const items = Number(process.env.ITEMS ?? 4096);
 const batch = Number(process.env.BATCH ?? 64);
 const seconds = Number(process.env.SECONDS ?? 15);
 const workerCounts = (process.env.WORKERS ?? '1,2').split(',').map(Number);
-const recipe = process.env.RECIPE
-  ? JSON.parse(process.env.RECIPE)
-  : {
-      cropScale: [0.3, 1],
-      hflip: true,
-      views: 2,
-      localViews: 6,
-      localSize: 16,
-      localScale: [0.05, 0.3],
-      colorJitter: { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1, p: 0.8 },
-      grayscale: 0.2,
-      solarize: 0.2,
-    };
+const recipe = process.env.RECIPE ? JSON.parse(process.env.RECIPE) : recipeOverrides('lejepa').augment;
 
 const cfg = resolveConfig('vit-tiny', { objective: 'ijepa', augment: recipe });
 const all = new FolderDataset(data);

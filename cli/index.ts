@@ -55,6 +55,17 @@ const deviceOption = (what: string) =>
     .choices([...DEVICES])
     .default('cpu');
 
+/** The attentive probe's knobs, shared by `probe --attentive` and `eval`. */
+const attentiveEpochsOption = () =>
+  new Option('--attentive-epochs <n>', 'epochs of each attentive-probe fit')
+    .argParser(int('--attentive-epochs', 1))
+    .default(10);
+const attentiveHeadsOption = () =>
+  new Option(
+    '--attentive-heads <n>',
+    "the attentive probe's heads, one learned query each (default: embedding width / 8)",
+  ).argParser(int('--attentive-heads', 1));
+
 export function buildCli(): Command {
   const program = new Command('ijepa')
     .description('I-JEPA: learn image features without labels, and serve them')
@@ -190,12 +201,8 @@ export function buildCli(): Command {
       '--attentive',
       'fit the attentive head over the patch tokens instead (learning rate and weight decay chosen on the training images; --readout and --l2 unused)',
     )
-    .option('--attentive-epochs <n>', 'epochs of each attentive-probe fit', int('--attentive-epochs', 1), 10)
-    .option(
-      '--attentive-heads <n>',
-      "the attentive probe's heads, one learned query each (default: embedding width / 8)",
-      int('--attentive-heads', 1),
-    )
+    .addOption(attentiveEpochsOption())
+    .addOption(attentiveHeadsOption())
     .addOption(threadsOption('feature extraction'))
     .addOption(deviceOption('the encoder'))
     .action(async (opts) => {
@@ -401,12 +408,8 @@ export function buildCli(): Command {
     .option('--no-baselines', 'skip the random-init and raw-pixel rows')
     .option('--no-knn', 'skip the kNN rows')
     .option('--no-attentive', 'skip the attentive probe (the slowest part)')
-    .option('--attentive-epochs <n>', 'epochs of each attentive-probe fit', int('--attentive-epochs', 1), 10)
-    .option(
-      '--attentive-heads <n>',
-      "the attentive probe's heads, one learned query each (default: embedding width / 8)",
-      int('--attentive-heads', 1),
-    )
+    .addOption(attentiveEpochsOption())
+    .addOption(attentiveHeadsOption())
     .addOption(threadsOption('feature extraction and the probes'))
     .addOption(deviceOption('feature extraction'))
     .action(async (opts) => {

@@ -194,9 +194,7 @@ export function stepGraph(m: ModelConfig, numTargets: number, loss: LossKind, o:
   let reg = g.scalar(0);
   if (o.views && o.sigreg) {
     const directions = g.input('directions', 'float32', [PROJECTOR_DIM, o.sigreg.projections]);
-    const pc = m.patchSize * m.patchSize * m.channels;
-    const { rows: r, cols: c } = o.views.localGrid;
-    const locals = o.views.locals ? g.input('locals', 'float32', ['batch_x_locals', r * c, pc]) : undefined;
+    const locals = localsInput(g, m, o.views);
     const pooled = {
       globals: maskedMean(g, context, x.ctxMask),
       ...(locals ? { locals: pool(g, encode(online, m, locals, undefined, o.views.localGrid)) } : {}),
@@ -273,14 +271,11 @@ function pool(g: GraphBuilder, tokens: string): string {
   return g.op('ReduceMean', [tokens], { axes: [1], keepdims: 0 });
 }
 
-/** The step's view inputs: `views` [B·Vg, N, p·p·C] and, with local views, `locals` [B·Vl, n, p·p·C]. */
-function viewInputs(g: GraphBuilder, m: ModelConfig, layout: ViewLayout): { views: string; locals?: string } {
-  const { rows, cols } = gridOf(m);
-  const pc = m.patchSize * m.patchSize * m.channels;
-  const views = g.input('views', 'float32', ['batch_x_views', rows * cols, pc]);
-  if (!layout.locals) return { views };
-  const { rows: r, cols: c } = layout.localGrid;
-  return { views, locals: g.input('locals', 'float32', ['batch_x_locals', r * c, pc]) };
+/** The local views' input `locals` [B·Vl, n, p·p·C], with local views. */
+function localsInput(g: GraphBuilder, m: ModelConfig, layout: ViewLayout): string | undefined {
+  if (!layout.locals) return undefined;
+  const { rows, cols } = layout.localGrid;
+  return g.input('locals', 'float32', ['batch_x_locals', rows * cols, m.patchSize * m.patchSize * m.channels]);
 }
 
 /**
@@ -298,11 +293,13 @@ export function lejepaGraph(
   const g = new GraphBuilder('lejepa_train_step');
   const specs = [...encoderSpecs(m), ...projectorSpecs(m)];
   const online = new OnnxOps(g, { prefix: ONLINE, specs }, m);
-  const x = viewInputs(g, m, layout);
+  const { rows, cols } = gridOf(m);
+  const views = g.input('views', 'float32', ['batch_x_views', rows * cols, m.patchSize * m.patchSize * m.channels]);
+  const locals = localsInput(g, m, layout);
   const directions = g.input('directions', 'float32', [PROJECTOR_DIM, sigreg.projections]);
   const pooled = {
-    globals: pool(g, encode(online, m, x.views)),
-    ...(x.locals ? { locals: pool(g, encode(online, m, x.locals, undefined, layout.localGrid)) } : {}),
+    globals: pool(g, encode(online, m, views)),
+    ...(locals ? { locals: pool(g, encode(online, m, locals, undefined, layout.localGrid)) } : {}),
   };
   const parts = lejepaLoss(g, online, pooled, layout, sigreg.weight, directions);
   return stepOutputs(
@@ -330,7 +327,7 @@ export function probeGraph(m: ModelConfig, numTargets: number, loss: LossKind, t
   const tokens = encoderOutput(target, m, stream);
   const tgt = targets(target, targetTokens(target, m, stream, tokens, targetLayers), tgtIdx, numTargets);
   g.output(tokens, 'tokens', 'float32', ['batch', rows * cols, m.dim]);
-  g.output(g.op('ReduceMean', [tokens], { axes: [1], keepdims: 0 }), 'pooled', 'float32', ['batch', m.dim]);
+  g.output(pool(g, tokens), 'pooled', 'float32', ['batch', m.dim]);
   g.output(lossNode(g, g.op('Mul', [tgt, g.scalar(0)]), tgt, loss), 'zero_loss', 'float32', []);
   return g.toBytes('I-JEPA diagnostics');
 }
