@@ -96,6 +96,7 @@ const SUBJECT: Record<string, string> = {
   ijepa: 'I-JEPA',
   views: 'multi-view (LeJEPA)',
   lejepa: 'LeJEPA',
+  mae: 'MAE',
   hybrid: 'I-JEPA + LeJEPA',
 };
 

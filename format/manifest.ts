@@ -69,7 +69,7 @@ export const manifestSchema = z
         exportedAt: z.string(),
         /** The trainer's recipe and objective (packages written before these were recorded lack them). */
         recipe: z.string().optional(),
-        objective: z.enum(['ijepa', 'lejepa', 'hybrid']).optional(),
+        objective: z.enum(['ijepa', 'lejepa', 'hybrid', 'mae']).optional(),
         /** Where it trained: engine, device, threads, CPU (recorded by the trainer since it was added). */
         hardware: z.string().optional(),
       })

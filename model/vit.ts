@@ -56,19 +56,33 @@ export function encoderSpecs(m: ModelConfig): ParamSpec[] {
   return specs;
 }
 
-export function predictorSpecs(m: ModelConfig): ParamSpec[] {
+/**
+ * A narrow transformer over the context tokens and one mask token per position to fill in, with
+ * the predictor's geometry (predDim, predDepth, predHeads): I-JEPA's predictor (out: the encoder
+ * width) and MAE's decoder (out: a patch's pixels) are both this.
+ */
+function fillerSpecs(prefix: string, m: ModelConfig, out: number): ParamSpec[] {
   const specs = [
-    ...linearSpecs('predictor.embed', m.dim, m.predDim),
+    ...linearSpecs(`${prefix}.embed`, m.dim, m.predDim),
     {
-      name: 'predictor.maskToken',
+      name: `${prefix}.maskToken`,
       shape: [1, 1, m.predDim],
       init: { kind: 'trunc', std: STD },
       decay: false,
     } satisfies ParamSpec,
   ];
-  for (let i = 0; i < m.predDepth; i++) specs.push(...blockSpecs(`predictor.blocks.${i}`, m.predDim, m.mlpRatio, i));
-  specs.push(...normSpecs('predictor.norm', m.predDim), ...linearSpecs('predictor.proj', m.predDim, m.dim));
+  for (let i = 0; i < m.predDepth; i++) specs.push(...blockSpecs(`${prefix}.blocks.${i}`, m.predDim, m.mlpRatio, i));
+  specs.push(...normSpecs(`${prefix}.norm`, m.predDim), ...linearSpecs(`${prefix}.proj`, m.predDim, out));
   return specs;
+}
+
+export function predictorSpecs(m: ModelConfig): ParamSpec[] {
+  return fillerSpecs('predictor', m, m.dim);
+}
+
+/** MAE's decoder: the predictor's geometry, regressing each masked patch's p·p·C pixels. */
+export function decoderSpecs(m: ModelConfig): ParamSpec[] {
+  return fillerSpecs('decoder', m, m.patchSize * m.patchSize * m.channels);
 }
 
 /** The projector's hidden width and output width (LeJEPA's minimal recipe: MLP 2048-2048-16). */
@@ -77,7 +91,7 @@ export const PROJECTOR_DIM = 16;
 const BN_EPS = 1e-5;
 
 /** The objectives (train/config.ts) and which online heads each trains beside the encoder. */
-export type Objective = 'ijepa' | 'lejepa' | 'hybrid';
+export type Objective = 'ijepa' | 'lejepa' | 'hybrid' | 'mae';
 
 /**
  * LeJEPA's projector on the pooled embedding: Linear–BatchNorm–ReLU twice, then a linear map to
@@ -108,9 +122,10 @@ export function project<T>(ops: Ops<T>, pooled: T): T {
   return ops.linear(layer(layer(pooled, 1), 2), 'projector.fc3.w', 'projector.fc3.b');
 }
 
-/** The online parameters beside the encoder: the predictor (I-JEPA), the projector (LeJEPA), or both. */
+/** The online parameters beside the encoder: the predictor (I-JEPA), the projector (LeJEPA), both, or MAE's decoder. */
 export function headSpecs(m: ModelConfig, objective: Objective = 'ijepa'): ParamSpec[] {
   if (objective === 'lejepa') return projectorSpecs(m);
+  if (objective === 'mae') return decoderSpecs(m);
   if (objective === 'hybrid') return [...predictorSpecs(m), ...projectorSpecs(m)];
   return predictorSpecs(m);
 }
@@ -216,17 +231,41 @@ export interface PredictorInputs<T> {
   numTargets: number;
 }
 
-/** Predictor: context tokens + one mask token per target position → predicted embeddings [M·B, T, D]. */
-export function predict<T>(ops: Ops<T>, m: ModelConfig, p: PredictorInputs<T>): T {
-  const pos = positions(ops, 'predictor', m.predDim, m);
-  let x = ops.add(ops.linear(p.context, 'predictor.embed.w', 'predictor.embed.b'), ops.gatherRows(pos, p.ctxIdx)); // [B,L,P]
+/** Context tokens + one mask token per target position, through the `prefix` network → its outputs at the targets [M·B, T, out]. */
+function fill<T>(ops: Ops<T>, m: ModelConfig, prefix: string, p: PredictorInputs<T>): T {
+  const pos = positions(ops, prefix, m.predDim, m);
+  let x = ops.add(ops.linear(p.context, `${prefix}.embed.w`, `${prefix}.embed.b`), ops.gatherRows(pos, p.ctxIdx)); // [B,L,P]
   x = ops.repeatBatch(x, p.numTargets); // [M·B, L, P]
-  const queries = ops.add(ops.param('predictor.maskToken'), ops.gatherRows(pos, p.tgtIdx)); // [M·B, T, P]
+  const queries = ops.add(ops.param(`${prefix}.maskToken`), ops.gatherRows(pos, p.tgtIdx)); // [M·B, T, P]
   x = ops.concat([x, queries], 1);
   const bias = keyBias(ops, p.keyMask);
-  for (let i = 0; i < m.predDepth; i++) x = block(ops, x, `predictor.blocks.${i}`, m.predHeads, m.predDim, m.eps, bias);
-  x = ops.layerNorm(x, m.eps, 'predictor.norm.g', 'predictor.norm.b');
-  return ops.linear(ops.lastTokens(x, p.tgtIdx), 'predictor.proj.w', 'predictor.proj.b');
+  for (let i = 0; i < m.predDepth; i++) x = block(ops, x, `${prefix}.blocks.${i}`, m.predHeads, m.predDim, m.eps, bias);
+  x = ops.layerNorm(x, m.eps, `${prefix}.norm.g`, `${prefix}.norm.b`);
+  return ops.linear(ops.lastTokens(x, p.tgtIdx), `${prefix}.proj.w`, `${prefix}.proj.b`);
+}
+
+/** Predictor: context tokens + one mask token per target position → predicted embeddings [M·B, T, D]. */
+export function predict<T>(ops: Ops<T>, m: ModelConfig, p: PredictorInputs<T>): T {
+  return fill(ops, m, 'predictor', p);
+}
+
+/**
+ * MAE's decoder: the visible patches' tokens + a mask token at every masked position → predicted
+ * pixels of the masked patches [B, T, p·p·C] (one "target block": the masked patches).
+ */
+export function decode<T>(ops: Ops<T>, m: ModelConfig, p: Omit<PredictorInputs<T>, 'numTargets'>): T {
+  return fill(ops, m, 'decoder', { ...p, numTargets: 1 });
+}
+
+/** MAE's variance floor of the per-patch pixel normalisation. */
+const PIXEL_EPS = 1e-6;
+
+/**
+ * What MAE's decoder regresses: the masked patches' pixels [B, T, p·p·C], each patch normalised
+ * by its own mean and standard deviation (MAE's norm_pix_loss; biased variance).
+ */
+export function pixelTargets<T>(ops: Ops<T>, patches: T, maskedIdx: T): T {
+  return ops.layerNorm(ops.gatherTokens(patches, maskedIdx), PIXEL_EPS);
 }
 
 /**

@@ -35,6 +35,8 @@ export interface IndexInputs {
 
 export class OnnxOps implements Ops<string> {
   private readonly declared = new Set<string>();
+  /** Last-axis widths of gathered values that are not encoder tokens (MAE's pixel targets). */
+  private readonly widths = new Map<string, number>();
 
   constructor(
     readonly g: GraphBuilder,
@@ -83,8 +85,8 @@ export class OnnxOps implements Ops<string> {
       scale = this.param(gamma);
       shift = this.param(beta);
     } else {
-      // No affine: only the target normalisation, over encoder tokens of width dim.
-      const d = this.model.dim;
+      // No affine: the target normalisations, over encoder tokens of width dim or gathered patches.
+      const d = this.widthOf(x);
       scale = this.constant(`ln_ones_${d}`, new Float32Array(d).fill(1), [d]);
       shift = this.constant(`ln_zeros_${d}`, new Float32Array(d), [d]);
     }
@@ -183,11 +185,22 @@ export class OnnxOps implements Ops<string> {
     return times === 1 ? x : this.concat(new Array<string>(times).fill(x), 0);
   }
 
+  /** The last axis of x: a graph input's declared width, a gathered value's, else the encoder's. */
+  private widthOf(x: string): number {
+    const declared = this.g.dims.get(x)?.at(-1);
+    return this.widths.get(x) ?? (typeof declared === 'number' ? declared : this.model.dim);
+  }
+
   gatherTokens(x: string, idx: string): string {
     // Row b·N + idx of x viewed as [B·N, D]: one gather, whose gradient is one ScatterND.
     const g = this.g;
     const fed = this.indices?.rows[idx];
-    if (fed) return g.op('GatherND', [g.op('Reshape', [x, g.ints([-1, this.model.dim])]), fed]);
+    if (fed) {
+      const d = this.widthOf(x);
+      const out = g.op('GatherND', [g.op('Reshape', [x, g.ints([-1, d])]), fed]);
+      if (d !== this.model.dim) this.widths.set(out, d);
+      return out;
+    }
     const b = g.op('Squeeze', [g.op('Shape', [idx], { start: 0, end: 1 }), g.ints([0])]);
     const n = g.op('Shape', [x], { start: 1, end: 2 });
     const offsets = g.op('Unsqueeze', [g.op('Mul', [g.op('Range', [g.int(0), b, g.int(1)]), n]), g.ints([1])]);

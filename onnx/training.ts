@@ -12,6 +12,9 @@ import type { ModelConfig } from '../model/presets.ts';
 import { gridOf } from '../model/presets.ts';
 import {
   type ParamSpec,
+  decode,
+  decoderSpecs,
+  pixelTargets,
   encode,
   encoderOutput,
   encoderSpecs,
@@ -307,6 +310,29 @@ export function lejepaGraph(
     { loss: parts.loss, predLoss: parts.invariance, sigreg: parts.sigreg },
     specs,
     'LeJEPA training step (forward + backward)',
+    o.accumulate,
+  );
+}
+
+/**
+ * One MAE step on a micro-batch (no teacher): the I-JEPA step's inputs with one "target block",
+ * the masked patches (train/masks.ts sampleRandomMasks), the online encoder and decoder weights →
+ * `loss` (= `pred_loss`: the mean squared error over the masked patches' normalised pixels, and
+ * over nothing else), `sigreg` 0 and the gradient of every online parameter.
+ */
+export function maeGraph(m: ModelConfig, o: Pick<StepGraphOptions, 'accumulate'> = {}): Uint8Array {
+  const g = new GraphBuilder('mae_train_step');
+  const specs = [...encoderSpecs(m), ...decoderSpecs(m)];
+  const x = stepInputs(g, m);
+  const online = new OnnxOps(g, { prefix: ONLINE, specs }, m, x.indices);
+  const visible = encode(online, m, x.patches, { idx: x.ctxIdx, mask: x.ctxMask });
+  const pred = decode(online, m, { context: visible, ctxIdx: x.ctxIdx, keyMask: x.keyMask, tgtIdx: x.tgtIdx });
+  const loss = lossNode(g, pred, pixelTargets(online, x.patches, x.tgtIdx), 'mse');
+  return stepOutputs(
+    g,
+    { loss, predLoss: loss, sigreg: g.scalar(0) },
+    specs,
+    'MAE training step (forward + backward)',
     o.accumulate,
   );
 }

@@ -23,7 +23,6 @@ export async function onBackend<T>(name: BackendName, f: () => T | Promise<T>): 
   return f();
 }
 
-/** Max |a - b| / max(1, |b|) over the elements. */
 /** max |a − b| / max |b|: relative to the tensor's scale, so tiny gradients are not let off. */
 export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
@@ -36,6 +35,7 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return d / Math.max(s, 1e-30);
 }
 
+/** Max |a - b| / max(1, |b|) over the elements. */
 export function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
   let m = 0;

@@ -46,9 +46,12 @@ export const trainConfigSchema = z
      * What the encoder learns from: I-JEPA's masked prediction (`ijepa`); LeJEPA's agreement between
      * augmented views of each image, kept Gaussian by SIGReg (`lejepa`; sigreg.weight is its λ);
      * or both at once (`hybrid`: masked prediction on every global view, plus LeJEPA's loss on the
-     * projected, pooled context of those views and the local views).
+     * projected, pooled context of those views and the local views); or MAE's reconstruction of the
+     * normalised pixels of a random `maskRatio` of each image's patches (`mae`).
      */
-    objective: z.enum(['ijepa', 'lejepa', 'hybrid']).default('ijepa'),
+    objective: z.enum(['ijepa', 'lejepa', 'hybrid', 'mae']).default('ijepa'),
+    /** Objective `mae`: the fraction of each image's patches hidden from the encoder. */
+    maskRatio: z.number().gt(0).lt(1).default(0.75),
     loss: z.enum(['mse', 'smooth-l1']),
     sigreg: z.object({ weight: z.number().nonnegative(), projections: z.number().int().positive() }).strict(),
     /** Targets average this many top blocks of the target encoder (vit.ts targetTokens); 1 = I-JEPA. */
@@ -112,7 +115,7 @@ export const trainConfigSchema = z
     message: 'targetLayers exceeds the encoder depth',
     path: ['targetLayers'],
   })
-  .refine((c) => c.objective === 'ijepa' || (c.sigreg.weight > 0 && c.sigreg.weight < 1), {
+  .refine((c) => !readsViews(c.objective) || (c.sigreg.weight > 0 && c.sigreg.weight < 1), {
     message:
       "objectives 'lejepa' and 'hybrid' need SIGReg with 0 < sigreg.weight < 1 (LeJEPA's λ): without it the views agree by collapsing",
     path: ['sigreg', 'weight'],
@@ -121,10 +124,20 @@ export const trainConfigSchema = z
     message: 'augment.localSize must be a multiple of the patch size and at most the image size',
     path: ['augment', 'localSize'],
   })
-  .refine((c) => c.objective === 'ijepa' || c.augment.views >= 2 || c.augment.localViews >= 1, {
+  .refine((c) => !readsViews(c.objective) || c.augment.views >= 2 || c.augment.localViews >= 1, {
     message: 'a views objective needs at least two views per image (augment.views + augment.localViews)',
     path: ['augment', 'views'],
+  })
+  .refine((c) => c.objective !== 'mae' || (c.sigreg.weight === 0 && !c.augment.targetFlip && c.targetLayers === 1), {
+    message:
+      "objective 'mae' reconstructs pixels: it takes no SIGReg, target flip or target layers (it has no target encoder)",
+    path: ['objective'],
   });
+
+/** The objectives that learn from several augmented views of each image (the loader draws them). */
+export function readsViews(objective: string): boolean {
+  return objective === 'lejepa' || objective === 'hybrid';
+}
 
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
 
@@ -152,6 +165,7 @@ export function baseConfig(preset: PresetName): TrainConfig {
       beta2: 0.999,
     },
     objective: 'ijepa',
+    maskRatio: 0.75,
     loss: 'mse',
     sigreg: { weight: 0, projections: 64 },
     targetLayers: 1,

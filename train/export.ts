@@ -38,9 +38,10 @@ export function exportRun(o: ExportOptions): Manifest {
   const target = new ParamStore(encoderSpecs(full), ckpt.arrays.get('target'));
   const files: Record<string, Uint8Array> = { 'encoder.onnx': encoderGraph(m, target) };
   const described: Manifest['files'] = { encoder: describeFile('encoder.onnx', files['encoder.onnx']) };
-  // A LeJEPA run has no predictor (its online head is a projector), so its package has none; a
-  // hybrid run's projector follows its predictor and stays behind.
-  if (layers === full.depth && cfg.objective !== 'lejepa') {
+  // A LeJEPA run has no predictor (its online head is a projector) nor has an MAE run (a pixel
+  // decoder), so their packages have none; a hybrid run's projector follows its predictor and
+  // stays behind.
+  if (layers === full.depth && (cfg.objective === 'ijepa' || cfg.objective === 'hybrid')) {
     const specs = [...encoderSpecs(full), ...predictorSpecs(full)];
     const online = new ParamStore(specs, ckpt.arrays.get('online')!.subarray(0, new ParamStore(specs).size));
     files['predictor.onnx'] = predictorGraph(full, online);

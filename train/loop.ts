@@ -7,7 +7,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { cpus } from 'node:os';
-import type { TrainConfig } from './config.ts';
+import { readsViews, type TrainConfig } from './config.ts';
 import type { BackendName } from './tfjs/backend.ts';
 import { openDataset } from './data/open.ts';
 import { subset, type Dataset } from './data/dataset.ts';
@@ -163,7 +163,7 @@ interface EngineChoice {
 
 /** Refuses a choice the run's objective or the device cannot take. */
 function checkEngineChoice(c: EngineChoice, objective: TrainConfig['objective']): void {
-  if (c.engine === 'tfjs' && objective !== 'ijepa')
+  if (c.engine === 'tfjs' && readsViews(objective))
     throw new Error(`objective '${objective}' runs on the onnxruntime engine only (--engine ort)`);
   if (c.device !== 'cpu' && c.engine !== 'ort')
     throw new Error(`--device ${c.device} runs the onnxruntime engine only (--engine ort)`);
@@ -182,7 +182,7 @@ function stepOptions(cfg: TrainConfig): StepOptions {
     targetLayers: cfg.targetLayers,
     targetView: cfg.augment.targetFlip,
     objective: cfg.objective,
-    ...(cfg.objective === 'ijepa' ? {} : { views: viewLayout(cfg) }),
+    ...(readsViews(cfg.objective) ? { views: viewLayout(cfg) } : {}),
   };
 }
 
@@ -256,13 +256,14 @@ async function tfjsEngine(
     seed: step.sigreg.seed,
     chunk,
     targetLayers: step.targetLayers,
+    objective: step.objective === 'mae' ? 'mae' : 'ijepa',
   });
 }
 
 /** The seeded, resumable stream of micro-batches, continuing at `position`. */
 function openLoader(dataset: Dataset, cfg: TrainConfig, position: Position, log: (s: string) => void): BatchLoader {
   // Only the views objectives draw views.
-  const views = cfg.objective === 'ijepa' ? { views: 0, localViews: 0 } : {};
+  const views = readsViews(cfg.objective) ? {} : { views: 0, localViews: 0 };
   return new BatchLoader(
     dataset,
     {

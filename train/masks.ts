@@ -203,3 +203,31 @@ export function permuteMasks(m: MaskBatch, order: number[]): MaskBatch {
   });
   return { ...m, ctxIdx, ctxMask, ctxCount, tgtIdx };
 }
+
+/**
+ * MAE's masking: each image keeps a uniformly random `1 − ratio` of its patches (the encoder's
+ * context, no padding: every image keeps as many) and the rest is the one "target block" the
+ * decoder fills in. Kept and masked patches are in raster order.
+ */
+export function sampleRandomMasks(rng: Rng, grid: Grid, batch: number, ratio: number): MaskBatch {
+  const n = grid.rows * grid.cols;
+  const ctxLen = Math.max(1, Math.min(n - 1, Math.round(n * (1 - ratio))));
+  const tgtLen = n - ctxLen;
+  const ctxIdx = new Int32Array(batch * ctxLen);
+  const tgtIdx = new Int32Array(batch * tgtLen);
+  for (let b = 0; b < batch; b++) {
+    const order = rng.permutation(n);
+    ctxIdx.set(order.subarray(0, ctxLen).sort(), b * ctxLen);
+    tgtIdx.set(order.subarray(ctxLen).sort(), b * tgtLen);
+  }
+  return {
+    batch,
+    ctxLen,
+    ctxIdx,
+    ctxMask: new Float32Array(batch * ctxLen).fill(1),
+    ctxCount: new Int32Array(batch).fill(ctxLen),
+    numTargets: 1,
+    tgtLen,
+    tgtIdx,
+  };
+}

@@ -6,7 +6,7 @@
  */
 import type { TrainConfig } from './config.ts';
 import type { BatchLoader } from './data/loader.ts';
-import { sampleMasks, type Grid, type MaskConfig } from './masks.ts';
+import { sampleMasks, sampleRandomMasks, type Grid, type MaskConfig } from './masks.ts';
 import type { AdamW } from './adamw.ts';
 import { scheduleAt, type Plan, type ScheduleConfig, type ScheduleValues } from './schedule.ts';
 import { BudgetFit } from './budget.ts';
@@ -44,6 +44,8 @@ export interface StepSpec {
    * micro-batch's masked images are its views.
    */
   maskedViews?: number;
+  /** Objective `mae`: each image hides this fraction of its patches at random, instead of I-JEPA's blocks. */
+  maskRatio?: number;
 }
 
 export function stepSpec(cfg: TrainConfig): StepSpec {
@@ -66,6 +68,7 @@ export function stepSpec(cfg: TrainConfig): StepSpec {
     sigreg: cfg.sigreg.weight > 0,
     budgetMin: cfg.timeBudgetMin,
     ...(cfg.objective === 'hybrid' ? { maskedViews: cfg.augment.views } : {}),
+    ...(cfg.objective === 'mae' ? { maskRatio: cfg.maskRatio } : {}),
   };
 }
 
@@ -205,7 +208,10 @@ async function accumulate(engine: Engine, loader: BatchLoader, spec: StepSpec, s
     const masked = spec.maskedViews
       ? { patches: b.views!, batch: b.batch * spec.maskedViews }
       : { patches: b.patches, batch: b.batch };
-    const masks = sampleMasks(Rng.for(spec.seed, 'masks', state.step, k), spec.grid, masked.batch, spec.masks);
+    const rng = Rng.for(spec.seed, 'masks', state.step, k);
+    const masks = spec.maskRatio
+      ? sampleRandomMasks(rng, spec.grid, masked.batch, spec.maskRatio)
+      : sampleMasks(rng, spec.grid, masked.batch, spec.masks);
     out.lastBatch = {
       ...masked,
       masks,

@@ -17,7 +17,7 @@ import { engineOptions as opts, initialState, maxAbsDiff, microBatch, runSteps }
 import { placementOf } from './placement.ts';
 import { GraphBuilder } from '../../onnx/graph.ts';
 import { encoderGraph } from '../../onnx/inference.ts';
-import { lejepaGraph, probeGraph, stepGraph } from '../../onnx/training.ts';
+import { lejepaGraph, maeGraph, probeGraph, stepGraph } from '../../onnx/training.ts';
 import { gapGraph, updateGraph } from '../../onnx/update.ts';
 import { ParamStore } from '../../model/params.ts';
 import { encoderSpecs, predictorSpecs } from '../../model/vit.ts';
@@ -63,6 +63,7 @@ test('no emitted graph places a node on the CPU under WebGPU (no host round trip
       sigreg: { weight: 0.1, projections: 8 },
       views: { globals: 2, locals: 2, localGrid: { rows: 2, cols: 2 } },
     }),
+    'MAE step (accumulating)': maeGraph(m, { accumulate: true }),
     diagnostics: probeGraph(m, 4, 'smooth-l1'),
     'AdamW + EMA update': updateGraph(online, encoderSpecs(m), defaultAdamW),
     'EMA gap': gapGraph(encoderSpecs(m)),

@@ -559,3 +559,27 @@ test('ijepa study trains each recipe on the training split, scores on validation
   assert.match(run([...args, '--layers', '9']).stderr, /--layers 9: the encoder has blocks 1\.\.2/);
   assert.match(run([...args.slice(0, 5), '--recipes', 'nonsense']).stderr, /unknown recipe 'nonsense'/);
 });
+
+test('ijepa train --recipe mae lowers its reconstruction loss and exports an encoder-only package', async () => {
+  const { readPackage } = await import('../../format/package.ts');
+  const maeConfig = join(dir, 'tiny-mae.json');
+  const { sigreg: _, masks: __, ...base } = JSON.parse(readFileSync(config, 'utf8'));
+  writeFileSync(maeConfig, JSON.stringify({ ...base, maxSteps: 12, epochs: 12, optim: { warmupEpochs: 1 } }));
+  const out = join(dir, 'mae');
+  const r = run(['train', '--data', data, '--out', out, '--config', maeConfig, '--recipe', 'mae', '--plain']);
+  assert.equal(r.status, 0, r.stderr);
+  const losses = metrics(out).map((x) => x.loss as number);
+  assert.equal(losses.length, 12);
+  // Predicting zeros scores 1 on standardised pixels: a decoder that learns beats that.
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  assert.ok(mean(losses.slice(-3)) < mean(losses.slice(0, 3)), `loss ${losses.join(', ')}`);
+  const pkg = join(dir, 'mae-pkg');
+  assert.equal(run(['export', '--run', out, '--out', pkg]).status, 0);
+  const p = readPackage(pkg);
+  assert.equal(p.manifest.training.objective, 'mae');
+  assert.equal(p.manifest.training.recipe, 'mae');
+  assert.deepEqual(Object.keys(p.manifest.files), ['encoder']);
+  // MAE has no target encoder to flip or to regularise.
+  const bad = run(['train', '--data', data, '--out', join(dir, 'mae-bad'), '--config', config, '--recipe', 'mae']);
+  assert.match(bad.stderr, /objective 'mae' reconstructs pixels: it takes no SIGReg/);
+});

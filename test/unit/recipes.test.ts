@@ -6,7 +6,7 @@ import { recipeNames, recipeOverrides } from '../../train/recipes.ts';
 import { variantNames, variantOverrides } from '../../study/variants.ts';
 
 test('the product recipes are few, valid on every preset, leave the architecture to the preset, and record their name', () => {
-  assert.deepEqual(recipeNames, ['default', 'hybrid', 'ijepa', 'lejepa', 'reference']);
+  assert.deepEqual(recipeNames, ['default', 'hybrid', 'ijepa', 'lejepa', 'mae', 'reference']);
   for (const name of recipeNames) {
     for (const preset of presetNames) {
       const c = resolveConfig(preset, recipeOverrides(name));
@@ -16,7 +16,7 @@ test('the product recipes are few, valid on every preset, leave the architecture
   }
   assert.throws(
     () => recipeOverrides('sigreg-strong'),
-    /unknown recipe 'sigreg-strong' \(known: default, hybrid, ijepa, lejepa, reference\)/,
+    /unknown recipe 'sigreg-strong' \(known: default, hybrid, ijepa, lejepa, mae, reference\)/,
   );
 });
 

@@ -7,7 +7,7 @@
 import { createSession, Tensor, type Session } from '../../runtime/session.ts';
 import type { ModelConfig } from '../../model/presets.ts';
 import { ParamStore } from '../../model/params.ts';
-import { GRAD, ONLINE, TARGET, lejepaGraph, probeGraph, stepGraph } from '../../onnx/training.ts';
+import { GRAD, ONLINE, TARGET, lejepaGraph, maeGraph, probeGraph, stepGraph } from '../../onnx/training.ts';
 import { HostEngine, type MicroBatch, type DiagnosticsOutput, type StepResult } from '../engine.ts';
 import { BatchFeeds, diagnosticsOutput, type Feeds, type OrtEngineOptions } from './feeds.ts';
 
@@ -22,13 +22,15 @@ export function engineGraphs(
   const step =
     opts.objective === 'lejepa'
       ? lejepaGraph(model, opts.views!, opts.sigreg!, { accumulate })
-      : stepGraph(model, opts.numTargets, opts.loss, {
-          sigreg: opts.sigreg?.weight ? opts.sigreg : undefined,
-          targetLayers: opts.targetLayers,
-          targetView: opts.targetView,
-          accumulate,
-          ...(opts.objective === 'hybrid' ? { views: opts.views } : {}),
-        });
+      : opts.objective === 'mae'
+        ? maeGraph(model, { accumulate })
+        : stepGraph(model, opts.numTargets, opts.loss, {
+            sigreg: opts.sigreg?.weight ? opts.sigreg : undefined,
+            targetLayers: opts.targetLayers,
+            targetView: opts.targetView,
+            accumulate,
+            ...(opts.objective === 'hybrid' ? { views: opts.views } : {}),
+          });
   return { step, probe: probeGraph(model, opts.numTargets, opts.loss, opts.targetLayers) };
 }
 

@@ -167,7 +167,7 @@ export class BatchFeeds {
       yield { feeds: { ...this.masks(mb), ...this.locals(mb) }, weight: 1 };
       return;
     }
-    if (objective === 'ijepa') {
+    if (objective === 'ijepa' || objective === 'mae') {
       for (const { part, weight } of chunksOf(mb, this.opts.chunk ?? mb.batch, this.numPatches * this.patchDim))
         yield { feeds: { ...this.masks(part), ...this.targetView(part) }, weight };
       return;

@@ -6,7 +6,16 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { gridOf, type ModelConfig } from '../../model/presets.ts';
 import { TfOps } from './ops.ts';
-import { encode, encoderOutput, encoderStream, predict, targetTokens, targets } from '../../model/vit.ts';
+import {
+  decode,
+  encode,
+  encoderOutput,
+  encoderStream,
+  pixelTargets,
+  predict,
+  targetTokens,
+  targets,
+} from '../../model/vit.ts';
 import type { ParamStore } from '../../model/params.ts';
 import { sigregDirections, type LossKind } from '../../model/objective.ts';
 import {
@@ -31,6 +40,8 @@ export interface EngineOptions {
   fused?: boolean;
   /** Top target-encoder blocks the targets average (default 1: its output). */
   targetLayers?: number;
+  /** Masked prediction of the target encoder's embeddings (default) or of the masked patches' pixels. */
+  objective?: 'ijepa' | 'mae';
 }
 
 export class TfjsEngine extends HostEngine {
@@ -118,6 +129,7 @@ export class TfjsEngine extends HostEngine {
   }
 
   private chunkStep(mb: MicroBatch, gradAccum: Float32Array, gradScale: number, step: number): StepResult {
+    if (this.opts.objective === 'mae') return this.maeStep(mb, gradAccum, gradScale);
     const m = mb.masks;
     const x = this.inputs(mb);
     // Step 1: targets from the EMA encoder on the full image (or its target view), outside the gradient tape.
@@ -149,14 +161,39 @@ export class TfjsEngine extends HostEngine {
       const p = parts as unknown as { pred: tf.Scalar; sig: tf.Scalar };
       return { loss: value, predLoss: p.pred, sig: p.sig, grads };
     });
+    this.addGrads(grads, gradAccum, gradScale);
+    const out = { loss: loss.dataSync()[0], predLoss: predLoss.dataSync()[0], sigreg: sig.dataSync()[0] };
+    tf.dispose([loss, predLoss, sig, tgt, ...Object.values(x), ...Object.values(grads)]);
+    return out;
+  }
+
+  /** MAE: the decoder's pixels of the masked patches against their normalised pixels; no teacher. */
+  private maeStep(mb: MicroBatch, gradAccum: Float32Array, gradScale: number): StepResult {
+    const x = this.inputs(mb);
+    const { value, grads } = tf.tidy(() =>
+      tf.variableGrads(() => {
+        const visible = encode(this.onlineOps, this.model, x.patches, { idx: x.ctxIdx, mask: x.ctxMask });
+        const pred = decode(this.onlineOps, this.model, {
+          context: visible,
+          ctxIdx: x.ctxIdx,
+          keyMask: x.keyMask,
+          tgtIdx: x.tgtIdx,
+        });
+        return predictionLoss(pred, pixelTargets(this.onlineOps, x.patches, x.tgtIdx), 'mse');
+      }, [...this.vars.values()]),
+    );
+    this.addGrads(grads, gradAccum, gradScale);
+    const loss = value.dataSync()[0];
+    tf.dispose([value, ...Object.values(x), ...Object.values(grads)]);
+    return { loss, predLoss: loss, sigreg: 0 };
+  }
+
+  private addGrads(grads: tf.NamedTensorMap, gradAccum: Float32Array, gradScale: number): void {
     for (const s of this.online.specs) {
       const data = grads[`v/${s.name}`].dataSync() as Float32Array;
       const off = this.online.offsets.get(s.name)!;
       for (let i = 0; i < data.length; i++) gradAccum[off + i] += gradScale * data[i];
     }
-    const out = { loss: loss.dataSync()[0], predLoss: predLoss.dataSync()[0], sigreg: sig.dataSync()[0] };
-    tf.dispose([loss, predLoss, sig, tgt, ...Object.values(x), ...Object.values(grads)]);
-    return out;
   }
 
   /** Target-encoder output tokens and the regression targets per patch, from one forward pass. */
