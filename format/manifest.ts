@@ -74,6 +74,26 @@ export const manifestSchema = z
         hardware: z.string().optional(),
       })
       .strict(),
+    /**
+     * Set by `ijepa finetune`: the encoder and the head were trained on labels, starting from
+     * another package's encoder (`from`) or from a random draw of the same architecture (no `from`).
+     */
+    finetune: z
+      .object({
+        from: z
+          .object({ id: z.string(), contentHash: z.string().regex(/^[0-9a-f]{64}$/) })
+          .strict()
+          .optional(),
+        data: z.string(),
+        labeled: z.number().int().nonnegative(),
+        epochs: z.number().nonnegative(),
+        steps: z.number().int().nonnegative(),
+        imagesSeen: z.number().int().nonnegative(),
+        elapsedSec: z.number().nonnegative(),
+        settings: z.record(z.string(), z.union([z.number(), z.string(), z.boolean(), z.null()])),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

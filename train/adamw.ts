@@ -16,11 +16,18 @@ export class AdamW {
   /** Number of updates applied so far (for bias correction). */
   t = 0;
 
+  /**
+   * `lrScale`: a learning-rate multiplier per element (layer-wise decay in fine-tuning), which
+   * scales the decoupled decay too, as it is lr × wd; without it every element takes the step's lr.
+   */
   constructor(
     size: number,
     private readonly decayMask: Uint8Array,
     readonly config: AdamWConfig = defaultAdamW,
+    private readonly lrScale?: Float32Array,
   ) {
+    if (lrScale && lrScale.length !== size)
+      throw new RangeError(`lrScale has ${lrScale.length} values, the parameters ${size}`);
     this.m = new Float32Array(size);
     this.v = new Float32Array(size);
   }
@@ -41,6 +48,18 @@ export class AdamW {
     const { stepSize, invC2, decay } = this.advance(lr, weightDecay);
     const { m, v } = this;
     const mask = this.decayMask;
+    const scale = this.lrScale;
+    if (scale) {
+      for (let i = 0; i < params.length; i++) {
+        const g = grad[i];
+        const mi = (m[i] = beta1 * m[i] + (1 - beta1) * g);
+        const vi = (v[i] = beta2 * v[i] + (1 - beta2) * g * g);
+        let p = params[i];
+        if (mask[i]) p -= decay * scale[i] * p;
+        params[i] = p - (stepSize * scale[i] * mi) / (Math.sqrt(vi * invC2) + eps);
+      }
+      return;
+    }
     for (let i = 0; i < params.length; i++) {
       const g = grad[i];
       const mi = (m[i] = beta1 * m[i] + (1 - beta1) * g);
