@@ -237,6 +237,101 @@ export function buildCli(): Command {
         );
     });
 
+  /** A number the predicate accepts, else a CLI error that says which values are allowed. */
+  const numberWhere = (name: string, ok: (n: number) => boolean, allowed: string) => (v: string) => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || !ok(n))
+      throw new InvalidArgumentError(`${name} must be ${allowed}, got '${v}'`);
+    return n;
+  };
+  program
+    .command('finetune')
+    .description(
+      "fine-tune a package's whole encoder with a linear head on labeled images (layer-wise LR decay, label smoothing, flips and translations); scores the test split and writes a package that /v1/classify serves",
+    )
+    .requiredOption('--model <dir>', 'model package to start from (its architecture, preprocessing and encoder)')
+    .requiredOption('--data <path>', 'labeled training data (image class folders, STL-10, IDX)')
+    .requiredOption('--out <dir>', 'package directory to write (finetune.ckpt and finetune.json go beside it)')
+    .option('--random-init', "start from the same architecture drawn from --seed instead of the package's weights")
+    .option('--limit <n>', 'train on at most n labeled images (seeded subsample)', int('--limit'))
+    .option('--validation', 'score on the validation split of --data even where a test split exists')
+    .option(
+      '--test <path>',
+      "labeled test data (default: the source's test split, else the validation split of --data)",
+    )
+    .option(
+      '--test-limit <n>',
+      'score on at most n test images (seeded subsample; default: the whole split)',
+      int('--test-limit'),
+    )
+    .option('--epochs <n>', 'epochs of training', positive('--epochs'), 50)
+    .option(
+      '--time-budget <min>',
+      'stop after this many minutes of training, the cosine schedule fitted to it',
+      positive('--time-budget'),
+    )
+    .option('--batch <n>', 'images per step', int('--batch'), 64)
+    .option('--lr <x>', 'peak learning rate (AdamW, after a linear warmup, cosine to zero)', positive('--lr'), 1e-3)
+    .option(
+      '--weight-decay <x>',
+      'decoupled weight decay (not on biases and norms)',
+      numberWhere('--weight-decay', (n) => n >= 0, 'a number ≥ 0'),
+      0.05,
+    )
+    .option(
+      '--layer-decay <x>',
+      'layer-wise LR decay: a parameter l layers below the head takes lr × x^l (1 = off)',
+      numberWhere('--layer-decay', (n) => n > 0 && n <= 1, 'in (0, 1]'),
+      0.75,
+    )
+    .option(
+      '--warmup-epochs <n>',
+      'epochs of linear warmup (clipped to the run)',
+      numberWhere('--warmup-epochs', (n) => n >= 0, 'a number ≥ 0'),
+      5,
+    )
+    .option(
+      '--label-smoothing <x>',
+      'weight spread evenly over the classes in the targets',
+      numberWhere('--label-smoothing', (n) => n >= 0 && n < 1, 'in [0, 1)'),
+      0.1,
+    )
+    .option('--no-augment', 'no random flips and translations')
+    .option('--seed <n>', 'seed for the subsamples, the order, the augmentation and the head', int('--seed', 0), 0)
+    .addOption(threadsOption('the training and scoring graphs'))
+    .option('--resume', 'continue the run checkpointed in --out')
+    .option('--plain', 'log lines instead of one line rewritten in place (default when stderr is not a TTY)')
+    .action(async (opts) => {
+      const { runFinetune } = await import('../finetune/finetune.ts');
+      const r = await runFinetune({
+        model: opts.model,
+        data: opts.data,
+        out: opts.out,
+        randomInit: opts.randomInit ?? false,
+        limit: opts.limit,
+        validation: opts.validation,
+        test: opts.test,
+        testLimit: opts.testLimit,
+        epochs: opts.epochs,
+        timeBudgetMin: opts.timeBudget,
+        batch: opts.batch,
+        lr: opts.lr,
+        weightDecay: opts.weightDecay,
+        layerDecay: opts.layerDecay,
+        warmupEpochs: opts.warmupEpochs,
+        labelSmoothing: opts.labelSmoothing,
+        augment: opts.augment,
+        seed: opts.seed,
+        threads: threadsOf(opts.threads),
+        resume: opts.resume ?? false,
+        plain: opts.plain ?? !process.stderr.isTTY,
+      });
+      console.log(
+        `fine-tuned ${r.steps} steps (${r.epochs.toFixed(2)} epochs, ${r.imagesSeen} images, ${r.seconds.toFixed(0)} s, ${r.imagesPerSec.toFixed(1)} img/s) on ${r.trainCount} labeled images; scored on ${r.testCount} images of ${r.testSplit}`,
+      );
+      console.log(`top-1 accuracy ${(100 * r.accuracy).toFixed(2)}%   macro-F1 ${(100 * r.macroF1).toFixed(2)}%`);
+    });
+
   program
     .command('serve')
     .description('serve a model package over HTTP: embeddings, classification (see README for the API)')
