@@ -535,6 +535,64 @@ export function buildCli(): Command {
     });
 
   program
+    .command('compare')
+    .description(
+      'the head-to-head on one backbone: random-init and MAE full fine-tuning against the I-JEPA encoder frozen under a linear and an attentive probe, on one seeded labeled subset; writes compare.md/compare.json',
+    )
+    .requiredOption(
+      '--ijepa <dir>',
+      'the JEPA package whose frozen encoder is probed (its architecture is also the random-init row)',
+    )
+    .requiredOption('--mae <dir>', 'the MAE package that is fine-tuned (`ijepa train --recipe mae`, then export)')
+    .requiredOption('--data <path>', 'labeled training data (image class folders, STL-10, IDX)')
+    .option('--also <dirs...>', 'more packages probed frozen beside the I-JEPA one (same architecture)')
+    .option('--labeled <n>', 'labeled training images every row learns from (seeded subset)', int('--labeled'), 5000)
+    .option(
+      '--test <path>',
+      "labeled test data (default: the source's test split, else the validation split of --data)",
+    )
+    .option('--validation', 'score on the validation split of --data even where a test split exists')
+    .option(
+      '--test-limit <n>',
+      'score on at most n test (or validation) images (seeded subsample)',
+      int('--test-limit'),
+    )
+    .option('--finetune-budget <min>', 'minutes of fine-tuning per fine-tuned row', positive('--finetune-budget'))
+    .option(
+      '--finetune-epochs <n>',
+      'epochs of fine-tuning per fine-tuned row (instead of a time budget)',
+      positive('--finetune-epochs'),
+    )
+    .option('--seed <n>', 'seed of the labeled subset, the fine-tunes and the probes', int('--seed', 0), 0)
+    .addOption(attentiveEpochsOption())
+    .addOption(threadsOption('fine-tuning, feature extraction and the probes'))
+    .option('--out <dir>', 'where compare.md, compare.json and the fine-tuned packages go', 'compare')
+    .option('--plain', 'log lines instead of a progress line')
+    .action(async (opts) => {
+      if (!opts.finetuneBudget === !opts.finetuneEpochs)
+        throw new InvalidArgumentError('give one fine-tuning budget: --finetune-budget <min> or --finetune-epochs <n>');
+      const { runCompare } = await import('../compare/compare.ts');
+      const r = await runCompare({
+        ijepa: opts.ijepa,
+        mae: opts.mae,
+        also: opts.also,
+        data: opts.data,
+        test: opts.test,
+        validation: opts.validation,
+        testLimit: opts.testLimit,
+        labeled: opts.labeled,
+        finetuneMinutes: opts.finetuneBudget,
+        finetuneEpochs: opts.finetuneEpochs,
+        seed: opts.seed,
+        attentiveEpochs: opts.attentiveEpochs,
+        threads: threadsOf(opts.threads),
+        out: opts.out,
+        plain: opts.plain ?? !process.stderr.isTTY,
+      });
+      console.log(r.markdown);
+    });
+
+  program
     .command('score')
     .description(
       "score features computed elsewhere with eval's headline probes (standardised; linear probe and cosine kNN); prints JSON",
@@ -712,7 +770,8 @@ export async function main(argv: string[]): Promise<void> {
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     // The serving image ships serve/ and what it loads, not the trainer.
-    const missing = err.code === 'ERR_MODULE_NOT_FOUND' && /\/(train|eval|study|onnx)\//.test(err.message);
+    const missing =
+      err.code === 'ERR_MODULE_NOT_FOUND' && /\/(train|eval|study|onnx|finetune|compare)\//.test(err.message);
     const message = missing
       ? `this install holds the server only; this command needs the whole repository (${err.message})`
       : err.message;

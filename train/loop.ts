@@ -177,7 +177,8 @@ interface StepOptions extends Omit<OrtEngineOptions, 'chunk' | 'threads' | 'sigr
 function stepOptions(cfg: TrainConfig): StepOptions {
   return {
     loss: cfg.loss,
-    numTargets: cfg.masks.numTargets,
+    // MAE's masked patches are one "target block" (train/masks.ts sampleRandomMasks).
+    numTargets: cfg.objective === 'mae' ? 1 : cfg.masks.numTargets,
     sigreg: { ...cfg.sigreg, seed: cfg.seed },
     targetLayers: cfg.targetLayers,
     targetView: cfg.augment.targetFlip,
