@@ -195,6 +195,9 @@ export async function runCompare(o: CompareOptions): Promise<{ report: CompareRe
       model: pkg,
       out,
       randomInit,
+      // Layer-wise decay protects pre-trained lower layers; from random init there are none, and
+      // the from-scratch recipes (DeiT, MAE's scratch baseline) use none.
+      ...(randomInit ? { layerDecay: 1 } : {}),
       ...(o.finetuneMinutes ? { timeBudgetMin: o.finetuneMinutes } : { epochs: o.finetuneEpochs }),
       threads: o.threads,
       resume: existsSync(join(out, 'finetune.ckpt')),
@@ -208,7 +211,7 @@ export async function runCompare(o: CompareOptions): Promise<{ report: CompareRe
       accuracy: r.accuracy,
       macroF1: r.macroF1,
       seconds: r.seconds,
-      detail: `${r.epochs.toFixed(1)} epochs, ${r.imagesSeen} images, ${r.steps} steps (${r.imagesPerSec.toFixed(0)} img/s); package ${dir}`,
+      detail: `${r.epochs.toFixed(1)} epochs, ${r.imagesSeen} images, ${r.steps} steps (${r.imagesPerSec.toFixed(0)} img/s), layer decay ${r.settings.layerDecay}; package ${dir}`,
     };
   };
   await row('finetune-random', () => finetune('random init', o.ijepa, 'finetune-random-init', true));
