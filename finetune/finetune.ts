@@ -145,9 +145,12 @@ export function encoderWeights(encoder: Uint8Array, m: ModelConfig): ParamStore 
   return store;
 }
 
-/** The starting parameters: the package's encoder (or a seeded draw of it) and a fresh head. */
+/**
+ * The starting parameters: the package's encoder, or a seeded draw of it (the stream of `ijepa
+ * eval`'s random-init baseline, so the same seed gives the same encoder there), and a fresh head.
+ */
 export function initialParams(m: ModelConfig, classes: number, seed: number, encoder?: ParamStore): ParamStore {
-  const p = ParamStore.init(finetuneSpecs(m, classes), seed, 'finetune-init');
+  const p = ParamStore.init(finetuneSpecs(m, classes), seed, 'random-init');
   if (encoder) p.data.set(encoder.data, 0);
   return p;
 }

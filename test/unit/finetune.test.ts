@@ -12,7 +12,7 @@ import sharp from 'sharp';
 import { onBackend, randomArray, relErr, tinyModel } from '../helpers.ts';
 import { tempDir } from '../tmp.ts';
 import { makePackage } from '../http/fixtures.ts';
-import { encode } from '../../model/vit.ts';
+import { encode, encoderSpecs } from '../../model/vit.ts';
 import { TfOps } from '../../train/tfjs/ops.ts';
 import { ParamStore } from '../../model/params.ts';
 import { AdamW } from '../../train/adamw.ts';
@@ -21,7 +21,7 @@ import { createSession, Tensor } from '../../runtime/session.ts';
 import { GRAD, ONLINE } from '../../onnx/training.ts';
 import { HEAD_B, HEAD_W, finetuneGraph, finetuneSpecs } from '../../finetune/graph.ts';
 import { layerScales } from '../../finetune/layers.ts';
-import { FINETUNE_CHECKPOINT, runFinetune, smoothTargets } from '../../finetune/finetune.ts';
+import { FINETUNE_CHECKPOINT, initialParams, runFinetune, smoothTargets } from '../../finetune/finetune.ts';
 
 const m = tinyModel;
 const C = 3;
@@ -167,4 +167,13 @@ test('a resumed fine-tuning run ends with the weights, moments and step of an un
   for (const k of ['params', 'm', 'v']) assert.deepEqual(b.arrays.get(k), a.arrays.get(k), k);
   assert.equal(resumed.accuracy, whole.accuracy);
   await assert.rejects(runFinetune({ ...common, out: cut }), /already holds a model package/);
+});
+
+test("a random init is eval's random-init encoder for the same seed, with a head of std 2e-5 and zero bias", () => {
+  const p = initialParams(m, C, 5);
+  const enc = ParamStore.init(encoderSpecs(m), 5, 'random-init');
+  assert.deepEqual(p.data.subarray(0, enc.size), enc.data);
+  const w = p.view(HEAD_W);
+  assert.ok(w.some((v) => v !== 0) && w.every((v) => Math.abs(v) < 1e-4));
+  assert.ok(p.view(HEAD_B).every((v) => v === 0));
 });
