@@ -27,7 +27,7 @@ import { AdamW } from '../train/adamw.ts';
 import { BudgetFit } from '../train/budget.ts';
 import { learningRate, planByEpochs, type Plan, type ScheduleConfig } from '../train/schedule.ts';
 import { readCheckpoint, writeCheckpoint } from '../train/checkpoint.ts';
-import { HEAD_B, HEAD_W, finetuneGraph, finetuneSpecs } from './graph.ts';
+import { FEAT_MEAN, FEAT_STD, HEAD_B, HEAD_W, finetuneGraph, finetuneSpecs } from './graph.ts';
 import { layerScales } from './layers.ts';
 
 export const FINETUNE_CHECKPOINT = 'finetune.ckpt';
@@ -203,10 +203,22 @@ function paramFeeds(p: ParamStore): Record<string, Tensor> {
   return Object.fromEntries(p.specs.map((s) => [ONLINE + s.name, new Tensor('float32', p.view(s.name), s.shape)]));
 }
 
+/** The fixed standardisation of the pooled embedding the head reads (graph.ts). */
+export interface FeatureScale {
+  mean: Float32Array;
+  std: Float32Array;
+}
+
+const scaleFeeds = (s: FeatureScale) => ({
+  [FEAT_MEAN]: new Tensor('float32', s.mean, [s.mean.length]),
+  [FEAT_STD]: new Tensor('float32', s.std, [s.std.length]),
+});
+
 /** Logits [n, C] of the forward graph for normalised CHW images. */
 export async function finetuneLogits(
   session: Session,
   p: ParamStore,
+  scale: FeatureScale,
   images: Float32Array,
   n: number,
   m: ModelConfig,
@@ -214,8 +226,48 @@ export async function finetuneLogits(
   const out = await session.run({
     images: new Tensor('float32', images, [n, m.channels, m.imageSize, m.imageSize]),
     ...paramFeeds(p),
+    ...scaleFeeds(scale),
   });
   return out.logits.data as Float32Array;
+}
+
+/** Smallest std the standardisation divides by (a value constant over the images). */
+const STD_FLOOR = 1e-6;
+
+/** Per-value mean and std of the starting encoder's pooled embedding over the (unaugmented) training images. */
+export async function pooledScale(
+  session: Session,
+  p: ParamStore,
+  rgb: Uint8Array[],
+  pre: Preprocess,
+  m: ModelConfig,
+): Promise<FeatureScale> {
+  const d = m.dim;
+  const plane = 3 * m.imageSize * m.imageSize;
+  const B = 256;
+  const buf = new Float32Array(B * plane);
+  const identity = { mean: new Float32Array(d), std: new Float32Array(d).fill(1) };
+  const sum = new Float64Array(d);
+  const sq = new Float64Array(d);
+  for (let from = 0; from < rgb.length; from += B) {
+    const n = Math.min(B, rgb.length - from);
+    for (let i = 0; i < n; i++) normalizeChw(rgb[from + i], pre, buf, i * plane);
+    const out = await session.run({
+      images: new Tensor('float32', buf.subarray(0, n * plane), [n, m.channels, m.imageSize, m.imageSize]),
+      ...paramFeeds(p),
+      ...scaleFeeds(identity),
+    });
+    const pooled = out.pooled.data as Float32Array;
+    for (let i = 0; i < n * d; i++) {
+      sum[i % d] += pooled[i];
+      sq[i % d] += pooled[i] * pooled[i];
+    }
+  }
+  const mean = Float32Array.from(sum, (s) => s / rgb.length);
+  const std = Float32Array.from(sq, (s, j) =>
+    Math.max(STD_FLOOR, Math.sqrt(Math.max(0, s / rgb.length - mean[j] ** 2))),
+  );
+  return { mean, std };
 }
 
 interface Decoded {
@@ -353,6 +405,7 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const spe = Math.floor(n / batch);
   const epochPlan = planByEpochs(spe, 1, settings.epochs, Math.min(settings.warmupEpochs, settings.epochs));
   let params: ParamStore;
+  let scale: FeatureScale;
   let state: State;
   if (o.resume) {
     const ck = readCheckpoint(ckptPath);
@@ -361,6 +414,7 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
       if (was[k] !== settings[k])
         throw new Error(`--resume: ${k} was ${JSON.stringify(was[k])}, now ${JSON.stringify(settings[k])}`);
     params = new ParamStore(specs, ck.arrays.get('params'));
+    scale = { mean: ck.arrays.get('featMean')!, std: ck.arrays.get('featStd')! };
     opt.m.set(ck.arrays.get('m')!);
     opt.v.set(ck.arrays.get('v')!);
     opt.t = ck.meta.adamT as number;
@@ -368,6 +422,12 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
     log(`resuming at step ${state.step} (epoch ${state.epoch}, ${state.elapsedSec.toFixed(0)} s trained)`);
   } else {
     params = initialParams(m, classes, seed, settings.randomInit ? undefined : encoderWeights(pkg.file('encoder'), m));
+    const forward = await createSession(finetuneGraph(m, classes, false), { threads });
+    try {
+      scale = await pooledScale(forward, params, train.rgb, p, m);
+    } finally {
+      await forward.release();
+    }
     state = {
       step: 0,
       epoch: 0,
@@ -404,6 +464,8 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
       ['params', params.data],
       ['m', opt.m],
       ['v', opt.v],
+      ['featMean', scale.mean],
+      ['featStd', scale.std],
     ]);
 
   mkdirSync(o.out, { recursive: true });
@@ -441,6 +503,7 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
           classes,
         ]),
         ...paramFeeds(params),
+        ...scaleFeeds(scale),
       });
       for (const s of specs) grad.set(out[GRAD + s.name].data as Float32Array, params.offsets.get(s.name));
       const plan = planNow();
@@ -490,7 +553,14 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
     for await (const b of testImages.batches(B)) {
       if (!b.rgb.length) continue;
       b.rgb.forEach((rgb, i) => normalizeChw(rgb, p, buf, i * plane));
-      const logits = await finetuneLogits(forward, params, buf.subarray(0, b.rgb.length * plane), b.rgb.length, m);
+      const logits = await finetuneLogits(
+        forward,
+        params,
+        scale,
+        buf.subarray(0, b.rgb.length * plane),
+        b.rgb.length,
+        m,
+      );
       for (let i = 0; i < b.rgb.length; i++) {
         let best = 0;
         for (let k = 1; k < classes; k++) if (logits[i * classes + k] > logits[i * classes + best]) best = k;
@@ -518,7 +588,7 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
     settings,
     hardware: hardwareOf(threads),
   };
-  writeFinetuned(o, source, m, params, sp.classes, result);
+  writeFinetuned(o, source, m, params, scale, sp.classes, result);
   log(
     `top-1 accuracy ${(100 * result.accuracy).toFixed(2)}%   macro-F1 ${(100 * result.macroF1).toFixed(2)}% on ${result.testCount} images of ${sp.testSplit}`,
   );
@@ -531,6 +601,7 @@ function writeFinetuned(
   source: Manifest,
   m: ModelConfig,
   params: ParamStore,
+  scale: FeatureScale,
   classes: string[],
   r: FinetuneResult,
 ): void {
@@ -541,8 +612,8 @@ function writeFinetuned(
     classes,
     dim: m.dim,
     readout: 'mean',
-    mean: new Array(m.dim).fill(0),
-    std: new Array(m.dim).fill(1),
+    mean: Array.from(scale.mean),
+    std: Array.from(scale.std),
     weights: classes.map((_, k) => Array.from({ length: m.dim }, (_, j) => w[j * c + k])),
     bias: Array.from(params.view(HEAD_B)),
     metrics: { accuracy: r.accuracy, macroF1: r.macroF1, split: r.testSplit, count: r.testCount },

@@ -72,17 +72,18 @@ test('the fine-tuned package: /v1/classify gives the fine-tuning forward graphâ€
   assert.equal(pkg.finetune?.steps, result.steps);
   assert.equal(result.steps, 2 * Math.floor(result.trainCount / 8));
   assert.equal(classes.length, 10);
-  const params = new ParamStore(
-    finetuneSpecs(m, classes.length),
-    readCheckpoint(join(out, FINETUNE_CHECKPOINT)).arrays.get('params'),
-  );
+  const ck = readCheckpoint(join(out, FINETUNE_CHECKPOINT));
+  const params = new ParamStore(finetuneSpecs(m, classes.length), ck.arrays.get('params'));
+  // The head reads the pooled embedding standardised by statistics of the starting encoder.
+  const scale = { mean: ck.arrays.get('featMean')!, std: ck.arrays.get('featStd')! };
+  assert.ok(scale.std.some((s) => Math.abs(s - 1) > 0.01) && scale.mean.some((v) => Math.abs(v) > 1e-3));
   const session = await createSession(finetuneGraph(m, classes.length, false), { threads: 1 });
   try {
     for (const f of ['0-airplane-0007.jpg', '6-frog-0017.jpg']) {
       const bytes = readFileSync(join(FIXTURES, f));
       const chw = new Float32Array(3 * m.imageSize * m.imageSize);
       normalizeChw(await toRgb({ kind: 'encoded', data: bytes }, pkg.preprocess), pkg.preprocess, chw);
-      const logits = Array.from(await finetuneLogits(session, params, chw, 1, m));
+      const logits = Array.from(await finetuneLogits(session, params, scale, chw, 1, m));
       const max = Math.max(...logits);
       const e = logits.map((v) => Math.exp(v - max));
       const want = e.map((v) => v / e.reduce((a, b) => a + b));

@@ -36,14 +36,18 @@ function params(): ParamStore {
   return p;
 }
 
-test('the fine-tuning step: loss and every gradient equal TF.js written directly (label smoothing 0.1)', async () => {
+test('the fine-tuning step: loss and every gradient equal TF.js written directly (label smoothing 0.1, the head on the standardised pooled embedding)', async () => {
   const p = params();
   const images = randomArray(B * 3 * m.imageSize * m.imageSize, 4, 1.5);
   const targets = smoothTargets([0, 2, 1, 2], C, 0.1, new Float32Array(B * C));
   const session = await createSession(finetuneGraph(m, C, true), { threads: 1 });
+  const featMean = randomArray(m.dim, 12, 0.5);
+  const featStd = Float32Array.from(randomArray(m.dim, 13, 0.4), (v) => 0.5 + Math.abs(v));
   const feeds: Record<string, Tensor> = {
     images: new Tensor('float32', images, [B, 3, m.imageSize, m.imageSize]),
     targets: new Tensor('float32', targets, [B, C]),
+    feat_mean: new Tensor('float32', featMean, [m.dim]),
+    feat_std: new Tensor('float32', featStd, [m.dim]),
   };
   for (const s of p.specs) feeds[ONLINE + s.name] = new Tensor('float32', p.view(s.name), s.shape);
   const out = await session.run(feeds);
@@ -57,7 +61,8 @@ test('the fine-tuning step: loss and every gradient equal TF.js written directly
     const { value, grads } = tf.variableGrads(() => {
       const x = tf.tensor4d(images, [B, 3, m.imageSize, m.imageSize]);
       const pooled = tf.mean(encode(ops, m, ops.patchify(x, m.patchSize)), 1);
-      const logits = ops.linear(pooled, HEAD_W, HEAD_B);
+      const standardised = tf.div(tf.sub(pooled, tf.tensor1d(featMean)), tf.tensor1d(featStd));
+      const logits = ops.linear(standardised, HEAD_W, HEAD_B);
       const t = tf.tensor2d(targets, [B, C]);
       return tf.neg(tf.mean(tf.sum(tf.mul(t, tf.logSoftmax(logits)), 1))) as tf.Scalar;
     }, [...vars.values()]);
