@@ -1,9 +1,11 @@
 /**
- * Prerequisites some tests need beyond `npm ci`: a WebGPU adapter (a Vulkan driver) and a
- * Chromium. Where one is missing its tests are skipped, the reason naming the command that
- * installs it (test/reporter.ts lists them once at the end of the run); where IJEPA_REQUIRE names
- * it (`IJEPA_REQUIRE=webgpu,browser`, or `all`, as CI sets), they run and fail instead.
+ * Prerequisites some tests need beyond `npm ci`: a WebGPU adapter (a Vulkan driver), a Chromium
+ * and a container engine with a local base image. Where one is missing its tests are skipped,
+ * the reason naming the command that installs it (test/reporter.ts lists them once at the end of
+ * the run); where IJEPA_REQUIRE names it (`IJEPA_REQUIRE=webgpu,browser`, or `all`, as CI sets),
+ * they run and fail instead.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { probeDevices } from '../runtime/devices.ts';
 
@@ -21,9 +23,25 @@ export const PREREQUISITES = {
       return existsSync(chromiumPath()) ? undefined : `no browser at ${chromiumPath()}`;
     },
   },
+  container: {
+    install: 'apt-get install docker.io mmdebstrap, then scripts/start-dockerd.sh and scripts/container-base.sh (root)',
+    missing(): string | undefined {
+      const docker = (...args: string[]) => spawnSync('docker', args, { encoding: 'utf8', timeout: 20_000 });
+      const version = docker('version', '--format', '{{.Server.Version}}');
+      if (version.error) return `no docker client (${version.error.message})`;
+      if (version.status !== 0) return 'no docker daemon answering';
+      const base = containerBase();
+      return docker('image', 'inspect', base).status === 0 ? undefined : `no base image ${base}`;
+    },
+  },
 } as const;
 
 export type Prerequisite = keyof typeof PREREQUISITES;
+
+/** The image the container test builds on: scripts/container-base.sh's, or IJEPA_BASE_IMAGE (say, node:20-bookworm-slim). */
+export function containerBase(): string {
+  return process.env.IJEPA_BASE_IMAGE ?? 'ijepa-base:bookworm-node20';
+}
 
 export function chromiumPath(): string {
   return process.env.CHROMIUM ?? '/usr/bin/chromium';

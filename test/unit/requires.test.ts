@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { required } from '../requires.ts';
+import { tempDir } from '../tmp.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 
@@ -48,5 +49,31 @@ test('IJEPA_REQUIRE turns the skip into a failure', () => {
 test('IJEPA_REQUIRE refuses a name it does not know, so a typo cannot turn failures back into skips', () => {
   assert.deepEqual([...required('webgpu,browser')], ['webgpu', 'browser']);
   assert.deepEqual([...required('')], []);
-  assert.throws(() => required('webgpu,browsr'), /IJEPA_REQUIRE names 'browsr'; known: webgpu, browser, all/);
+  assert.throws(() => required('webgpu,browsr'), /IJEPA_REQUIRE names 'browsr'; known: webgpu, browser(, \w+)*, all/);
+});
+
+test('without a docker client the container test is skipped, naming the commands that set one up; required, it fails', () => {
+  const run = (require?: string) => {
+    // An empty PATH: no docker client on it (node is started by its full path).
+    const env: NodeJS.ProcessEnv = { ...process.env, PATH: tempDir('no-docker-') };
+    delete env.IJEPA_REQUIRE;
+    delete env.NODE_TEST_CONTEXT;
+    if (require !== undefined) env.IJEPA_REQUIRE = require;
+    const r = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '--test', '--test-reporter=./test/reporter.mjs', 'test/container/image.test.ts'],
+      { cwd: ROOT, env, encoding: 'utf8', timeout: 120_000 },
+    );
+    return { status: r.status, out: r.stdout + r.stderr };
+  };
+  const skipped = run();
+  assert.equal(skipped.status, 0, skipped.out);
+  assert.match(skipped.out, /# skipped 1\n/);
+  assert.match(
+    skipped.out,
+    /test\/container\/image\.test\.ts: no docker client .*; install: apt-get install docker\.io mmdebstrap, then scripts\/start-dockerd\.sh and scripts\/container-base\.sh/,
+  );
+  const failed = run('container');
+  assert.notEqual(failed.status, 0, failed.out);
+  assert.match(failed.out, /# skipped 0\n/);
 });
