@@ -389,7 +389,10 @@ export function buildCli(): Command {
       positive('--drain-timeout'),
       8,
     )
-    .option('--gallery <dir>', 'persistent patch gallery for /v1/gallery and /v1/search')
+    .option(
+      '--gallery <dir|url>',
+      'persistent patch gallery for /v1/gallery and /v1/search: a directory, or a PostgreSQL database (postgres://user@host:port/db, pgvector) that several servers may share',
+    )
     .option('--api-key <key>', 'required on mutating gallery routes (default: $IJEPA_API_KEY)')
     .option(
       '--allow-unauthenticated-writes',
@@ -438,7 +441,10 @@ export function buildCli(): Command {
     )
     .requiredOption('--model <dir>', 'model package directory')
     .requiredOption('--images <dir>', 'folder of images (ids are paths relative to it)')
-    .requiredOption('--gallery <dir>', 'gallery directory (created if missing; must match the model)')
+    .requiredOption(
+      '--gallery <dir|url>',
+      'gallery directory (created if missing) or PostgreSQL URL (postgres://…); must match the model',
+    )
     .option('--batch <n>', 'images per encoder run', int('--batch'), 32)
     .addOption(deviceOption('the encoder'))
     .addOption(threadsOption('the encoder'))

@@ -124,8 +124,13 @@ export function createApp(svc: Service, log: (msg: string) => void = () => {}): 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
-  app.get('/readyz', (_req, res) => {
-    res.status(svc.ready ? 200 : 503).json({ ready: svc.ready, model: svc.manifest.id });
+  // Ready is the model's: a gallery whose database is out of reach fails its own routes (503) while
+  // embeddings and classify go on, so it is reported beside readiness rather than withdrawing it.
+  app.get('/readyz', async (_req, res) => {
+    const gallery = svc.gallery && (await svc.gallery.health());
+    res
+      .status(svc.ready ? 200 : 503)
+      .json({ ready: svc.ready, model: svc.manifest.id, ...(gallery ? { gallery } : {}) });
   });
   app.get('/metrics', async (_req, res) => {
     res.set('content-type', svc.metrics.registry.contentType).send(await svc.metrics.registry.metrics());

@@ -27,6 +27,8 @@ export const STATUS = {
   internal: 500,
   insufficient_storage: 507,
   not_ready: 503,
+  /** The gallery's database cannot be reached now; the server retries it on every request. */
+  gallery_unavailable: 503,
 } as const;
 
 export type ErrorCode = keyof typeof STATUS;
@@ -67,9 +69,12 @@ const RUNTIME_CODES: Record<RuntimeErrorCode, ErrorCode> = {
   cancelled: 'client_closed',
 };
 
-/** A failed gallery write changed nothing: storage trouble is 507, a record JSON cannot hold is 400. */
+/**
+ * A failed gallery write changed nothing: storage trouble is 507, a record JSON cannot hold is 400,
+ * a database out of reach 503.
+ */
 export function fromGallery(e: GalleryError): ApiError {
-  return new ApiError(GALLERY_CODES[e.kind], e.message);
+  return new ApiError(GALLERY_CODES[e.kind], e.message, e.kind === 'unavailable' ? 1 : undefined);
 }
 
 const GALLERY_CODES: Record<GalleryErrorKind, ErrorCode> = {
@@ -78,6 +83,7 @@ const GALLERY_CODES: Record<GalleryErrorKind, ErrorCode> = {
   corrupt: 'internal',
   mismatch: 'internal',
   in_use: 'internal',
+  unavailable: 'gallery_unavailable',
 };
 
 /** The API error of a failure from below the routes (runtime, gallery), or null for any other. */

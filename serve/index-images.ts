@@ -9,7 +9,7 @@ import { relative } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { listImages } from '../runtime/folder.ts';
 import { Embedder } from '../runtime/embedder.ts';
-import { Gallery } from './gallery/gallery.ts';
+import { openStore } from './gallery/open.ts';
 import { decodeImage } from '../runtime/decode.ts';
 import { Gate } from '../runtime/gate.ts';
 import { defaultServiceOptions } from './service.ts';
@@ -21,6 +21,7 @@ export interface IndexOptions {
   threads: number;
   model: string;
   images: string;
+  /** A gallery directory, or a PostgreSQL URL (postgres://…). */
   gallery: string;
   batch?: number;
   progress?: boolean;
@@ -35,9 +36,17 @@ export async function indexImages(
   const files = listImages(o.images);
   const embedder = await Embedder.open(o.model, { device: o.device, threads: o.threads });
   const m = embedder.manifest;
-  const gallery = Gallery.open(o.gallery, m.id, m.embeddingDim, log, { encoder: m.files.encoder.sha256 });
+  const gallery = await openStore(
+    o.gallery,
+    { modelId: m.id, dim: m.embeddingDim, encoder: m.files.encoder.sha256 },
+    { log },
+  ).catch(async (e) => {
+    await embedder.close();
+    throw e;
+  });
   const ids = files.map((f) => relative(o.images, f));
-  const todo = ids.map((id, i) => ({ id, i })).filter(({ id }) => !gallery.has(id));
+  const present = await gallery.stored(ids);
+  const todo = ids.map((id, i) => ({ id, i })).filter(({ id }) => !present.has(id));
   const batch = o.batch ?? 32;
   const bar = o.progress
     ? new cliProgress.SingleBar(
@@ -76,8 +85,8 @@ export async function indexImages(
           .map((r) => r.value);
         const e = await embedder.embed(rgb);
         const n = m.patches.rows * m.patches.cols * m.embeddingDim;
-        // One journal record (one fsync) per batch.
-        gallery.commit(
+        // One journal record (one fsync), or one transaction, per batch.
+        await gallery.commit(
           ok.map(({ id }, k) => ({
             add: {
               id,
@@ -95,7 +104,7 @@ export async function indexImages(
     }
   } finally {
     bar?.stop();
-    gallery.close();
+    await gallery.close();
     await embedder.close();
   }
   return { added, skipped: ids.length - todo.length, failed, total: ids.length };

@@ -4,14 +4,14 @@
  * at a time; while the next is made, the last one is served, saying which gallery version it is of.
  */
 import { Worker } from 'node:worker_threads';
-import type { Gallery } from './gallery/gallery.ts';
+import type { GalleryStore } from './gallery/store.ts';
 
 /** Points of the map, one per image; at most this many images are laid out. */
 const MAP_POINTS = 2000;
 const LABEL_KEYS = ['label', 'class', 'category'];
 
 export interface GalleryMap {
-  /** The gallery version (Gallery.version) this layout is of. */
+  /** The gallery version (GalleryStore.version) this layout is of. */
   version: number;
   /** Images in the gallery at that version. */
   total: number;
@@ -25,7 +25,7 @@ export class MapLayouts {
   private closed = false;
 
   constructor(
-    readonly gallery: Gallery,
+    readonly gallery: GalleryStore,
     private readonly log: (line: string) => void,
   ) {}
 
@@ -35,7 +35,7 @@ export class MapLayouts {
    * waiting for it and logged; the next request tries again.
    */
   async current(): Promise<GalleryMap> {
-    if (this.last?.version === this.gallery.version) return this.last;
+    if (this.last && this.last.version === (await this.gallery.version())) return this.last;
     if (!this.next) {
       const made = this.layout().finally(() => {
         if (this.next === made) this.next = null;
@@ -52,8 +52,8 @@ export class MapLayouts {
   }
 
   private async layout(): Promise<GalleryMap> {
-    const { version, size: total, dim } = this.gallery;
-    const { ids, pooled, metadata } = this.gallery.pooledSample(MAP_POINTS);
+    const dim = this.gallery.dim;
+    const { version, total, ids, pooled, metadata } = await this.gallery.sample(MAP_POINTS);
     const xy = ids.length < 4 ? ids.map((_, i) => [i, 0]) : await this.inWorker(pooled, dim);
     const label = (m?: Record<string, unknown>) => {
       const v = LABEL_KEYS.map((k) => m?.[k]).find((x) => typeof x === 'string' || typeof x === 'number');

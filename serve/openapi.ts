@@ -56,7 +56,8 @@ export function openapi(svc: Service) {
       '/healthz': { get: { summary: 'process is up', responses: ok('ok') } },
       '/readyz': {
         get: {
-          summary: 'model loaded and a forward pass succeeded',
+          summary:
+            'model loaded and a forward pass succeeded; with a gallery, whether it can be reached (gallery: ok | unavailable)',
           responses: { ...ok('ready'), 503: { description: 'not ready' } },
         },
       },
@@ -93,7 +94,7 @@ export function openapi(svc: Service) {
           ],
           responses: {
             ...ok('{total, offset, limit, items: [{id, metadata, patches, grid, addedAt, image}]}'),
-            ...errors(400, 409),
+            ...errors(400, 409, 503),
           },
         },
         post: {
@@ -120,11 +121,15 @@ export function openapi(svc: Service) {
         },
       },
       '/v1/gallery/{id}': {
-        get: { summary: 'one gallery entry', parameters: [id], responses: { ...ok('entry'), ...errors(404, 409) } },
+        get: {
+          summary: 'one gallery entry',
+          parameters: [id],
+          responses: { ...ok('entry'), ...errors(404, 409, 503) },
+        },
         delete: {
           summary: 'remove one gallery entry (API key when set)',
           parameters: [id],
-          responses: { ...ok('{deleted}'), ...errors(401, 404, 409, 507) },
+          responses: { ...ok('{deleted}'), ...errors(401, 404, 409, 503, 507) },
         },
       },
       '/v1/search': {
@@ -152,14 +157,14 @@ export function openapi(svc: Service) {
         get: {
           summary: 'the stored picture of a gallery image, as the model saw it (PNG)',
           parameters: [id],
-          responses: { 200: { description: 'image/png' }, ...errors(404, 409) },
+          responses: { 200: { description: 'image/png' }, ...errors(404, 409, 503) },
         },
       },
       '/v1/map': {
         get: {
           summary:
             "the gallery's pooled embeddings in 2-D (UMAP, seeded), with labels from metadata label/class/category; while the gallery's next layout is made, the previous one is answered (its version below galleryVersion)",
-          responses: { ...ok('{version, galleryVersion, total, points: [{id, x, y, label}]}'), ...errors(409) },
+          responses: { ...ok('{version, galleryVersion, total, points: [{id, x, y, label}]}'), ...errors(409, 503) },
         },
       },
       '/': { get: { summary: 'the explorer page', responses: ok('text/html') } },

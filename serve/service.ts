@@ -3,7 +3,9 @@ import { availableParallelism } from 'node:os';
 import type { Device } from '../runtime/device.ts';
 import { Embedder } from '../runtime/embedder.ts';
 import { Predictor } from '../runtime/predictor.ts';
-import { GARBAGE_BYTES, Gallery } from './gallery/gallery.ts';
+import { GARBAGE_BYTES } from './gallery/gallery.ts';
+import { openStore } from './gallery/open.ts';
+import type { GalleryStore } from './gallery/store.ts';
 import { Batcher, type Embedded } from './batcher.ts';
 import { decodeInspected, inspectImage, type DecodeLimits, type Inspected } from '../runtime/decode.ts';
 import { Gate } from '../runtime/gate.ts';
@@ -44,7 +46,7 @@ export interface ServiceOptions {
   threads: number;
   /** Where the encoder runs. */
   device: Device;
-  /** Directory of a persistent patch gallery (optional). */
+  /** A persistent patch gallery (optional): a directory, or a PostgreSQL URL (postgres://…). */
   gallery?: string;
   /** A gallery built with another encoder re-embeds its stored pictures at start, instead of being refused. */
   reembed?: boolean;
@@ -113,7 +115,7 @@ export class Service {
   /** Searches and reconstructions running at once (maxGalleryQueries), and waiting (maxGalleryQueue). */
   readonly queryGate: Gate;
   private layouts: MapLayouts | null = null;
-  gallery?: Gallery;
+  gallery?: GalleryStore;
   /** The package's predictor (with its context encoder), for /v1/reconstruct. */
   predictor: Predictor | null = null;
   /** Set on shutdown: requests still arriving on open connections are refused. */
@@ -203,20 +205,23 @@ export class Service {
   }
 
   /** Opens the gallery, checked against (or, with `reembed`, re-embedded by) this package's encoder. */
-  private async openGallery(dir: string, o: ServiceOptions): Promise<void> {
+  private async openGallery(target: string, o: ServiceOptions): Promise<void> {
     const m = this.manifest;
-    const log = (line: string) => console.error(line);
-    const encoder = m.files.encoder.sha256;
-    if (o.reembed) {
-      // The pictures are this package's input pixels when its input size is theirs: decoded, not resized.
-      const embed = async (pictures: Buffer[]) => {
-        const rgb = await Promise.all(pictures.map((data) => toRgb({ kind: 'encoded', data }, m.preprocess)));
-        const e = await this.embedder.embed(rgb);
-        return { tokens: e.tokens, pooled: e.pooled, rows: m.patches.rows, cols: m.patches.cols };
-      };
-      await Gallery.reembed(dir, { modelId: m.id, dim: m.embeddingDim, encoder }, embed, log, o.maxBatch);
-    }
-    this.gallery = Gallery.open(dir, m.id, m.embeddingDim, log, { encoder, garbageBytes: o.galleryGarbageBytes });
+    // The pictures are this package's input pixels when its input size is theirs: decoded, not resized.
+    const embed = async (pictures: Buffer[]) => {
+      const rgb = await Promise.all(pictures.map((data) => toRgb({ kind: 'encoded', data }, m.preprocess)));
+      const e = await this.embedder.embed(rgb);
+      return { tokens: e.tokens, pooled: e.pooled, rows: m.patches.rows, cols: m.patches.cols };
+    };
+    this.gallery = await openStore(
+      target,
+      { modelId: m.id, dim: m.embeddingDim, encoder: m.files.encoder.sha256 },
+      {
+        log: (line) => console.error(line),
+        garbageBytes: o.galleryGarbageBytes,
+        reembed: o.reembed ? { embed, batch: o.maxBatch } : undefined,
+      },
+    );
   }
 
   /**
@@ -307,7 +312,7 @@ export class Service {
   }
 
   /** The map of `gallery`: one layout at a time, whatever the requests. */
-  map(gallery: Gallery): MapLayouts {
+  map(gallery: GalleryStore): MapLayouts {
     if (this.layouts?.gallery !== gallery) this.layouts = new MapLayouts(gallery, (line) => console.error(line));
     return this.layouts;
   }
@@ -316,7 +321,7 @@ export class Service {
     this.ready = false;
     await this.layouts?.close();
     await this.batcher.drain();
-    this.gallery?.close();
+    await this.gallery?.close();
     await Promise.all([this.embedder.close(), this.predictor?.close()]);
   }
 }

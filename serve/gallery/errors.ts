@@ -9,7 +9,9 @@ export type GalleryErrorKind =
   /** A write failed (disk full, file-size limit, I/O error); nothing of it was kept. */
   | 'storage'
   /** What was asked cannot be stored (metadata too deep to serialise). */
-  | 'invalid';
+  | 'invalid'
+  /** Its database cannot be reached now (a PostgreSQL gallery); nothing of the request was stored. */
+  | 'unavailable';
 
 export class GalleryError extends Error {
   constructor(

@@ -239,7 +239,39 @@ interface Compaction {
   next: Gallery;
 }
 
-function normalize(v: Float32Array, dim: number): Float32Array {
+/** `v` less its mean, scaled to unit length (the zero vector stays zero). */
+export function centred(v: Float32Array): Float32Array {
+  const d = v.length;
+  let mean = 0;
+  for (const x of v) mean += x / d;
+  const c = v.map((x) => x - mean);
+  const norm = Math.hypot(...c) || 1;
+  return c.map((x) => x / norm);
+}
+
+/**
+ * The cosine of a centred unit query `q` (its elements summing to `qSum`) with the centred
+ * gallery patch at `patches[at .. at + q.length]`, in one pass over it: centring the patch
+ * subtracts its mean times the query's sum from the dot product, and d times its mean squared
+ * from its power.
+ */
+export function centredCosine(q: Float32Array, qSum: number, patches: Float32Array, at: number): number {
+  const d = q.length;
+  let sum = 0;
+  let power = 0;
+  let dot = 0;
+  for (let j = 0; j < d; j++, at++) {
+    const x = patches[at];
+    sum += x;
+    power += x * x;
+    dot += q[j] * x;
+  }
+  const spread = power - (sum * sum) / d;
+  return (dot - (sum / d) * qSum) / (spread > 1e-12 ? Math.sqrt(spread) : 1);
+}
+
+/** Each `dim`-long row of `v` scaled to unit length. */
+export function normalize(v: Float32Array, dim: number): Float32Array {
   const out = new Float32Array(v.length);
   for (let o = 0; o < v.length; o += dim) {
     let n = 0;
@@ -710,13 +742,6 @@ export class Gallery {
   ): Promise<PatchHit[][]> {
     const next = slicer(o.signal);
     const d = this.dim;
-    const centred = (v: Float32Array) => {
-      let mean = 0;
-      for (const x of v) mean += x / d;
-      const c = v.map((x) => x - mean);
-      const norm = Math.hypot(...c) || 1;
-      return c.map((x) => x / norm);
-    };
     const out: PatchHit[][] = [];
     for (let t = 0; t < count; t++) {
       await next();
@@ -725,26 +750,13 @@ export class Gallery {
       const hits: PatchHit[] = [];
       if (live > 0) {
         const q = centred(queries.subarray(t * d, (t + 1) * d));
-        let qSum = 0;
-        for (const x of q) qSum += x;
+        const qSum = q.reduce((a, x) => a + x, 0);
         const labels = this.index.search(q, Math.min(live, Math.max(32, 4 * k)), searchEf(this.index.stored));
         for (const l of labels) {
           const owner = this.owners[l];
           const e = owner && this.entries.get(owner[0]);
           if (!owner || !e) continue;
-          // The cosine with the centred gallery patch, in one pass over it: centring it subtracts
-          // its mean times the query's sum from the dot product, and d times its mean squared from its power.
-          let sum = 0;
-          let power = 0;
-          let dot = 0;
-          for (let j = 0, at = owner[1] * d; j < d; j++, at++) {
-            const x = e.patches[at];
-            sum += x;
-            power += x * x;
-            dot += q[j] * x;
-          }
-          const spread = power - (sum * sum) / d;
-          const s = (dot - (sum / d) * qSum) / (spread > 1e-12 ? Math.sqrt(spread) : 1);
+          const s = centredCosine(q, qSum, e.patches, owner[1] * d);
           hits.push({ id: e.id, patch: [Math.floor(owner[1] / e.cols), owner[1] % e.cols], similarity: s });
         }
       }

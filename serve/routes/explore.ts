@@ -56,5 +56,5 @@ export async function reconstruct(svc: Service, req: Request, res: Response, sig
 export async function galleryMap(svc: Service, _req: Request, res: Response): Promise<void> {
   const gallery = galleryOf(svc);
   const map = await svc.map(gallery).current();
-  res.json({ ...map, galleryVersion: gallery.version });
+  res.json({ ...map, galleryVersion: await gallery.version() });
 }

@@ -3,7 +3,8 @@ import type { Request, Response } from 'express';
 import sharp from 'sharp';
 import { z } from 'zod';
 import { ApiError } from '../errors.ts';
-import type { Change, Gallery } from '../gallery/gallery.ts';
+import type { Change } from '../gallery/gallery.ts';
+import type { GalleryStore } from '../gallery/store.ts';
 import type { Service } from '../service.ts';
 import { checkBox, fromBase64, parseImages, type ImageInput } from './inputs.ts';
 
@@ -49,8 +50,9 @@ const itemSchema = z
 /** POST /v1/gallery as JSON: one item, or several; /openapi.json is generated from it. */
 export const addSchema = z.union([z.object({ items: z.array(itemSchema).min(1) }).strict(), itemSchema]);
 
-export function galleryOf(svc: Service): Gallery {
-  if (!svc.gallery) throw new ApiError('no_gallery', 'this server has no gallery: start it with --gallery <dir>');
+export function galleryOf(svc: Service): GalleryStore {
+  if (!svc.gallery)
+    throw new ApiError('no_gallery', 'this server has no gallery: start it with --gallery <dir or postgres:// URL>');
   return svc.gallery;
 }
 
@@ -144,9 +146,8 @@ export async function addToGallery(svc: Service, req: Request, res: Response, si
       added.push({ id: items[i].id, patches: rows * cols });
     }
   });
-  // One journal record for the whole request: every image of it is stored, or (on failure) none.
-  gallery.commit(changes);
-  res.json({ added, errors, size: gallery.size });
+  // One journal record (or transaction) for the whole request: every image of it is stored, or (on failure) none.
+  res.json({ added, errors, size: await gallery.commit(changes) });
 }
 
 /** The id of `/v1/gallery/*id`: its path segments, joined again. */
@@ -157,7 +158,7 @@ function idOf(req: Request): string {
 
 export async function getFromGallery(svc: Service, req: Request, res: Response): Promise<void> {
   const id = idOf(req);
-  const e = galleryOf(svc).get(id);
+  const e = await galleryOf(svc).get(id);
   if (!e) throw new ApiError('not_found', `no gallery image '${id}'`);
   res.json(e);
 }
@@ -165,7 +166,7 @@ export async function getFromGallery(svc: Service, req: Request, res: Response):
 export async function deleteFromGallery(svc: Service, req: Request, res: Response): Promise<void> {
   const id = idOf(req);
   const gallery = galleryOf(svc);
-  if (!gallery.remove(id)) throw new ApiError('not_found', `no gallery image '${id}'`);
+  if (!(await gallery.remove(id))) throw new ApiError('not_found', `no gallery image '${id}'`);
   res.json({ deleted: id });
 }
 
@@ -224,15 +225,15 @@ export async function listGallery(svc: Service, req: Request, res: Response): Pr
       `bad paging: ${q.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
     );
   const { offset = 0, limit = 50 } = q.data;
-  res.json({ offset, limit, ...galleryOf(svc).list(offset, limit) });
+  res.json({ offset, limit, ...(await galleryOf(svc).list(offset, limit)) });
 }
 
 /** GET /v1/images/{id}: the stored PNG of a gallery image (the model's input size). */
 export async function galleryImage(svc: Service, req: Request, res: Response): Promise<void> {
   const id = idOf(req);
   const gallery = galleryOf(svc);
-  if (!gallery.has(id)) throw new ApiError('not_found', `no gallery image '${id}'`);
-  const png = gallery.image(id);
+  const png = await gallery.image(id);
+  if (!png && !(await gallery.get(id))) throw new ApiError('not_found', `no gallery image '${id}'`);
   if (!png) throw new ApiError('not_found', `gallery image '${id}' was added without its picture (an older add)`);
   res.set({ 'content-type': 'image/png', 'cache-control': 'no-cache' }).send(png);
 }
