@@ -8,6 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { probeDevices } from '../runtime/devices.ts';
+import { postgresMissing } from './postgres.ts';
 
 export const PREREQUISITES = {
   webgpu: {
@@ -33,6 +34,11 @@ export const PREREQUISITES = {
       const base = containerBase();
       return docker('image', 'inspect', base).status === 0 ? undefined : `no base image ${base}`;
     },
+  },
+  postgres: {
+    install:
+      'scripts/install-pgvector.sh (PostgreSQL 15, and pgvector built from the Debian source package; needs root)',
+    missing: postgresMissing,
   },
 } as const;
 

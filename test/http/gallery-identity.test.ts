@@ -98,7 +98,7 @@ test('a package with the same id but another encoder is refused on a gallery the
   const probed = makePackage(true, { id: 'tiny' });
   assert.equal(encoderOf(probed), encA);
   const svc = await Service.open(probed, { gallery: dir });
-  assert.ok(svc.gallery?.has('x'));
+  assert.ok(await svc.gallery?.get('x'));
   await svc.close();
 });
 

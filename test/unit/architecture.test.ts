@@ -27,6 +27,7 @@ const OWNERS: [RegExp, string[]][] = [
   [/^@tensorflow\//, ['train/tfjs/']],
   [/^onnxruntime-node$/, ['runtime/']],
   [/^hnswlib-node$/, ['serve/gallery/']],
+  [/^pg$/, ['serve/gallery/']],
   [/^(express|multer|prom-client|pino)$/, ['serve/']],
 ];
 
