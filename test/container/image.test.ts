@@ -159,7 +159,8 @@ test('the image builds on a local base, serves the bundled model as a non-root u
       await sleep(200);
     }
     assert.equal(ready.status, 200);
-    assert.deepEqual(await ready.json(), { ready: true, model: 'cifar10-vit-tiny' });
+    const readiness = (await ready.json()) as { ready: boolean; model: string };
+    assert.deepEqual([readiness.ready, readiness.model], [true, 'cifar10-vit-tiny']);
 
     const fixture = readdirSync(join(ROOT, 'test/fixtures/cifar10')).sort()[0];
     const image = readFileSync(join(ROOT, 'test/fixtures/cifar10', fixture));
@@ -169,7 +170,11 @@ test('the image builds on a local base, serves the bundled model as a non-root u
       inside.map((p) => p.label),
       outside.map((p) => p.label),
     );
-    for (const [i, p] of inside.entries()) assert.ok(Math.abs(p.probability - outside[i].probability) < 1e-4);
+    for (const [i, p] of inside.entries())
+      assert.ok(
+        Math.abs(p.probability - outside[i].probability) < 1e-4,
+        `${p.label}: ${p.probability} inside, ${outside[i].probability} outside`,
+      );
 
     // PID 1 is the server (exec-form ENTRYPOINT); every one of its uids is non-zero.
     const status = await ok(['exec', id, 'cat', '/proc/1/status']);
@@ -180,6 +185,10 @@ test('the image builds on a local base, serves the bundled model as a non-root u
       `PID 1 runs with uids ${uids}`,
     );
     assert.match(await ok(['exec', id, 'cat', '/proc/1/cmdline']), /serve/);
+  } catch (e) {
+    const logs = await docker(['logs', id]);
+    t.diagnostic(`the server's log:\n${(logs.out + logs.err).slice(-4000)}`);
+    throw e;
   } finally {
     await docker(['rm', '--force', '--volumes', id]); // with its anonymous volumes (the image's VOLUMEs)
   }
