@@ -1,7 +1,9 @@
 /**
  * The gallery in PostgreSQL + pgvector, for any number of server processes on one database: every
- * patch is a row of `ijepa_patches` under an HNSW index (inner product of unit vectors, so cosine),
- * every image a row of `ijepa_images`.
+ * patch is a row of `ijepa_patches` (float32 `vector`), every image a row of `ijepa_images`. The
+ * HNSW index is over the patches' `halfvec` form (inner product of unit vectors, so cosine): half
+ * the index at the same recall (`bench/gallery-postgres.ts`); it only picks candidates, and every
+ * similarity is computed from the float32 vectors.
  *
  * What it promises, as the embedded store does: a commit is one transaction, so a request's
  * changes are all stored or none, and an add answered 2xx is committed (durable by the database's
@@ -87,7 +89,7 @@ const MIGRATIONS: ((dim: number) => string)[] = [
       PRIMARY KEY (image_id, p)
     );
     CREATE INDEX ijepa_patches_hnsw ON ijepa_patches
-      USING hnsw (embedding vector_ip_ops) WITH (m = 16, ef_construction = 64);
+      USING hnsw ((embedding::halfvec(${dim})) halfvec_ip_ops) WITH (m = 16, ef_construction = 64);
   `,
 ];
 
@@ -95,22 +97,32 @@ const MIGRATIONS: ((dim: number) => string)[] = [
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 /**
- * Each connection's HNSW search breadth: the embedded store's (hnsw.ts `searchEf` up to 200k
- * patches); an iterative scan fills a LIMIT beyond it (k > 32) instead of stopping short.
+ * Each connection's settings. HNSW search breadth: the embedded store's (hnsw.ts `searchEf` up to
+ * 200k patches); an iterative scan fills a LIMIT beyond it (k > 32) instead of stopping short. No
+ * JIT: the planner's cost for a search's per-candidate scans passes its thresholds, and compiling
+ * took 1.8 s of a 2.2 s search over 600 images (EXPLAIN ANALYZE), the query itself 0.1 s.
  */
-const SESSION = 'SET hnsw.ef_search = 128; SET hnsw.iterative_scan = relaxed_order';
+const SESSION = 'SET hnsw.ef_search = 128; SET hnsw.iterative_scan = relaxed_order; SET jit = off';
+
+/**
+ * The query patches $1 (vector text) as rows: i, v (the vector), h (as halfvec, what the index is
+ * ordered by).
+ */
+const queryPatches = (dim: number) => `
+  q AS MATERIALIZED (
+    SELECT (t.i - 1)::int AS i, t.v::vector AS v, t.v::halfvec(${dim}) AS h
+    FROM unnest($1::text[]) WITH ORDINALITY AS t(v, i)
+  )`;
+
+/** The $2 patches the HNSW index finds nearest to query patch `q`, with their exact similarity. */
+const indexed = (dim: number) => `
+  SELECT image_id, p, embedding, -(embedding <#> q.v) AS sim FROM ijepa_patches
+  ORDER BY embedding::halfvec(${dim}) <#> q.h LIMIT $2`;
 
 /** Nearest images by MaxSim: $1 query patches (vector text), $2 index hits per patch, $3 candidates (null: all), $4 k, $5 pooled query. */
-const SEARCH = `
-  WITH q AS MATERIALIZED (
-    SELECT (t.i - 1)::int AS i, t.v::vector AS v FROM unnest($1::text[]) WITH ORDINALITY AS t(v, i)
-  ),
-  found AS (
-    SELECT q.i, h.image_id, -h.distance AS sim
-    FROM q CROSS JOIN LATERAL (
-      SELECT image_id, embedding <#> q.v AS distance FROM ijepa_patches ORDER BY embedding <#> q.v LIMIT $2
-    ) AS h
-  ),
+const search = (dim: number) => `
+  WITH ${queryPatches(dim)},
+  found AS (SELECT q.i, h.image_id, h.sim FROM q CROSS JOIN LATERAL (${indexed(dim)}) AS h),
   best AS (SELECT i, image_id, max(sim) AS s FROM found GROUP BY i, image_id),
   lowest AS (SELECT i, min(sim) AS l FROM found GROUP BY i),
   candidates AS (
@@ -132,14 +144,10 @@ const SEARCH = `
   ORDER BY t.total DESC, img.id`;
 
 /** Index candidates for each query: $1 queries (vector text), $2 per query; reranked in JS. */
-const NEAREST = `
-  WITH q AS MATERIALIZED (
-    SELECT (t.i - 1)::int AS i, t.v::vector AS v FROM unnest($1::text[]) WITH ORDINALITY AS t(v, i)
-  )
+const nearest = (dim: number) => `
+  WITH ${queryPatches(dim)}
   SELECT q.i, h.image_id AS id, h.p, img.grid_cols AS cols, h.embedding::text AS embedding
-  FROM q CROSS JOIN LATERAL (
-    SELECT image_id, p, embedding FROM ijepa_patches ORDER BY embedding <#> q.v LIMIT $2
-  ) AS h JOIN ijepa_images AS img ON img.id = h.image_id`;
+  FROM q CROSS JOIN LATERAL (${indexed(dim)}) AS h JOIN ijepa_images AS img ON img.id = h.image_id`;
 
 const UPSERT = `
   INSERT INTO ijepa_images AS x (id, added_at, metadata, grid_rows, grid_cols, pooled, image)
@@ -222,11 +230,15 @@ export interface PostgresOptions {
 }
 
 export class PostgresStore implements GalleryStore {
+  private readonly sql: { search: string; nearest: string };
+
   private constructor(
     private readonly pool: pg.Pool,
     readonly where: string,
     readonly dim: number,
-  ) {}
+  ) {
+    this.sql = { search: search(dim), nearest: nearest(dim) };
+  }
 
   /**
    * Connects to the database at `url`, migrates its schema to this version, and checks (or, on a
@@ -524,10 +536,10 @@ export class PostgresStore implements GalleryStore {
     const d = this.dim;
     const qs = Array.from({ length: count }, (_, t) => centred(queries.subarray(t * d, (t + 1) * d)));
     const text = qs.map((q) => vectors(q, d)[0]);
-    const { rows } = await this.query<{ i: number; id: string; p: number; cols: number; embedding: string }>(NEAREST, [
-      text,
-      Math.max(32, 4 * k),
-    ]);
+    const { rows } = await this.query<{ i: number; id: string; p: number; cols: number; embedding: string }>(
+      this.sql.nearest,
+      [text, Math.max(32, 4 * k)],
+    );
     o.signal?.throwIfAborted();
     const out: PatchHit[][] = qs.map(() => []);
     const sums = qs.map((q) => q.reduce((a, x) => a + x, 0));
@@ -555,7 +567,7 @@ export class PostgresStore implements GalleryStore {
       pooled: number;
       ps: number[];
       sims: number[];
-    }>(SEARCH, [
+    }>(this.sql.search, [
       vectors(normalize(query, d), d),
       Math.max(16, 4 * k),
       Number.isFinite(o.candidates ?? Number.POSITIVE_INFINITY) ? o.candidates : null,

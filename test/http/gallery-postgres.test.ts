@@ -6,10 +6,11 @@
  * and a database that goes away is 503 on gallery routes until it is back, without a restart.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, test } from 'node:test';
 import pg from 'pg';
 import { Rng } from '../../model/rng.ts';
@@ -240,14 +241,24 @@ test('replicas: a write acknowledged by one server is found through another; two
   const images = tempDir('ijepa-pg-index-');
   mkdirSync(join(images, 'sub'));
   for (let i = 0; i < 3; i++) writeFileSync(join(images, i ? `sub/p${i}.png` : 'p0.png'), await pattern(60 + i));
-  const index = () =>
-    spawnSync(process.execPath, [BIN, 'index', '--model', pkg, '--images', images, '--gallery', url], {
-      encoding: 'utf8',
-    });
-  const first = index();
-  assert.equal(first.status, 0, first.stderr);
-  assert.deepEqual(JSON.parse(first.stdout), { added: 3, skipped: 0, failed: 0, total: 3 });
-  assert.deepEqual(JSON.parse(index().stdout), { added: 0, skipped: 3, failed: 0, total: 3 });
+  // Not spawnSync: the servers' keep-alive connections must not go stale while this process is blocked.
+  const index = async () =>
+    JSON.parse(
+      (
+        await promisify(execFile)(process.execPath, [
+          BIN,
+          'index',
+          '--model',
+          pkg,
+          '--images',
+          images,
+          '--gallery',
+          url,
+        ])
+      ).stdout,
+    );
+  assert.deepEqual(await index(), { added: 3, skipped: 0, failed: 0, total: 3 });
+  assert.deepEqual(await index(), { added: 0, skipped: 3, failed: 0, total: 3 });
   assert.equal((await fetch(`${a.base}/v1/gallery/sub/p2.png`)).status, 200);
   for (const s of [a, b]) s.child.kill('SIGKILL');
 });
