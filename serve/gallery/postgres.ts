@@ -222,6 +222,9 @@ function info(r: ImageRow): ImageInfo {
   };
 }
 
+/** Longest a health check (/readyz) waits for the database. */
+const HEALTH_MS = 2000;
+
 export interface PostgresOptions {
   /** Connections to the database this process may hold (node-postgres' pool). */
   connections?: number;
@@ -593,12 +596,20 @@ export class PostgresStore implements GalleryStore {
     return hits.sort((a, b) => b.score - a.score);
   }
 
+  /** Answers within HEALTH_MS: a balancer's health check should not wait out a connect timeout. */
   async health(): Promise<'ok' | 'unavailable'> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'unavailable'>((resolve) => {
+      timer = setTimeout(() => resolve('unavailable'), HEALTH_MS);
+    });
+    const answer = this.pool.query('SELECT 1').then(
+      () => 'ok' as const,
+      () => 'unavailable' as const,
+    );
     try {
-      await this.pool.query('SELECT 1');
-      return 'ok';
-    } catch {
-      return 'unavailable';
+      return await Promise.race([answer, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
