@@ -27,6 +27,7 @@ import { addPng, startServer, type Running } from './processes.ts';
 
 const skip = skipUnless('postgres');
 const BIN = join(import.meta.dirname, '../../bin/ijepa.js');
+const BUNDLED = join(import.meta.dirname, '../../models/fmnist-vit-tiny');
 const pkg = makePackage(false);
 const encoder: string = JSON.parse(readFileSync(join(pkg, 'manifest.json'), 'utf8')).files.encoder.sha256;
 const identity = { modelId: 'tiny', dim: 32, encoder };
@@ -80,6 +81,33 @@ test('gallery over HTTP (PostgreSQL): the routes keep the embedded store’s pro
   assert.equal(await again.gallery!.size(), 3);
   assert.deepEqual([...(await again.gallery!.stored(['img-0', 'img-1', 'img-3']))].sort(), ['img-0', 'img-3']);
   await again.close();
+});
+
+test('reconstruct and the map over a PostgreSQL gallery: the hidden patches get their nearest gallery patches', {
+  skip,
+}, async () => {
+  const svc = await Service.open(BUNDLED, { gallery: await (await cluster()).database() });
+  const { server, base } = await listen(svc);
+  for (let i = 0; i < 4; i++)
+    assert.equal((await addPng(base, `g${i}`, await pattern(i, 32), { label: i % 2 })).status, 200);
+  const r = await fetch(`${base}/v1/reconstruct?box=2,2,4,5&neighbours=3`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/png' },
+    body: new Uint8Array(await pattern(1, 32)),
+  });
+  assert.equal(r.status, 200, await r.clone().text());
+  const body = await r.json();
+  assert.equal(body.patches.length, 6);
+  for (const p of body.patches) {
+    assert.equal(p.neighbours.length, 3);
+    assert.ok(p.neighbours[0].similarity >= p.neighbours[2].similarity);
+    assert.ok(/^g[0-3]$/.test(p.neighbours[0].id) && p.neighbours[0].patch.every((v: number) => v >= 0 && v < 8));
+  }
+  const map = await (await fetch(`${base}/v1/map`)).json();
+  assert.deepEqual(new Set(map.points.map((p: { label: string }) => p.label)), new Set(['0', '1']));
+  assert.equal(map.version, map.galleryVersion);
+  server.close();
+  await svc.close();
 });
 
 test('connect checks the encoder and migrates once: replicas starting together on a new database, another model or encoder refused, a newer schema refused', {
