@@ -58,8 +58,14 @@ slim=(
   --dpkgopt='path-exclude=/usr/share/doc/*'
   --dpkgopt='path-include=/usr/share/doc/*/copyright'
 )
+# dpkg without fsync while the tree is made, where the host has eatmydata (a quarter of the install
+# time); the hook leaves no trace of it in the image.
+fast=()
+if command -v eatmydata >/dev/null && command -v dpkg-architecture >/dev/null; then
+  fast=(--hook-dir=/usr/share/mmdebstrap/hooks/eatmydata)
+fi
 started=$SECONDS
-$sudo mmdebstrap --quiet --variant=minbase ${keyring:+--keyring="$keyring"} "${slim[@]}" "${hooks[@]}" bookworm - "$uri" |
+$sudo mmdebstrap --quiet --variant=minbase ${keyring:+--keyring="$keyring"} "${slim[@]}" "${fast[@]}" "${hooks[@]}" bookworm - "$uri" |
   docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV npm_config_nodedir=/usr/local' \
