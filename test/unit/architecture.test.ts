@@ -19,7 +19,9 @@ const LAYERS: Record<string, string[]> = {
   train: ['format', 'model', 'onnx', 'runtime'],
   eval: ['train', 'format', 'model', 'onnx', 'runtime'],
   study: ['eval', 'train', 'format', 'model', 'onnx', 'runtime'],
-  cli: ['study', 'eval', 'train', 'serve', 'format', 'model', 'onnx', 'runtime'],
+  finetune: ['eval', 'train', 'format', 'model', 'onnx', 'runtime'],
+  compare: ['finetune', 'eval', 'format'],
+  cli: ['compare', 'finetune', 'study', 'eval', 'train', 'serve', 'format', 'model', 'onnx', 'runtime'],
 };
 
 /** Packages only these path prefixes may import. */
