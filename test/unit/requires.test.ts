@@ -11,18 +11,38 @@ import { tempDir } from '../tmp.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 
-/** The browser tests, run as `npm test` runs them, with no Chromium where they look for it. */
-function browserTests(require?: string) {
-  const env: NodeJS.ProcessEnv = { ...process.env, CHROMIUM: join(ROOT, 'no-such-chromium') };
-  delete env.IJEPA_REQUIRE;
-  delete env.NODE_TEST_CONTEXT;
-  if (require !== undefined) env.IJEPA_REQUIRE = require;
-  const r = spawnSync(
-    process.execPath,
-    ['--import', 'tsx', '--test', '--test-reporter=./test/reporter.mjs', 'test/browser/explorer.test.ts'],
-    { cwd: ROOT, env, encoding: 'utf8', timeout: 120_000 },
-  );
+/**
+ * A test file run as `npm test` runs it, with `env` hiding its prerequisite and IJEPA_REQUIRE
+ * set to `require` (or unset).
+ */
+function runWithout(file: string, env: NodeJS.ProcessEnv, require?: string) {
+  const e: NodeJS.ProcessEnv = { ...process.env, ...env };
+  delete e.IJEPA_REQUIRE;
+  delete e.NODE_TEST_CONTEXT;
+  if (require !== undefined) e.IJEPA_REQUIRE = require;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=./test/reporter.mjs', file], {
+    cwd: ROOT,
+    env: e,
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
   return { status: r.status, out: r.stdout + r.stderr };
+}
+
+/** The browser tests with no Chromium where they look for it. */
+const browserTests = (require?: string) =>
+  runWithout('test/browser/explorer.test.ts', { CHROMIUM: join(ROOT, 'no-such-chromium') }, require);
+
+/** Skipped without it, naming `reason`; failing where IJEPA_REQUIRE names `name`. */
+function skipsThenFails(file: string, env: NodeJS.ProcessEnv, name: string, reason: RegExp) {
+  const skipped = runWithout(file, env);
+  assert.equal(skipped.status, 0, skipped.out);
+  const count = (what: string) => Number(new RegExp(`# ${what} (\\d+)\\n`).exec(skipped.out)?.[1]);
+  assert.ok(count('tests') > 0 && count('skipped') === count('tests'), skipped.out);
+  assert.match(skipped.out, reason);
+  const failed = runWithout(file, env, name);
+  assert.notEqual(failed.status, 0, failed.out);
+  assert.match(failed.out, /# skipped 0\n/);
 }
 
 test('a missing prerequisite skips its tests, saying why and how to install it, once before the totals', () => {
@@ -53,27 +73,20 @@ test('IJEPA_REQUIRE refuses a name it does not know, so a typo cannot turn failu
 });
 
 test('without a docker client the container test is skipped, naming the commands that set one up; required, it fails', () => {
-  const run = (require?: string) => {
-    // An empty PATH: no docker client on it (node is started by its full path).
-    const env: NodeJS.ProcessEnv = { ...process.env, PATH: tempDir('no-docker-') };
-    delete env.IJEPA_REQUIRE;
-    delete env.NODE_TEST_CONTEXT;
-    if (require !== undefined) env.IJEPA_REQUIRE = require;
-    const r = spawnSync(
-      process.execPath,
-      ['--import', 'tsx', '--test', '--test-reporter=./test/reporter.mjs', 'test/container/image.test.ts'],
-      { cwd: ROOT, env, encoding: 'utf8', timeout: 120_000 },
-    );
-    return { status: r.status, out: r.stdout + r.stderr };
-  };
-  const skipped = run();
-  assert.equal(skipped.status, 0, skipped.out);
-  assert.match(skipped.out, /# skipped 1\n/);
-  assert.match(
-    skipped.out,
+  // An empty PATH: no docker client on it (node is started by its full path).
+  skipsThenFails(
+    'test/container/image.test.ts',
+    { PATH: tempDir('no-docker-') },
+    'container',
     /test\/container\/image\.test\.ts: no docker client .*; install: apt-get install docker\.io mmdebstrap, then scripts\/start-dockerd\.sh and scripts\/container-base\.sh/,
   );
-  const failed = run('container');
-  assert.notEqual(failed.status, 0, failed.out);
-  assert.match(failed.out, /# skipped 0\n/);
+});
+
+test('without PostgreSQL the PostgreSQL gallery tests are skipped, naming scripts/install-pgvector.sh; required, they fail', () => {
+  skipsThenFails(
+    'test/http/gallery-postgres.test.ts',
+    { PG_BIN: tempDir('no-postgres-') },
+    'postgres',
+    /test\/http\/gallery-postgres\.test\.ts: no PostgreSQL server binaries \(initdb, postgres, pg_config\); install: scripts\/install-pgvector\.sh/,
+  );
 });
