@@ -5,6 +5,7 @@ import { presetNames, type PresetName } from '../model/presets.ts';
 import type { ConfigOverrides } from '../train/config.ts';
 import { READOUTS } from '../format/readout.ts';
 import { DEVICES } from '../runtime/device.ts';
+import { parseShard } from '../serve/shard.ts';
 
 const READOUT_CHOICES = [...READOUTS];
 
@@ -446,6 +447,17 @@ export function buildCli(): Command {
       'gallery directory (created if missing) or PostgreSQL URL (postgres://…); must match the model',
     )
     .option('--batch <n>', 'images per encoder run', int('--batch'), 32)
+    .option(
+      '--shard <i/n>',
+      'index only share i of n (0-based) of the folder, by a hash of each image id, so n processes can index one folder into one PostgreSQL gallery at once',
+      (v: string) => {
+        try {
+          return parseShard(v);
+        } catch (e) {
+          throw new InvalidArgumentError((e as Error).message);
+        }
+      },
+    )
     .addOption(deviceOption('the encoder'))
     .addOption(threadsOption('the encoder'))
     .action(async (opts) => {
@@ -455,6 +467,7 @@ export function buildCli(): Command {
         images: opts.images,
         gallery: opts.gallery,
         batch: opts.batch,
+        shard: opts.shard,
         device: opts.device,
         threads: threadsOf(opts.threads),
         progress: process.stderr.isTTY,

@@ -1,7 +1,9 @@
 /**
  * `ijepa index`: embeds a folder of images with a model package and adds every patch to a gallery,
  * offline. Resumable: images already in the gallery (by id = path relative to --images) are skipped,
- * and each added image is durable as soon as it is added.
+ * and each added image is durable as soon as it is added. With a shard, the process takes only its
+ * share of the folder (serve/shard.ts), so several processes can index one folder into one
+ * PostgreSQL gallery at once, none adding an image another adds.
  */
 import type { Device } from '../runtime/device.ts';
 import cliProgress from 'cli-progress';
@@ -13,6 +15,7 @@ import { openStore } from './gallery/open.ts';
 import { decodeImage } from '../runtime/decode.ts';
 import { Gate } from '../runtime/gate.ts';
 import { defaultServiceOptions } from './service.ts';
+import { inShard, type Shard } from './shard.ts';
 
 export interface IndexOptions {
   /** Where the encoder runs. */
@@ -24,6 +27,8 @@ export interface IndexOptions {
   /** A gallery directory, or a PostgreSQL URL (postgres://…). */
   gallery: string;
   batch?: number;
+  /** Index only this share of the folder; `total` then counts the share's images. */
+  shard?: Shard;
   progress?: boolean;
   log?: (s: string) => void;
 }
@@ -33,7 +38,8 @@ export async function indexImages(
 ): Promise<{ added: number; skipped: number; failed: number; total: number }> {
   const log = o.log ?? ((s: string) => console.error(s));
   // The images are listed first so that a wrong --images creates no gallery directory.
-  const files = listImages(o.images);
+  const shard = o.shard;
+  const files = listImages(o.images).filter((f) => !shard || inShard(relative(o.images, f), shard));
   const embedder = await Embedder.open(o.model, { device: o.device, threads: o.threads });
   const m = embedder.manifest;
   const gallery = await openStore(
