@@ -61,10 +61,14 @@ export class Cluster {
     readonly dir: string,
     readonly port: number,
     private readonly user: { uid: number; gid: number } | undefined,
+    private readonly settings: Record<string, string>,
   ) {}
 
-  /** initdb and start; the cluster is stopped when the process exits. */
-  static async start(): Promise<Cluster> {
+  /**
+   * initdb and start; the cluster is stopped when the process exits. `settings` (name → value)
+   * override the test server's (a benchmark's larger shared_buffers, fsync on).
+   */
+  static async start(settings: Record<string, string> = {}): Promise<Cluster> {
     const bin = postgresBin();
     if (!bin) throw new Error('no PostgreSQL server binaries: run scripts/install-pgvector.sh');
     const dir = tempDir('ijepa-pg-');
@@ -75,7 +79,7 @@ export class Cluster {
       ['-D', join(dir, 'data'), '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C'],
       { stdio: 'pipe', ...user },
     );
-    const c = new Cluster(bin, dir, await freePort(), user);
+    const c = new Cluster(bin, dir, await freePort(), user, settings);
     process.once('exit', () => c.child?.kill('SIGKILL'));
     await c.resume();
     return c;
@@ -122,6 +126,7 @@ export class Cluster {
         'shared_buffers=32MB',
         '-c',
         'max_connections=60',
+        ...Object.entries(this.settings).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
       ],
       { stdio: ['ignore', 'ignore', 'pipe'], ...this.user },
     );

@@ -2,7 +2,7 @@
  * The gallery in PostgreSQL + pgvector, for any number of server processes on one database: every
  * patch is a row of `ijepa_patches` (float32 `vector`), every image a row of `ijepa_images`. The
  * HNSW index is over the patches' `halfvec` form (inner product of unit vectors, so cosine): half
- * the index at the same recall (`bench/gallery-postgres.ts`); it only picks candidates, and every
+ * the index at the same recall (`npm run bench:gallery`); it only picks candidates, and every
  * similarity is computed from the float32 vectors.
  *
  * What it promises, as the embedded store does: a commit is one transaction, so a request's
