@@ -1,7 +1,8 @@
 /**
- * Prerequisites some tests need beyond `npm ci`: a WebGPU adapter (a Vulkan driver), a Chromium
- * and a container engine with a local base image. Where one is missing its tests are skipped,
- * the reason naming the command that installs it (test/reporter.ts lists them once at the end of
+ * Prerequisites some tests need beyond `npm ci`: a WebGPU adapter (a Vulkan driver), a Chromium,
+ * a container engine with a local base image, PostgreSQL with pgvector, and HAProxy (a load
+ * balancer in front of server replicas). Where one is missing its tests are skipped, the reason
+ * naming the command that installs it (test/reporter.ts lists them once at the end of
  * the run); where IJEPA_REQUIRE names it (`IJEPA_REQUIRE=webgpu,browser`, or `all`, as CI sets),
  * they run and fail instead.
  */
@@ -40,6 +41,13 @@ export const PREREQUISITES = {
       'scripts/install-pgvector.sh (PostgreSQL 15, and pgvector built from the Debian source package; needs root)',
     missing: postgresMissing,
   },
+  balancer: {
+    install: 'apt-get install haproxy',
+    missing(): string | undefined {
+      const r = spawnSync(haproxyPath(), ['-v'], { encoding: 'utf8', timeout: 20_000 });
+      return r.status === 0 ? undefined : `no haproxy at ${haproxyPath()}`;
+    },
+  },
 } as const;
 
 export type Prerequisite = keyof typeof PREREQUISITES;
@@ -47,6 +55,11 @@ export type Prerequisite = keyof typeof PREREQUISITES;
 /** The image the container test builds on: scripts/container-base.sh's, or IJEPA_BASE_IMAGE (say, node:20-bookworm-slim). */
 export function containerBase(): string {
   return process.env.IJEPA_BASE_IMAGE ?? 'ijepa-base:bookworm-node20';
+}
+
+/** HAProxy, the balancer the replica tests run: $HAPROXY, else Debian's (in /usr/sbin, off a user's PATH), else the PATH's. */
+export function haproxyPath(): string {
+  return process.env.HAPROXY ?? (existsSync('/usr/sbin/haproxy') ? '/usr/sbin/haproxy' : 'haproxy');
 }
 
 export function chromiumPath(): string {
