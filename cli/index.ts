@@ -81,7 +81,7 @@ export function buildCli(): Command {
     .addOption(new Option('--preset <name>', 'model preset').choices(presetNames).default('vit-tiny'))
     .option(
       '--recipe <name>',
-      "training recipe (train/recipes/): default (LeJEPA's minimal recipe, chosen on CIFAR-10 validation), lejepa (the same), hybrid (I-JEPA + LeJEPA), ijepa (I-JEPA with SIGReg), reference (published I-JEPA)",
+      "training recipe (train/recipes/): default (LeJEPA's minimal recipe, chosen on CIFAR-10 validation), lejepa (the same), hybrid (I-JEPA + LeJEPA), ijepa (I-JEPA with SIGReg), mae (masked autoencoder), reference (published I-JEPA)",
       'default',
     )
     .option('--config <file>', 'JSON file overriding any config field (docs/training.md)')
