@@ -101,8 +101,9 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
  * 200k patches); an iterative scan fills a LIMIT beyond it (k > 32) instead of stopping short. No
  * JIT: the planner's cost for a search's per-candidate scans passes its thresholds, and compiling
  * took 1.8 s of a 2.2 s search over 600 images (EXPLAIN ANALYZE), the query itself 0.1 s.
+ * Sent as startup options, so every connection has them before its first query.
  */
-const SESSION = 'SET hnsw.ef_search = 128; SET hnsw.iterative_scan = relaxed_order; SET jit = off';
+const SESSION = '-c hnsw.ef_search=128 -c hnsw.iterative_scan=relaxed_order -c jit=off';
 
 /**
  * The query patches $1 (vector text) as rows: i, v (the vector), h (as halfvec, what the index is
@@ -261,6 +262,7 @@ export class PostgresStore implements GalleryStore {
       connectionTimeoutMillis: o.connectTimeoutMs ?? 5000,
       keepAlive: true,
       application_name: 'ijepa',
+      options: SESSION,
     });
     let lost = 0;
     // An idle connection the server closed (a restart) is dropped by the pool; new ones are made
@@ -272,7 +274,6 @@ export class PostgresStore implements GalleryStore {
       lost = 0;
       // A connection that fails while checked out between two queries says so to its next query.
       client.on('error', () => {});
-      client.query(SESSION).catch(() => {});
     });
     const store = new PostgresStore(pool, where, id.dim);
     try {
