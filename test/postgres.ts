@@ -44,12 +44,24 @@ function serverUser(): { uid: number; gid: number } | undefined {
   return { uid: Number(u[2]), gid: Number(u[3]) };
 }
 
-async function freePort(): Promise<number> {
+/** A port nothing listens on now (the OS's pick, released at once). */
+export async function freePort(): Promise<number> {
   const s = createServer();
   await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
   const port = (s.address() as { port: number }).port;
   await new Promise((resolve) => s.close(resolve));
   return port;
+}
+
+/** One query on its own connection: its rows. */
+export async function sql<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query<T>(text)).rows;
+  } finally {
+    await c.end();
+  }
 }
 
 export class Cluster {

@@ -12,13 +12,12 @@ import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, test } from 'node:test';
-import pg from 'pg';
 import { Rng } from '../../model/rng.ts';
 import { createApp } from '../../serve/app.ts';
 import { Gallery, type Change, type NewImage } from '../../serve/gallery/gallery.ts';
 import { PostgresStore, SCHEMA_VERSION } from '../../serve/gallery/postgres.ts';
 import { Service } from '../../serve/service.ts';
-import { Cluster } from '../postgres.ts';
+import { Cluster, sql } from '../postgres.ts';
 import { skipUnless } from '../requires.ts';
 import { tempDir } from '../tmp.ts';
 import { makePackage, pattern } from './fixtures.ts';
@@ -39,16 +38,6 @@ after(async () => {
   for (const s of servers) s.child.kill('SIGKILL');
   await (await started)?.stop();
 });
-
-async function sql<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<T>(text)).rows;
-  } finally {
-    await c.end();
-  }
-}
 
 /** Waits until `cond` holds, failing after `ms`. */
 async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {

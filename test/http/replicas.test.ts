@@ -10,11 +10,9 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, test, type TestContext } from 'node:test';
-import pg from 'pg';
-import { Cluster } from '../postgres.ts';
+import { Cluster, freePort, sql } from '../postgres.ts';
 import { haproxyPath, skipUnless } from '../requires.ts';
 import { tempDir } from '../tmp.ts';
 import { makePackage, pattern } from './fixtures.ts';
@@ -45,14 +43,6 @@ after(async () => {
   killAll();
   await (await fleet?.catch(() => undefined))?.db.stop();
 });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
 
 /**
  * The balancer's configuration: deploy/haproxy.cfg's policy (health checks on /readyz, a request
@@ -138,16 +128,6 @@ async function start(): Promise<Fleet> {
 }
 
 const setup = () => (fleet ??= start());
-
-async function sql<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<T>(text)).rows;
-  } finally {
-    await c.end();
-  }
-}
 
 const search = async (base: string, png: Buffer) =>
   fetch(`${base}/v1/search?k=1`, {
