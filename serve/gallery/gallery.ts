@@ -239,6 +239,11 @@ interface Compaction {
   next: Gallery;
 }
 
+/** Index candidates per query for the k nearest patches (`nearestPatches`), before the exact rerank. */
+export const nearestCandidates = (k: number) => Math.max(32, 4 * k);
+/** Index candidates per query patch of a MaxSim `search`, whose images are then scored exactly. */
+export const searchCandidates = (k: number) => Math.max(16, 4 * k);
+
 /** `v` less its mean, scaled to unit length (the zero vector stays zero). */
 export function centred(v: Float32Array): Float32Array {
   const d = v.length;
@@ -751,7 +756,7 @@ export class Gallery {
       if (live > 0) {
         const q = centred(queries.subarray(t * d, (t + 1) * d));
         const qSum = q.reduce((a, x) => a + x, 0);
-        const labels = this.index.search(q, Math.min(live, Math.max(32, 4 * k)), searchEf(this.index.stored));
+        const labels = this.index.search(q, Math.min(live, nearestCandidates(k)), searchEf(this.index.stored));
         for (const l of labels) {
           const owner = this.owners[l];
           const e = owner && this.entries.get(owner[0]);
@@ -798,7 +803,7 @@ export class Gallery {
       const qi = q.subarray(i * d, (i + 1) * d);
       const best = new Map<string, number>();
       let least = Number.POSITIVE_INFINITY;
-      for (const l of this.index.search(qi, Math.min(live, Math.max(16, 4 * k)), searchEf(this.index.stored))) {
+      for (const l of this.index.search(qi, Math.min(live, searchCandidates(k)), searchEf(this.index.stored))) {
         const owner = this.owners[l];
         const e = owner && this.entries.get(owner[0]);
         if (!owner || !e) continue;

@@ -29,7 +29,9 @@ import { GalleryError } from './errors.ts';
 import {
   centred,
   centredCosine,
+  nearestCandidates,
   normalize,
+  searchCandidates,
   type Change,
   type Identity,
   type ImageInfo,
@@ -542,7 +544,7 @@ export class PostgresStore implements GalleryStore {
     const text = qs.map((q) => vectors(q, d)[0]);
     const { rows } = await this.query<{ i: number; id: string; p: number; cols: number; embedding: string }>(
       this.sql.nearest,
-      [text, Math.max(32, 4 * k)],
+      [text, nearestCandidates(k)],
     );
     o.signal?.throwIfAborted();
     const out: PatchHit[][] = qs.map(() => []);
@@ -573,7 +575,7 @@ export class PostgresStore implements GalleryStore {
       sims: number[];
     }>(this.sql.search, [
       vectors(normalize(query, d), d),
-      Math.max(16, 4 * k),
+      searchCandidates(k),
       Number.isFinite(o.candidates ?? Number.POSITIVE_INFINITY) ? o.candidates : null,
       k,
       vectors(normalize(pooled, d), d)[0],
