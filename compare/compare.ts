@@ -7,7 +7,8 @@
  * arguments skips those done (and a fine-tune cut short resumes from its checkpoint).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus } from 'node:os';
+import { availableParallelism } from 'node:os';
+import { cpuName } from '../runtime/devices.ts';
 import { join, resolve } from 'node:path';
 import { readPackage } from '../format/package.ts';
 import type { Manifest } from '../format/manifest.ts';
@@ -168,7 +169,7 @@ export async function runCompare(o: CompareOptions): Promise<{ report: CompareRe
       ? `${o.finetuneMinutes} min of fine-tuning per fine-tuned row (the cosine schedule fitted to it)`
       : `${o.finetuneEpochs} epochs of fine-tuning per fine-tuned row`,
     pretrainingBudget: budgetVerdict(pretraining.slice(0, 2)),
-    hardware: `${cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${availableParallelism()} cores; onnxruntime on the CPU, ${o.threads} thread(s)`,
+    hardware: `${cpuName()}, ${availableParallelism()} cores; onnxruntime on the CPU, ${o.threads} thread(s)`,
     pretraining,
     rows: [],
     settings,

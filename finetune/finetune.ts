@@ -5,10 +5,10 @@
  * (or validation) split is scored once, after training, and the result is written as a package
  * whose probe.json is the head as a linear probe, so `/v1/classify` serves it unchanged.
  */
-import { cpus } from 'node:os';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { createSession, Tensor, type Session } from '../runtime/session.ts';
+import { cpuHardware } from '../runtime/devices.ts';
 import { readPackage, describeFile, contentHash, writePackage, MANIFEST } from '../format/package.ts';
 import type { Manifest } from '../format/manifest.ts';
 import { normalizeChw, type Preprocess } from '../format/preprocess.ts';
@@ -284,10 +284,6 @@ async function decodeAll(images: LabeledImages): Promise<Decoded> {
   return all;
 }
 
-function hardwareOf(threads: number): string {
-  return `onnxruntime on the CPU, ${threads} thread(s), ${cpus()[0]?.model ?? 'unknown CPU'}`;
-}
-
 function checkOptions(o: FinetuneOptions, s: FinetuneSettings): void {
   const bad = (msg: string) => {
     throw new Error(msg);
@@ -394,11 +390,12 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
   if (n < 1) throw new Error(`${o.data}: no readable training images`);
   const batch = Math.min(settings.batch, n);
   const specs = finetuneSpecs(m, classes);
+  const layout = new ParamStore(specs);
   const opt = new AdamW(
-    new ParamStore(specs).size,
-    new ParamStore(specs).decayMask(),
+    layout.size,
+    layout.decayMask(),
     { beta1, beta2, eps: 1e-8 },
-    layerScales(specs, m, settings.layerDecay),
+    layerScales(layout, m, settings.layerDecay),
   );
   // Whole batches only: every step has the same shape, and one drawn late in an epoch is no
   // smaller than the others.
@@ -470,7 +467,7 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
 
   mkdirSync(o.out, { recursive: true });
   log(
-    `fine-tuning ${settings.randomInit ? `a random init of ${source.id}` : source.id} on ${n} labeled images, ${classes} classes: ${epochPlan.totalSteps} steps of ${batch} over ${settings.epochs} epochs${budget ? ` or ${settings.timeBudgetMin} min` : ''}; ${hardwareOf(threads)}`,
+    `fine-tuning ${settings.randomInit ? `a random init of ${source.id}` : source.id} on ${n} labeled images, ${classes} classes: ${epochPlan.totalSteps} steps of ${batch} over ${settings.epochs} epochs${budget ? ` or ${settings.timeBudgetMin} min` : ''}; ${cpuHardware(threads)}`,
   );
   const plane = 3 * m.imageSize * m.imageSize;
   const images = new Float32Array(batch * plane);
@@ -586,7 +583,7 @@ export async function runFinetune(o: FinetuneOptions): Promise<FinetuneResult> {
     imagesPerSec: state.imagesSeen / Math.max(1e-9, state.elapsedSec),
     finalLoss: state.finalLoss,
     settings,
-    hardware: hardwareOf(threads),
+    hardware: cpuHardware(threads),
   };
   writeFinetuned(o, source, m, params, scale, sp.classes, result);
   log(

@@ -28,16 +28,23 @@ ort.InferenceSession.create(Buffer.from(process.argv[2], 'base64'), { executionP
 /** Dawn's notices that say nothing about availability. */
 const NOISE = /artificially reduced|XDG_RUNTIME_DIR/;
 
+/** This machine's CPU model, as reports and run records name it. */
+export function cpuName(): string {
+  return cpus()[0]?.model.trim() ?? 'unknown CPU';
+}
+
+/** Where onnxruntime runs on the CPU with `threads` intra-op threads, as run records name it. */
+export function cpuHardware(threads: number): string {
+  return `onnxruntime on the CPU, ${threads} thread(s), ${cpuName()}`;
+}
+
 export function probeDevices(): DeviceReport[] {
   const ortPath = createRequire(import.meta.url).resolve('onnxruntime-node');
   const version = (createRequire(import.meta.url)('onnxruntime-node/package.json') as { version: string }).version;
   const cpu: DeviceReport = {
     device: 'cpu',
     available: true,
-    detail: [
-      `${availableParallelism()} threads, ${cpus()[0]?.model.trim() ?? 'unknown CPU'}`,
-      `onnxruntime-node ${version}`,
-    ],
+    detail: [`${availableParallelism()} threads, ${cpuName()}`, `onnxruntime-node ${version}`],
   };
   const child = spawnSync(process.execPath, ['-e', CHILD, ortPath, Buffer.from(identityGraph()).toString('base64')], {
     encoding: 'utf8',

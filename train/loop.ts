@@ -6,7 +6,6 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { cpus } from 'node:os';
 import { readsViews, type TrainConfig } from './config.ts';
 import type { BackendName } from './tfjs/backend.ts';
 import { openDataset } from './data/open.ts';
@@ -22,6 +21,7 @@ import { OrtEngine } from './ort/engine.ts';
 import type { ViewLayout } from '../onnx/training.ts';
 import { DeviceEngine } from './ort/device.ts';
 import type { Device } from '../runtime/session.ts';
+import { cpuHardware, cpuName } from '../runtime/devices.ts';
 import { writeCheckpoint } from './checkpoint.ts';
 import type { Diagnostics } from './diagnostics.ts';
 import type { Preprocess } from '../format/preprocess.ts';
@@ -212,19 +212,18 @@ async function openEngine(
   chunk: number | undefined,
   w: Weights,
 ): Promise<OpenedEngine> {
-  const cpu = `${cpus()[0]?.model.trim() ?? 'unknown CPU'}`;
   if (c.engine === 'tfjs')
     return {
       engine: await tfjsEngine(model, step, chunk ?? 32, w, c.backend),
       what: `TF.js (${c.backend})`,
-      hardware: `TF.js ${c.backend}, ${cpu}`,
+      hardware: `TF.js ${c.backend}, ${cpuName()}`,
     };
   const ort = { ...step, chunk, threads: c.threads };
   if (c.device === 'cpu')
     return {
       engine: await OrtEngine.create(model, w.online, w.target, ort),
       what: `onnxruntime, ${c.threads} thread(s)`,
-      hardware: `onnxruntime on the CPU, ${c.threads} thread(s), ${cpu}`,
+      hardware: cpuHardware(c.threads),
     };
   return {
     engine: await DeviceEngine.create(model, w.online, w.target, w.optimizer, { ...ort, device: c.device }),

@@ -20,7 +20,7 @@ const LAYERS: Record<string, string[]> = {
   eval: ['train', 'format', 'model', 'onnx', 'runtime'],
   study: ['eval', 'train', 'format', 'model', 'onnx', 'runtime'],
   finetune: ['eval', 'train', 'format', 'model', 'onnx', 'runtime'],
-  compare: ['finetune', 'eval', 'format'],
+  compare: ['finetune', 'eval', 'format', 'runtime'],
   cli: ['compare', 'finetune', 'study', 'eval', 'train', 'serve', 'format', 'model', 'onnx', 'runtime'],
 };
 
