@@ -5,7 +5,7 @@
  * parameter at layer l takes lr × decay^(depth + 1 − l).
  */
 import type { ModelConfig } from '../model/presets.ts';
-import type { ParamSpec } from '../model/vit.ts';
+import type { ParamStore } from '../model/params.ts';
 
 export function layerId(name: string, depth: number): number {
   if (name.startsWith('encoder.patch.')) return 0;
@@ -14,16 +14,13 @@ export function layerId(name: string, depth: number): number {
   return depth + 1;
 }
 
-/** The learning-rate multiplier of every element of the flat buffer laid out by `specs`; undefined at decay 1 (no scaling). */
-export function layerScales(specs: ParamSpec[], m: ModelConfig, decay: number): Float32Array | undefined {
+/** The learning-rate multiplier of every element of `params`' flat buffer; undefined at decay 1 (no scaling). */
+export function layerScales(params: ParamStore, m: ModelConfig, decay: number): Float32Array | undefined {
   if (decay === 1) return undefined;
-  const size = specs.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
-  const out = new Float32Array(size);
-  let offset = 0;
-  for (const s of specs) {
-    const n = s.shape.reduce((a, b) => a * b, 1);
-    out.fill(decay ** (m.depth + 1 - layerId(s.name, m.depth)), offset, offset + n);
-    offset += n;
+  const out = new Float32Array(params.size);
+  for (const s of params.specs) {
+    const from = params.offsets.get(s.name)!;
+    out.fill(decay ** (m.depth + 1 - layerId(s.name, m.depth)), from, from + params.sizes.get(s.name)!);
   }
   return out;
 }

@@ -84,8 +84,8 @@ test('the fine-tuning step: loss and every gradient equal TF.js written directly
 test('layer-wise decay: block 0 steps at decay^depth · lr, the patch embedding at decay^(depth+1), the head at lr; decoupled decay scaled alike', () => {
   const specs = finetuneSpecs(m, C);
   const decay = 0.5;
-  const scales = layerScales(specs, m, decay)!;
   const p0 = new ParamStore(specs, randomArray(new ParamStore(specs).size, 7, 1));
+  const scales = layerScales(p0, m, decay)!;
   const lr = 1e-2;
   const expect = (name: string) => {
     if (name.startsWith('encoder.patch.')) return decay ** (m.depth + 1);
@@ -105,16 +105,11 @@ test('layer-wise decay: block 0 steps at decay^depth · lr, the patch embedding 
   }
   // With no gradient, only the decoupled decay moves the weights: p · (1 − lr · wd · scale).
   const q = p0.clone();
-  new AdamW(q.size, new ParamStore(specs).decayMask(), undefined, scales).step(
-    q.data,
-    new Float32Array(q.size),
-    lr,
-    0.1,
-  );
+  new AdamW(q.size, q.decayMask(), undefined, scales).step(q.data, new Float32Array(q.size), lr, 0.1);
   const w = 'encoder.blocks.0.mlp.fc1.w';
   const want = p0.view(w)[5] * (1 - lr * 0.1 * expect(w));
   assert.ok(Math.abs(q.view(w)[5] - want) < 1e-7, `decayed ${q.view(w)[5]}, want ${want}`);
-  assert.equal(layerScales(specs, m, 1), undefined);
+  assert.equal(layerScales(p0, m, 1), undefined);
 });
 
 /** Class folders of small solid-ish PNGs: three classes told apart by colour. */
